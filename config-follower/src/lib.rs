@@ -1,0 +1,1 @@
+//! config-follower (skeleton until the follower issue lands).

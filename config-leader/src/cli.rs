@@ -1,0 +1,91 @@
+//! Command line: `serve` (default), `check`, `render`. Every setting can come from a flag or from the
+//! environment (`CONFIG_LEADER_*`), which win over the file, so units and compose files need no edited JSON.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "config-leader",
+    version,
+    about = "Serves each follower the rendered configuration of its role"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Path of config-leader.json.
+    #[arg(long, global = true, env = "CONFIG_LEADER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides http.ip).
+    #[arg(long, global = true, env = "CONFIG_LEADER_HTTP_IP")]
+    pub ip: Option<IpAddr>,
+    /// Port to listen on (overrides http.port; 0 picks a free port).
+    #[arg(long, global = true, env = "CONFIG_LEADER_HTTP_PORT")]
+    pub port: Option<u16>,
+    /// Folder with one sub-folder of templates per role (overrides templatesPath).
+    #[arg(long, global = true, env = "CONFIG_LEADER_TEMPLATES_PATH")]
+    pub templates_path: Option<PathBuf>,
+    /// Path of platform.yml (overrides platformSettings.platformConfig).
+    #[arg(long, global = true, env = "CONFIG_LEADER_PLATFORM_CONFIG")]
+    pub platform_config: Option<PathBuf>,
+    /// Folder of the leader's database (overrides databasePath).
+    #[arg(long, global = true, env = "CONFIG_LEADER_DATABASE_PATH")]
+    pub database_path: Option<PathBuf>,
+    /// PEM certificate chain; with --tls-key-file, serve HTTPS only (overrides tls.certFile).
+    #[arg(long, global = true, env = "CONFIG_LEADER_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (overrides tls.keyFile).
+    #[arg(long, global = true, env = "CONFIG_LEADER_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFIG_LEADER_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve followers (the default).
+    Serve,
+    /// Render every role and report every problem; exit non-zero if there is any.
+    Check,
+    /// Write one role's rendered tree to a folder, for review or diff.
+    Render {
+        /// Role to render (a folder of templatesPath).
+        #[arg(long)]
+        role: String,
+        /// Folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+impl GlobalArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            ip: self.ip,
+            port: self.port,
+            templates_path: self.templates_path.clone(),
+            platform_config: self.platform_config.clone(),
+            database_path: self.database_path.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+        }
+    }
+}

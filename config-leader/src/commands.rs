@@ -1,0 +1,96 @@
+//! Operator commands that do not serve: `check` (every problem, all at once) and `render` (a dry run to a
+//! folder).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use base64::Engine;
+use pryv_render::REPLACE_ME;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::store::{TreeStore, load_platform};
+use crate::tree;
+
+/// Every problem of the configuration, one sentence each; empty when the platform is ready.
+pub fn check(config: &Config) -> Result<Vec<String>, Error> {
+    let mut problems = Vec::new();
+    let platform = match load_platform(&config.platform_config) {
+        Ok(platform) => platform,
+        Err(err) => return Ok(vec![err.to_string()]),
+    };
+    for (group, name) in platform.settings_equal_to(REPLACE_ME) {
+        problems.push(format!(
+            "{}: {group}.{name} is still {REPLACE_ME}; set its value",
+            config.platform_config.display()
+        ));
+    }
+    let vars = pryv_render::Vars::new(&platform, &config.internals.0);
+    match pryv_render::Renderer::new(&vars) {
+        Ok(renderer) => problems.extend(
+            renderer
+                .problems()
+                .into_iter()
+                .map(|err| format!("{}: {err}", config.platform_config.display())),
+        ),
+        Err(err) => problems.push(format!("{}: {err}", config.platform_config.display())),
+    }
+
+    let folders: BTreeSet<String> = tree::roles(&config.templates_path)?.into_iter().collect();
+    for follower in &config.followers {
+        if !folders.contains(&follower.role) {
+            problems.push(format!(
+                "follower {} has role '{}' but {} has no '{}' folder; add the templates or fix the role",
+                follower.url,
+                follower.role,
+                config.templates_path.display(),
+                follower.role
+            ));
+        }
+    }
+    let store = store_for(config);
+    for role in &folders {
+        match store.render_uncached(role) {
+            Ok((_, errors)) => problems.extend(errors.iter().map(ToString::to_string)),
+            Err(err) => problems.push(err.to_string()),
+        }
+    }
+    // One cycle shows up in every file that uses it; say it once.
+    let mut seen = BTreeSet::new();
+    problems.retain(|p| seen.insert(p.clone()));
+    Ok(problems)
+}
+
+/// Writes `role`'s rendered tree under `out`; returns the number of files written.
+pub fn render(config: &Config, role: &str, out: &Path) -> Result<usize, Error> {
+    let (files, mut errors) = store_for(config).render_uncached(role)?;
+    if !errors.is_empty() {
+        return Err(errors.swap_remove(0));
+    }
+    for file in &files {
+        let target = out.join(file.path.trim_start_matches('/'));
+        let io = |source| Error::Io {
+            path: target.clone(),
+            source,
+        };
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let bytes = match file.encoding.as_deref() {
+            Some(_) => base64::engine::general_purpose::STANDARD
+                .decode(&file.content)
+                .map_err(|err| Error::Internal(err.to_string()))?,
+            None => file.content.clone().into_bytes(),
+        };
+        pryv_fs::write_atomic(&target, &bytes, pryv_fs::DEFAULT_FILE_MODE).map_err(io)?;
+    }
+    Ok(files.len())
+}
+
+fn store_for(config: &Config) -> TreeStore {
+    TreeStore::new(
+        config.templates_path.clone(),
+        config.platform_config.clone(),
+        config.internals.clone(),
+    )
+}

@@ -1,0 +1,491 @@
+//! `config-leader.json`: the Pryv-compatible raw model, overrides from the environment and flags, and validation
+//! into a [`Config`] that cannot hold a bad state. Every problem is collected and reported at once.
+//!
+//! `"SECRET"` values of `internals` and `adminKey` are replaced by generated secrets and written back to the file
+//! (atomically, the rest of the file kept) so they stay the same across restarts.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use pryv_render::SECRET_PLACEHOLDER;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::secret::{self, Secret};
+
+/// Port of the legacy leader.
+pub const DEFAULT_PORT: u16 = 7000;
+const DEFAULT_IP: &str = "0.0.0.0";
+
+/// Keys of the legacy file the leader accepts without using them (or not yet).
+const ACCEPTED_KEYS: &[&str] = &["logs", "registerUrl", "gitRepoPath"];
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub ip: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub templates_path: Option<PathBuf>,
+    pub platform_config: Option<PathBuf>,
+    pub database_path: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (secrets are written back there).
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    /// One sub-folder per role.
+    pub templates_path: PathBuf,
+    pub platform_config: PathBuf,
+    pub platform_template: Option<PathBuf>,
+    pub database_path: PathBuf,
+    pub credentials_file: PathBuf,
+    pub internals: Internals,
+    pub followers: Vec<Follower>,
+    pub admin_key: Option<Secret>,
+    pub tls: Option<TlsFiles>,
+    /// Top-level keys nobody knows; warned about once at start.
+    pub unknown_keys: Vec<String>,
+}
+
+/// Internal variables (secrets). `Debug` lists names only.
+#[derive(Clone, Default)]
+pub struct Internals(pub IndexMap<String, Value>);
+
+impl std::fmt::Debug for Internals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+/// One follower machine.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    pub key: Secret,
+    pub url: String,
+    pub role: String,
+}
+
+/// PEM files for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    http: RawHttp,
+    templates_path: Option<String>,
+    database_path: Option<String>,
+    #[serde(default)]
+    platform_settings: RawPlatformSettings,
+    #[serde(default)]
+    credentials: RawCredentials,
+    #[serde(default)]
+    internals: IndexMap<String, Value>,
+    #[serde(default)]
+    followers: IndexMap<String, RawFollower>,
+    admin_key: Option<String>,
+    tls: Option<RawTls>,
+    #[serde(flatten)]
+    other: IndexMap<String, Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawHttp {
+    ip: Option<String>,
+    port: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawPlatformSettings {
+    platform_config: Option<String>,
+    platform_template: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawCredentials {
+    file_path: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawFollower {
+    url: Option<String>,
+    role: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+}
+
+impl Config {
+    /// Reads, fills in generated secrets (persisting them), applies overrides and validates.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut json: Value = serde_json::from_str(&text).map_err(|err| Error::Config {
+            path: path.to_owned(),
+            problems: vec![format!(
+                "not valid JSON: {err}; fix the syntax at that position"
+            )],
+        })?;
+        if generate_secrets(&mut json) {
+            persist(path, &json)?;
+        }
+        let raw: RawConfig = serde_json::from_value(json).map_err(|err| Error::Config {
+            path: path.to_owned(),
+            problems: vec![format!("{err}")],
+        })?;
+        validate(path, raw, overrides)
+    }
+}
+
+/// Replaces `"SECRET"` in `internals.*` and `adminKey`; true when anything changed.
+fn generate_secrets(json: &mut Value) -> bool {
+    let mut changed = false;
+    if let Some(Value::Object(internals)) = json.get_mut("internals") {
+        for value in internals.values_mut() {
+            if value.as_str() == Some(SECRET_PLACEHOLDER) {
+                *value = Value::String(secret::generate());
+                changed = true;
+            }
+        }
+    }
+    if let Some(value) = json.get_mut("adminKey")
+        && value.as_str() == Some(SECRET_PLACEHOLDER)
+    {
+        *value = Value::String(secret::generate());
+        changed = true;
+    }
+    changed
+}
+
+fn persist(path: &Path, json: &Value) -> Result<(), Error> {
+    let mut text = serde_json::to_string_pretty(json).map_err(|err| Error::Config {
+        path: path.to_owned(),
+        problems: vec![err.to_string()],
+    })?;
+    text.push('\n');
+    pryv_fs::write_atomic(path, text.as_bytes(), 0o600).map_err(|source| Error::ConfigWrite {
+        path: path.to_owned(),
+        source,
+    })?;
+    tracing::info!(path = %path.display(), "generated secrets for SECRET placeholders and saved them");
+    Ok(())
+}
+
+fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config, Error> {
+    let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+    let resolve = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
+    let mut problems = Vec::new();
+
+    let ip = match (overrides.ip, raw.http.ip.as_deref()) {
+        (Some(ip), _) => Some(ip),
+        (None, ip) => match ip.unwrap_or(DEFAULT_IP).parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                problems.push(format!(
+                    "http.ip: {:?} is not an IP address; use e.g. \"0.0.0.0\" or \"127.0.0.1\"",
+                    ip.unwrap_or_default()
+                ));
+                None
+            }
+        },
+    };
+    let port = match (overrides.port, &raw.http.port) {
+        (Some(port), _) => Some(port),
+        (None, None) => Some(DEFAULT_PORT),
+        (None, Some(value)) => match parse_port(value) {
+            Some(port) => Some(port),
+            None => {
+                problems.push(format!("http.port: {value} is not a port number (0-65535)"));
+                None
+            }
+        },
+    };
+
+    let templates_path = overrides
+        .templates_path
+        .clone()
+        .unwrap_or_else(|| resolve(raw.templates_path.as_deref().unwrap_or("../data")));
+    if !templates_path.is_dir() {
+        problems.push(format!(
+            "templatesPath: {} is not a folder; create it with one sub-folder per role, or point templatesPath at it",
+            templates_path.display()
+        ));
+    }
+    let platform_config = overrides.platform_config.clone().unwrap_or_else(|| {
+        resolve(
+            raw.platform_settings
+                .platform_config
+                .as_deref()
+                .unwrap_or("platform.yml"),
+        )
+    });
+    let platform_template = raw
+        .platform_settings
+        .platform_template
+        .as_deref()
+        .map(resolve);
+    let database_path = overrides
+        .database_path
+        .clone()
+        .unwrap_or_else(|| resolve(raw.database_path.as_deref().unwrap_or("../database")));
+    let credentials_file = resolve(
+        raw.credentials
+            .file_path
+            .as_deref()
+            .unwrap_or("../credentials.txt"),
+    );
+
+    let mut followers = Vec::with_capacity(raw.followers.len());
+    for (index, (key, follower)) in raw.followers.into_iter().enumerate() {
+        // Never print the key itself: name the follower by its position and URL.
+        let url = follower.url.unwrap_or_default();
+        let name = if url.is_empty() {
+            format!("followers[{index}]")
+        } else {
+            format!("followers[{index}] ({url})")
+        };
+        if key.trim().is_empty() {
+            problems.push(format!(
+                "{name}: the key is empty; give each follower a long random key"
+            ));
+        }
+        if url.is_empty() {
+            problems.push(format!(
+                "{name}: \"url\" is missing; set the follower's base URL"
+            ));
+        }
+        match follower.role {
+            Some(role) if !role.trim().is_empty() => {
+                if role.contains(['/', '\\']) || role == ".." || role == "." {
+                    problems.push(format!("{name}: role {role:?} must be a plain folder name"));
+                }
+                followers.push(Follower {
+                    key: Secret::new(key),
+                    url,
+                    role,
+                });
+            }
+            _ => problems.push(format!(
+                "{name}: \"role\" is missing; set it to the follower's role (core, reg-master, reg-slave, static, singlenode)"
+            )),
+        }
+    }
+
+    let tls = match (
+        overrides.tls_cert_file.clone().or_else(|| {
+            raw.tls
+                .as_ref()
+                .and_then(|t| t.cert_file.as_deref())
+                .map(resolve)
+        }),
+        overrides.tls_key_file.clone().or_else(|| {
+            raw.tls
+                .as_ref()
+                .and_then(|t| t.key_file.as_deref())
+                .map(resolve)
+        }),
+    ) {
+        (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+            cert_file,
+            key_file,
+        }),
+        (None, None) => None,
+        _ => {
+            problems.push("tls: give both certFile and keyFile (PEM), or neither".to_owned());
+            None
+        }
+    };
+
+    let internals_non_string: Vec<_> = raw
+        .internals
+        .iter()
+        .filter(|(_, v)| v.is_null())
+        .map(|(k, _)| k.clone())
+        .collect();
+    for name in internals_non_string {
+        problems.push(format!(
+            "internals.{name}: null is not a value; set it or \"SECRET\""
+        ));
+    }
+
+    let known: BTreeSet<&str> = ACCEPTED_KEYS.iter().copied().collect();
+    let unknown_keys = raw
+        .other
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .cloned()
+        .collect();
+
+    match (ip, port) {
+        (Some(ip), Some(port)) if problems.is_empty() => Ok(Config {
+            path: path.to_owned(),
+            listen: SocketAddr::new(ip, port),
+            templates_path,
+            platform_config,
+            platform_template,
+            database_path,
+            credentials_file,
+            internals: Internals(raw.internals),
+            followers,
+            admin_key: raw.admin_key.map(Secret::new),
+            tls,
+            unknown_keys,
+        }),
+        _ => Err(Error::Config {
+            path: path.to_owned(),
+            problems,
+        }),
+    }
+}
+
+fn parse_port(value: &Value) -> Option<u16> {
+    match value {
+        Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn write_config(dir: &Path, json: &Value) -> PathBuf {
+        std::fs::create_dir_all(dir.join("data/core")).unwrap();
+        let conf = dir.join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        let path = conf.join("config-leader.json");
+        std::fs::write(&path, serde_json::to_string_pretty(json).unwrap()).unwrap();
+        path
+    }
+
+    fn legacy() -> Value {
+        json!({
+            "http": {"ip": "127.0.0.1", "port": 7000},
+            "templatesPath": "../data",
+            "databasePath": "/var/pryv/config-leader/database",
+            "platformSettings": {"platformConfig": "platform.yml"},
+            "credentials": {"filePath": "/var/pryv/credentials.txt"},
+            "internals": {"CORE_SYSTEM_KEY": "SECRET", "FIXED": "kept"},
+            "followers": {"k1": {"url": "https://co1.pryv.me/", "role": "core"}},
+            "logs": {"console": {"active": true}},
+            "registerUrl": "https://reg.pryv.me",
+            "gitRepoPath": "/x",
+            "somethingNew": 1
+        })
+    }
+
+    #[test]
+    fn legacy_file_loads_with_relative_paths_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), &legacy());
+        let config = Config::load(&path, &Overrides::default()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(config.templates_path, dir.path().join("conf/../data"));
+        assert_eq!(config.platform_config, dir.path().join("conf/platform.yml"));
+        assert_eq!(config.followers[0].role, "core");
+        assert_eq!(config.unknown_keys, ["somethingNew"]);
+    }
+
+    #[test]
+    fn secrets_are_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut json = legacy();
+        json["adminKey"] = json!("SECRET");
+        let path = write_config(dir.path(), &json);
+        let first = Config::load(&path, &Overrides::default()).unwrap();
+        let generated = first.internals.0["CORE_SYSTEM_KEY"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(generated.len(), 32);
+        assert_ne!(generated, "SECRET");
+        assert_eq!(first.internals.0["FIXED"], "kept");
+        let on_disk: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(on_disk["internals"]["CORE_SYSTEM_KEY"], generated.as_str());
+        assert_eq!(
+            on_disk["logs"],
+            json!({"console": {"active": true}}),
+            "rest of file kept"
+        );
+        let second = Config::load(&path, &Overrides::default()).unwrap();
+        assert_eq!(second.internals.0["CORE_SYSTEM_KEY"], generated.as_str());
+        assert_eq!(
+            second.admin_key.unwrap().expose(),
+            first.admin_key.unwrap().expose()
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut json = legacy();
+        json["http"]["port"] = json!("seventy");
+        json["templatesPath"] = json!("/no/such/folder");
+        json["followers"] = json!({"verysecretkey": {"url": "https://x/"}});
+        let path = write_config(dir.path(), &json);
+        let err = Config::load(&path, &Overrides::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("http.port"), "{text}");
+        assert!(text.contains("templatesPath"), "{text}");
+        assert!(
+            text.contains("followers[0] (https://x/): \"role\" is missing"),
+            "{text}"
+        );
+        assert!(!text.contains("verysecretkey"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), &legacy());
+        let overrides = Overrides {
+            port: Some(7100),
+            ip: Some("0.0.0.0".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let config = Config::load(&path, &overrides).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:7100".parse().unwrap());
+    }
+
+    #[test]
+    fn malformed_and_missing_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let err = Config::load(&path, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("c.json"), "{err}");
+        std::fs::write(&path, "{ nope").unwrap();
+        let err = Config::load(&path, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+    }
+}

@@ -1,0 +1,105 @@
+//! config-leader: renders each role's template tree with the platform variables and serves it to the
+//! authenticated follower of that role.
+//!
+//! `main.rs` only parses the command line and maps errors to exit codes; everything else is here so tests
+//! drive it in-process: [`app`] builds the router, [`run`] serves on a listener until a shutdown token fires.
+
+pub mod auth;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod routes;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod tree;
+pub mod watch;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::config::{Config, Overrides};
+pub use crate::error::Error;
+pub use crate::routes::{AppState, app};
+
+/// Everything a running leader needs, built from a validated configuration.
+pub struct Leader {
+    pub state: AppState,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    _watch: watch::ChangeWatch,
+}
+
+impl Leader {
+    /// Loads the TLS material, starts the change watcher and warns about what an operator should know.
+    pub fn new(config: &Config, shutdown: &CancellationToken) -> Result<Self, Error> {
+        for key in &config.unknown_keys {
+            tracing::warn!(key, file = %config.path.display(), "unknown configuration key ignored");
+        }
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let roles = tree::roles(&config.templates_path)?;
+        for follower in &config.followers {
+            if !roles.contains(&follower.role) {
+                tracing::warn!(url = %follower.url, role = %follower.role, "follower's role has no templates folder; it will get 404");
+            }
+        }
+        let store = store::TreeStore::new(
+            config.templates_path.clone(),
+            config.platform_config.clone(),
+            config.internals.clone(),
+        );
+        let watch = watch::start(
+            &store,
+            &config.templates_path,
+            &config.platform_config,
+            shutdown,
+        );
+        let state = AppState {
+            store,
+            followers: Arc::new(auth::FollowerIndex::new(&config.followers)),
+        };
+        Ok(Self {
+            state,
+            tls,
+            _watch: watch,
+        })
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let addr = listener
+            .local_addr()
+            .map_err(|err| Error::Internal(err.to_string()))?;
+        tracing::info!(%addr, scheme, followers = self.state.followers.len(), "listening");
+        server::serve(
+            listener,
+            app(self.state.clone()),
+            self.tls.clone(),
+            shutdown,
+        )
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Builds a leader from `config` and serves on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    Leader::new(&config, &shutdown)?
+        .serve(listener, shutdown)
+        .await
+}

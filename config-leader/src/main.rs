@@ -1,0 +1,115 @@
+//! Entry point: parse the command line, set up logs, run the command, map failures to exit codes
+//! (78 = bad configuration, 1 = anything else).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use config_leader::cli::{Cli, Command};
+use config_leader::{Config, Error, commands, logging};
+use tokio_util::sync::CancellationToken;
+
+/// sysexits' EX_CONFIG.
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.global.log_format);
+    let Some(config_path) = cli.global.config.clone() else {
+        eprintln!(
+            "config-leader: no configuration file; pass --config <path> or set CONFIG_LEADER_CONFIG"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let config = match Config::load(&config_path, &cli.global.overrides()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("config-leader: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Check => match commands::check(&config) {
+            Ok(problems) if problems.is_empty() => {
+                println!("ok: every role renders and no setting is left to fill in");
+                ExitCode::SUCCESS
+            }
+            Ok(problems) => {
+                for problem in &problems {
+                    println!("{problem}");
+                }
+                println!("{} problem(s) found", problems.len());
+                ExitCode::FAILURE
+            }
+            Err(err) => fail(&err),
+        },
+        Command::Render { role, out } => match commands::render(&config, &role, &out) {
+            Ok(count) => {
+                println!(
+                    "wrote {count} file(s) of role '{role}' to {}",
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err),
+        },
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("config-leader: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let leader = match config_leader::Leader::new(&config, &shutdown) {
+            Ok(leader) => leader,
+            Err(err) => return fail(&err),
+        };
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!(
+                    "config-leader: cannot listen on {}: {err}; free the port or set http.port / --port",
+                    config.listen
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        match leader.serve(listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(&err),
+        }
+    })
+}
+
+fn fail(err: &Error) -> ExitCode {
+    eprintln!("config-leader: {err}");
+    match err {
+        Error::Config { .. } | Error::ConfigRead { .. } | Error::Tls(_) => {
+            ExitCode::from(EXIT_CONFIG)
+        }
+        _ => ExitCode::FAILURE,
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,284 @@
+//! The rendered-tree cache. Rendering happens once per role per *generation*; the generation is bumped by the
+//! file watcher (hand edits of templates or `platform.yml`) and by the leader itself before it answers a
+//! request that changed files. `GET /conf` for an unchanged tree is a map lookup and a clone of ready bytes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use pryv_protocol::ConfResponse;
+use pryv_render::{PlatformFile, Renderer, Vars};
+use sha2::{Digest, Sha256};
+
+use crate::config::Internals;
+use crate::error::Error;
+use crate::tree;
+
+/// A role's rendered tree, ready to send.
+#[derive(Debug)]
+pub struct ServedTree {
+    pub role: String,
+    /// Hex hash of the rendered entries (paths, encodings and contents).
+    pub revision: String,
+    /// The serialized `{"files": [...], "revision": ...}` body.
+    pub body: Bytes,
+    pub file_count: usize,
+}
+
+type Cached<T> = (u64, Result<Arc<T>, Arc<Error>>);
+
+/// Shared by every request; cheap to clone.
+#[derive(Clone)]
+pub struct TreeStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    templates: PathBuf,
+    platform_config: PathBuf,
+    internals: Internals,
+    generation: AtomicU64,
+    renderer: RwLock<Option<Cached<Renderer>>>,
+    trees: RwLock<HashMap<String, Cached<ServedTree>>>,
+    /// Serializes re-renders so a burst of requests after a change renders once, not once per request.
+    rebuild: tokio::sync::Mutex<()>,
+}
+
+impl TreeStore {
+    pub fn new(templates: PathBuf, platform_config: PathBuf, internals: Internals) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                templates,
+                platform_config,
+                internals,
+                generation: AtomicU64::new(1),
+                renderer: RwLock::new(None),
+                trees: RwLock::new(HashMap::new()),
+                rebuild: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Marks every cached tree stale: the next request re-renders. Called by the watcher and after the
+    /// leader writes templates or settings itself.
+    pub fn invalidate(&self) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The rendered tree of `role`, rendering it only if something changed since the last time.
+    pub async fn get(&self, role: &str) -> Result<Arc<ServedTree>, Arc<Error>> {
+        if let Some(fresh) = self.inner.fresh(role) {
+            return fresh;
+        }
+        let _one_at_a_time = self.inner.rebuild.lock().await;
+        if let Some(fresh) = self.inner.fresh(role) {
+            return fresh;
+        }
+        let inner = self.inner.clone();
+        let role = role.to_owned();
+        tokio::task::spawn_blocking(move || inner.rebuild(&role))
+            .await
+            .unwrap_or_else(|join| Err(Arc::new(Error::Internal(join.to_string()))))
+    }
+
+    /// Renders without caching (for `check`/`render`), returning every error.
+    pub fn render_uncached(
+        &self,
+        role: &str,
+    ) -> Result<(Vec<pryv_protocol::ConfFile>, Vec<Error>), Error> {
+        let renderer = load_renderer(&self.inner.platform_config, &self.inner.internals)?;
+        tree::render_role(&renderer, &self.inner.templates, role)
+    }
+}
+
+impl Inner {
+    fn fresh(&self, role: &str) -> Option<Result<Arc<ServedTree>, Arc<Error>>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let trees = self
+            .trees
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match trees.get(role) {
+            Some((cached, result)) if *cached == generation => Some(result.clone()),
+            _ => None,
+        }
+    }
+
+    fn rebuild(&self, role: &str) -> Result<Arc<ServedTree>, Arc<Error>> {
+        // Read the generation before the files: a change during rendering bumps it again, so this result is
+        // never taken as fresh for a state it did not see.
+        let generation = self.generation.load(Ordering::Acquire);
+        let result = self
+            .renderer_for(generation)
+            .and_then(|renderer| render_tree(&renderer, &self.templates, role).map_err(Arc::new));
+        match &result {
+            Ok(tree) => {
+                tracing::info!(role, revision = %tree.revision, files = tree.file_count, "rendered configuration")
+            }
+            Err(err) => tracing::error!(role, error = %err, "cannot render configuration"),
+        }
+        self.trees
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(role.to_owned(), (generation, result.clone()));
+        result
+    }
+
+    fn renderer_for(&self, generation: u64) -> Result<Arc<Renderer>, Arc<Error>> {
+        if let Some((cached, result)) = &*self
+            .renderer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            && *cached == generation
+        {
+            return result.clone();
+        }
+        let result = load_renderer(&self.platform_config, &self.internals)
+            .map(Arc::new)
+            .map_err(Arc::new);
+        *self
+            .renderer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((generation, result.clone()));
+        result
+    }
+}
+
+/// Reads `platform.yml` and builds the renderer for it and the internals.
+pub fn load_platform(path: &std::path::Path) -> Result<PlatformFile, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    PlatformFile::parse(&text).map_err(|source| Error::Platform {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn load_renderer(
+    platform_config: &std::path::Path,
+    internals: &Internals,
+) -> Result<Renderer, Error> {
+    let platform = load_platform(platform_config)?;
+    Renderer::new(&Vars::new(&platform, &internals.0)).map_err(|source| Error::Platform {
+        path: platform_config.to_owned(),
+        source,
+    })
+}
+
+fn render_tree(
+    renderer: &Renderer,
+    templates: &std::path::Path,
+    role: &str,
+) -> Result<Arc<ServedTree>, Error> {
+    let (files, mut errors) = tree::render_role(renderer, templates, role)?;
+    if !errors.is_empty() {
+        return Err(errors.swap_remove(0));
+    }
+    let revision = revision_of(&files);
+    let file_count = files.len();
+    let body = serde_json::to_vec(&ConfResponse {
+        files,
+        revision: Some(revision.clone()),
+    })
+    .map_err(|err| Error::Internal(err.to_string()))?;
+    Ok(Arc::new(ServedTree {
+        role: role.to_owned(),
+        revision,
+        body: Bytes::from(body),
+        file_count,
+    }))
+}
+
+/// Hash of the entries; length-prefixed fields so no two different trees share an input.
+pub fn revision_of(files: &[pryv_protocol::ConfFile]) -> String {
+    let mut hasher = Sha256::new();
+    for file in files {
+        for field in [
+            file.path.as_bytes(),
+            file.encoding.as_deref().unwrap_or("").as_bytes(),
+            file.content.as_bytes(),
+        ] {
+            hasher.update((field.len() as u64).to_le_bytes());
+            hasher.update(field);
+        }
+    }
+    let digest = hasher.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> (tempfile::TempDir, TreeStore) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data/core/core/conf")).unwrap();
+        std::fs::write(
+            dir.path().join("data/core/core/conf/core.yml"),
+            "domain: DOMAIN\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("platform.yml"),
+            "vars:\n  G:\n    settings:\n      DOMAIN:\n        value: pryv.me\n",
+        )
+        .unwrap();
+        let store = TreeStore::new(
+            dir.path().join("data"),
+            dir.path().join("platform.yml"),
+            Internals::default(),
+        );
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn unchanged_tree_is_served_from_cache_and_invalidation_rerenders() {
+        let (dir, store) = fixture();
+        let first = store.get("core").await.unwrap();
+        let again = store.get("core").await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "second request must not re-render"
+        );
+        std::fs::write(
+            dir.path().join("platform.yml"),
+            "vars:\n  G:\n    settings:\n      DOMAIN:\n        value: example.com\n",
+        )
+        .unwrap();
+        store.invalidate();
+        let changed = store.get("core").await.unwrap();
+        assert_ne!(changed.revision, first.revision);
+        let body: ConfResponse = serde_json::from_slice(&changed.body).unwrap();
+        assert_eq!(body.files[0].content, "domain: example.com\n");
+        assert_eq!(body.revision.as_deref(), Some(changed.revision.as_str()));
+    }
+
+    #[tokio::test]
+    async fn errors_are_per_role() {
+        let (dir, store) = fixture();
+        std::fs::create_dir_all(dir.path().join("data/static")).unwrap();
+        std::fs::write(dir.path().join("data/static/x.json"), "{DOMAIN}").unwrap();
+        let err = store.get("static").await.unwrap_err();
+        assert!(err.to_string().contains("/x.json"), "{err}");
+        assert!(store.get("core").await.is_ok());
+    }
+
+    #[test]
+    fn revision_depends_on_every_field() {
+        let file = |path: &str, content: &str| pryv_protocol::ConfFile {
+            path: path.into(),
+            content: content.into(),
+            encoding: None,
+        };
+        let a = revision_of(&[file("/a", "bc")]);
+        assert_ne!(a, revision_of(&[file("/ab", "c")]));
+        assert_ne!(a, revision_of(&[file("/a", "bd")]));
+        assert_eq!(a, revision_of(&[file("/a", "bc")]));
+        assert_eq!(a.len(), 32);
+    }
+}

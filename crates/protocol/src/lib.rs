@@ -1,0 +1,152 @@
+//! Wire types shared by the leader and the follower: the JSON bodies of `GET /conf`, `POST /notify` and the
+//! error envelope. Pure data: no I/O, no HTTP client or server.
+//!
+//! Every field added beyond the legacy contract is optional, so an old follower that reads only `files` (or an
+//! old leader that sends only `files`) keeps working.
+
+use serde::{Deserialize, Serialize};
+
+/// Header name used for follower keys, admin keys and login tokens.
+pub const AUTH_HEADER: &str = "authorization";
+/// Query parameter accepted in place of the `Authorization` header.
+pub const AUTH_QUERY: &str = "auth";
+/// Value of [`ConfFile::encoding`] for files that are not UTF-8 text.
+pub const BASE64: &str = "base64";
+
+/// Body of `GET /conf`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfResponse {
+    /// One entry per file of the role's tree, in a stable order.
+    pub files: Vec<ConfFile>,
+    /// Hash of the rendered tree; also sent as the `ETag`. Absent from legacy leaders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// One file of a role's tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfFile {
+    /// Path relative to the role folder, with one leading `/` (`/core/conf/core.yml`).
+    pub path: String,
+    /// UTF-8 text, or base64 when [`ConfFile::encoding`] says so.
+    pub content: String,
+    /// `Some("base64")` for binary files; absent for text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+}
+
+/// Optional body of `POST /notify` (leader → follower) and `POST /admin/notify` (operator → leader).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyRequest {
+    /// Restrict restarts to these services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<String>>,
+    /// Restart the listed services (all when none are listed) even if none of their files changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+    /// Revision the leader expects the follower to fetch (added by our leader, ignored by old followers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// Body of a successful `POST /notify` on a follower.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyResponse {
+    /// Paths written (legacy field).
+    pub files: Vec<String>,
+    /// Number of files whose bytes were already up to date.
+    #[serde(default)]
+    pub unchanged: usize,
+    /// Paths removed because the leader no longer sends them.
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// Entries refused, with the reason.
+    #[serde(default)]
+    pub rejected: Vec<RejectedFile>,
+    /// Revision applied, when the leader gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Services restarted (or about to be) because of this notification.
+    #[serde(default)]
+    pub restarted: Vec<String>,
+}
+
+/// A file entry the follower refused to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedFile {
+    pub path: String,
+    pub reason: String,
+}
+
+/// The JSON error envelope: `{"error": {"id": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// Inside [`ErrorBody`]: a stable machine id and a human message that says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub id: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(id: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                id: id.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// Extracts a key from an `Authorization` header value: the raw value (legacy) or a `Bearer` token.
+pub fn key_from_authorization(value: &str) -> &str {
+    let value = value.trim();
+    match value.get(..7) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => value[7..].trim(),
+        _ => value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_conf_body_without_new_fields_parses() {
+        let body = r#"{"files":[{"path":"/core/conf/core.yml","content":"a: 1"}]}"#;
+        let parsed: ConfResponse = serde_json::from_str(body).unwrap();
+        assert_eq!(parsed.files[0].path, "/core/conf/core.yml");
+        assert_eq!(parsed.revision, None);
+        assert_eq!(parsed.files[0].encoding, None);
+    }
+
+    #[test]
+    fn text_entries_serialize_without_encoding_field() {
+        let file = ConfFile {
+            path: "/a".into(),
+            content: "x".into(),
+            encoding: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&file).unwrap(),
+            r#"{"path":"/a","content":"x"}"#
+        );
+    }
+
+    #[test]
+    fn authorization_accepts_raw_and_bearer() {
+        assert_eq!(key_from_authorization("abc"), "abc");
+        assert_eq!(key_from_authorization("Bearer abc"), "abc");
+        assert_eq!(key_from_authorization("bearer  abc "), "abc");
+    }
+
+    #[test]
+    fn empty_notify_body_means_everything() {
+        let parsed: NotifyRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(parsed, NotifyRequest::default());
+    }
+}

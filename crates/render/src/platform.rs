@@ -1,0 +1,149 @@
+//! The `platform.yml` model: `vars: GROUP: { name, description, settings: { NAME: { value, ... } } }`.
+//! Keys we do not use are kept (`extra`) so that writing the file back loses nothing.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Error;
+
+/// The whole `platform.yml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlatformFile {
+    /// Groups of settings, in file order.
+    #[serde(default)]
+    pub vars: IndexMap<String, Group>,
+    /// Top-level keys other than `vars`, kept as they are.
+    #[serde(flatten)]
+    pub extra: IndexMap<String, Value>,
+}
+
+/// A group of settings, shown together to operators.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub settings: IndexMap<String, Setting>,
+    #[serde(flatten)]
+    pub extra: IndexMap<String, Value>,
+}
+
+/// One platform variable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Setting {
+    /// Any YAML value; a missing value is `null`.
+    #[serde(default)]
+    pub value: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+    #[serde(flatten)]
+    pub extra: IndexMap<String, Value>,
+}
+
+impl PlatformFile {
+    /// Parses the YAML text of a `platform.yml`. An empty file is an empty platform.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let parsed: Option<Self> =
+            serde_yaml_ng::from_str(text).map_err(|err| Error::Platform(err.to_string()))?;
+        Ok(parsed.unwrap_or_default())
+    }
+
+    /// Serializes back to YAML (comments are not kept; names, descriptions and unknown keys are).
+    pub fn to_yaml(&self) -> Result<String, Error> {
+        serde_yaml_ng::to_string(self).map_err(|err| Error::Platform(err.to_string()))
+    }
+
+    /// Every variable as `(group, name, value)`, in file order.
+    pub fn settings(&self) -> impl Iterator<Item = (&str, &str, &Value)> {
+        self.vars.iter().flat_map(|(group, g)| {
+            g.settings
+                .iter()
+                .map(move |(name, s)| (group.as_str(), name.as_str(), &s.value))
+        })
+    }
+
+    /// `(group, name)` of every variable whose value is exactly `placeholder` (e.g. `REPLACE_ME`).
+    pub fn settings_equal_to(&self, placeholder: &str) -> Vec<(String, String)> {
+        self.settings()
+            .filter(|(_, _, value)| value.as_str() == Some(placeholder))
+            .map(|(group, name, _)| (group.to_owned(), name.to_owned()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+vars:
+  MACHINES_AND_PLATFORM_SETTINGS:
+    name: "Machines and platform settings"
+    settings:
+      DOMAIN:
+        value: pryv.me
+        description: "Domain of the platform"
+      HOSTINGS_AND_CORES:
+        description: "Cores per hosting"
+        value: { hosting1: { co1: { ip: 10.0.0.1 } } }
+  EMAIL:
+    settings:
+      MAIL_SMTP_PORT:
+        value: 587
+      MAIL_SMTP_HOST:
+        value: REPLACE_ME
+        optional: true
+        custom: kept
+"#;
+
+    #[test]
+    fn parses_groups_settings_and_any_values() {
+        let platform = PlatformFile::parse(SAMPLE).unwrap();
+        let names: Vec<_> = platform.settings().map(|(_, n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "DOMAIN",
+                "HOSTINGS_AND_CORES",
+                "MAIL_SMTP_PORT",
+                "MAIL_SMTP_HOST"
+            ]
+        );
+        let hostings =
+            &platform.vars["MACHINES_AND_PLATFORM_SETTINGS"].settings["HOSTINGS_AND_CORES"];
+        assert_eq!(
+            serde_json::to_string(&hostings.value).unwrap(),
+            r#"{"hosting1":{"co1":{"ip":"10.0.0.1"}}}"#
+        );
+        assert_eq!(
+            platform.settings_equal_to("REPLACE_ME"),
+            [("EMAIL".to_owned(), "MAIL_SMTP_HOST".to_owned())]
+        );
+    }
+
+    #[test]
+    fn round_trip_keeps_names_descriptions_and_unknown_keys() {
+        let platform = PlatformFile::parse(SAMPLE).unwrap();
+        let again = PlatformFile::parse(&platform.to_yaml().unwrap()).unwrap();
+        assert_eq!(platform, again);
+        assert_eq!(
+            again.vars["EMAIL"].settings["MAIL_SMTP_HOST"].extra["custom"],
+            "kept"
+        );
+    }
+
+    #[test]
+    fn bad_shape_is_reported() {
+        let err = PlatformFile::parse("vars: [1, 2]").unwrap_err();
+        assert!(matches!(err, Error::Platform(_)), "{err}");
+        assert_eq!(PlatformFile::parse("").unwrap(), PlatformFile::default());
+    }
+}

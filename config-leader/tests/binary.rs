@@ -1,0 +1,213 @@
+//! The real `config-leader` binary on an ephemeral loopback port: every role fetched over HTTP and HTTPS,
+//! graceful stop on SIGTERM, exit codes and messages of the operator commands.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use pryv_protocol::ConfResponse;
+
+const BIN: &str = env!("CARGO_BIN_EXE_config-leader");
+
+/// A running leader process, killed on drop.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on 127.0.0.1:0 and waits (with a deadline) for its "listening" log line.
+fn start(fixture: &Fixture, extra: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(fixture.config_path())
+        .args(["--ip", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("addr=").nth(1) {
+                let addr = addr.split_whitespace().next().unwrap_or_default().to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("leader did not log its listening address")
+        .parse()
+        .unwrap();
+    Running { child, addr }
+}
+
+fn roles() -> [(&'static str, &'static str); 4] {
+    [(CORE_KEY, "/pryv.yml"), (REG_KEY, "/register/conf/register.yml"), (STATIC_KEY, "/pryv.yml"), (SINGLE_KEY, "/pryv.yml")]
+}
+
+#[tokio::test]
+async fn serves_every_role_over_http_and_stops_on_sigterm() {
+    install_crypto();
+    let fixture = Fixture::new();
+    let mut leader = start(&fixture, &[]);
+    let client = reqwest::Client::new();
+    for (key, expected_last) in roles() {
+        let response = client
+            .get(format!("http://{}/conf", leader.addr))
+            .header("authorization", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: ConfResponse = response.json().await.unwrap();
+        assert_eq!(body.files.last().unwrap().path, expected_last);
+        assert!(body.files.iter().all(|f| !f.content.contains("DOMAIN")));
+    }
+    let health = client.get(format!("http://{}/health", leader.addr)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let pid = leader.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = wait_exit(&mut leader.child);
+    assert_eq!(status.code(), Some(0), "graceful stop exits 0");
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn serves_https_only_when_a_certificate_is_configured() {
+    install_crypto();
+    let fixture = Fixture::new();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    fixture.write("conf/tls/cert.pem", &cert.cert.pem());
+    fixture.write("conf/tls/key.pem", &cert.key_pair.serialize_pem());
+    let mut json = Fixture::config_json();
+    json["tls"] = serde_json::json!({"certFile": "tls/cert.pem", "keyFile": "tls/key.pem"});
+    write_config(fixture.root(), &json);
+    let leader = start(&fixture, &[]);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap();
+    let port = leader.addr.port();
+    let response = client
+        .get(format!("https://localhost:{port}/conf"))
+        .header("authorization", CORE_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: ConfResponse = response.json().await.unwrap();
+    assert_eq!(body.files.len(), 5);
+
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success(), "plain HTTP must not be served");
+}
+
+#[test]
+fn bad_certificate_stops_start_up_with_a_clear_message() {
+    let fixture = Fixture::new();
+    fixture.write("conf/cert.pem", "not a certificate");
+    fixture.write("conf/key.pem", "not a key");
+    let mut json = Fixture::config_json();
+    json["tls"] = serde_json::json!({"certFile": "cert.pem", "keyFile": "key.pem"});
+    write_config(fixture.root(), &json);
+    let output = Command::new(BIN).arg("--config").arg(fixture.config_path()).args(["--port", "0"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cert.pem") && stderr.contains("no certificate found"), "{stderr}");
+}
+
+#[test]
+fn bad_configuration_exits_78_with_one_line_per_problem() {
+    let fixture = Fixture::new();
+    let mut json = Fixture::config_json();
+    json["templatesPath"] = serde_json::json!("missing-folder");
+    json["followers"] = serde_json::json!({"some-secret-key": {"url": "http://x/"}});
+    write_config(fixture.root(), &json);
+    let output = Command::new(BIN).arg("--config").arg(fixture.config_path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<_> = stderr.lines().filter(|l| l.starts_with("config-leader: ")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(stderr.contains("templatesPath") && stderr.contains("\"role\" is missing"), "{stderr}");
+    assert!(!stderr.contains("some-secret-key"), "key leaked: {stderr}");
+
+    let missing = Command::new(BIN).args(["--config", "/no/such/config-leader.json"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/config-leader.json"));
+}
+
+#[test]
+fn check_reports_every_problem_and_render_writes_a_tree() {
+    let fixture = Fixture::new();
+    let ok = Command::new(BIN).arg("--config").arg(fixture.config_path()).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    // The fixture has a follower whose role has no folder.
+    assert_eq!(ok.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("role 'reg-slave'"), "{stdout}");
+
+    fixture.write(
+        "conf/platform.yml",
+        &format!("{PLATFORM}  MAIL:\n    settings:\n      MAIL_HOST:\n        value: REPLACE_ME\n      A:\n        value: B\n      B:\n        value: A\n"),
+    );
+    fixture.write("data/static/bad.json", "{TRUSTED_AUTH_URLS");
+    fixture.write("data/static/bad.yml", "a: [DOMAIN");
+    let output = Command::new(BIN).arg("--config").arg(fixture.config_path()).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1));
+    for expected in ["MAIL.MAIL_HOST is still REPLACE_ME", "A -> B -> A", "/bad.json", "/bad.yml", "role 'reg-slave'"] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains("5 problem(s) found"), "{stdout}");
+
+    let out = fixture.root().join("rendered");
+    let output = Command::new(BIN)
+        .arg("--config")
+        .arg(fixture.config_path())
+        .args(["render", "--role", "core", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        std::fs::read_to_string(out.join("nginx/conf/nginx.conf")).unwrap(),
+        "server_name *.pryv.me;\nclient_max_body_size 20m;\nssl_certificate secret/pryv.me-bundle.crt;\n"
+    );
+    assert_eq!(std::fs::read(out.join("nginx/conf/secret/cert.der")).unwrap(), [0x30, 0x82, 0xff, 0xfe, 0x00, 0x01]);
+}

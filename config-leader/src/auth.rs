@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 
 use axum::http::HeaderMap;
-use pryv_protocol::{AUTH_HEADER, key_from_authorization};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use pryv_protocol::{AUTH_HEADER, key_digest, key_from_authorization};
 
 use crate::config::Follower;
 
@@ -21,17 +19,16 @@ impl FollowerIndex {
         Self {
             by_digest: followers
                 .iter()
-                .map(|f| (digest(f.key.expose()), f.clone()))
+                .map(|f| (key_digest(f.key.expose()), f.clone()))
                 .collect(),
         }
     }
 
     /// The follower owning `key`, if any.
     pub fn find(&self, key: &str) -> Option<&Follower> {
-        let wanted = digest(key);
         self.by_digest
-            .get(&wanted)
-            .filter(|f| bool::from(digest(f.key.expose()).ct_eq(&wanted)))
+            .get(&key_digest(key))
+            .filter(|f| f.key.matches(key))
     }
 
     pub fn len(&self) -> usize {
@@ -41,10 +38,6 @@ impl FollowerIndex {
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
     }
-}
-
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
 }
 
 /// The key of a request: the `Authorization` header (raw or `Bearer`), else the `auth` query parameter.

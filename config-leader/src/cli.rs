@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Overrides;
-use crate::logging::LogFormat;
+use pryv_daemon::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -9,7 +9,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
-pub mod logging;
 pub mod routes;
 pub mod secret;
 pub mod server;

@@ -5,15 +5,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use config_leader::cli::{Cli, Command};
-use config_leader::{Config, Error, commands, logging};
+use config_leader::{Config, Error, commands};
+use pryv_daemon::{EXIT_CONFIG, cancel_on_signal, init_logging};
 use tokio_util::sync::CancellationToken;
-
-/// sysexits' EX_CONFIG.
-const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.global.log_format);
+    init_logging(cli.global.log_format);
     let Some(config_path) = cli.global.config.clone() else {
         eprintln!(
             "config-leader: no configuration file; pass --config <path> or set CONFIG_LEADER_CONFIG"
@@ -96,20 +94,4 @@ fn fail(err: &Error) -> ExitCode {
         }
         _ => ExitCode::FAILURE,
     }
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
-    }
-    shutdown.cancel();
 }

@@ -1,35 +1,14 @@
-//! Secrets: a newtype that never prints its value, and the generator used for `"SECRET"` placeholders.
-
-use std::fmt;
+//! Generation of secrets for `"SECRET"` placeholders. The [`Secret`] newtype itself is shared (`pryv-protocol`).
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
+pub use pryv_protocol::Secret;
+
 /// Length of generated secrets (alphanumeric: ~190 bits).
 pub const GENERATED_LEN: usize = 32;
 
-/// A key or password. `Debug` and `Display` print `***` so it cannot reach a log by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value itself, for comparison or to send to its owner. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// A fresh random alphanumeric secret from the operating system's CSPRNG-seeded generator.
+/// A fresh random alphanumeric secret from the thread-local CSPRNG (seeded by the operating system).
 pub fn generate() -> String {
     rand::rng()
         .sample_iter(&Alphanumeric)
@@ -41,11 +20,6 @@ pub fn generate() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn debug_hides_the_value() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "***");
-    }
 
     #[test]
     fn generated_secrets_are_alphanumeric_and_distinct() {

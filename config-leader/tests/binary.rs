@@ -46,7 +46,11 @@ fn start(fixture: &Fixture, extra: &[&str]) -> Running {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(addr) = line.split("addr=").nth(1) {
-                let addr = addr.split_whitespace().next().unwrap_or_default().to_owned();
+                let addr = addr
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let _ = tx.send(addr);
             }
         }
@@ -60,7 +64,12 @@ fn start(fixture: &Fixture, extra: &[&str]) -> Running {
 }
 
 fn roles() -> [(&'static str, &'static str); 4] {
-    [(CORE_KEY, "/pryv.yml"), (REG_KEY, "/register/conf/register.yml"), (STATIC_KEY, "/pryv.yml"), (SINGLE_KEY, "/pryv.yml")]
+    [
+        (CORE_KEY, "/pryv.yml"),
+        (REG_KEY, "/register/conf/register.yml"),
+        (STATIC_KEY, "/pryv.yml"),
+        (SINGLE_KEY, "/pryv.yml"),
+    ]
 }
 
 #[tokio::test]
@@ -81,11 +90,21 @@ async fn serves_every_role_over_http_and_stops_on_sigterm() {
         assert_eq!(body.files.last().unwrap().path, expected_last);
         assert!(body.files.iter().all(|f| !f.content.contains("DOMAIN")));
     }
-    let health = client.get(format!("http://{}/health", leader.addr)).send().await.unwrap();
+    let health = client
+        .get(format!("http://{}/health", leader.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
     let pid = leader.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = wait_exit(&mut leader.child);
     assert_eq!(status.code(), Some(0), "graceful stop exits 0");
 }
@@ -105,7 +124,8 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 async fn serves_https_only_when_a_certificate_is_configured() {
     install_crypto();
     let fixture = Fixture::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     fixture.write("conf/tls/cert.pem", &cert.cert.pem());
     fixture.write("conf/tls/key.pem", &cert.key_pair.serialize_pem());
     let mut json = Fixture::config_json();
@@ -115,12 +135,17 @@ async fn serves_https_only_when_a_certificate_is_configured() {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap();
     let port = leader.addr.port();
     let response = client
         .get(format!("https://localhost:{port}/conf"))
@@ -136,7 +161,10 @@ async fn serves_https_only_when_a_certificate_is_configured() {
         .get(format!("http://127.0.0.1:{port}/health"))
         .send()
         .await;
-    assert!(plain.is_err() || !plain.unwrap().status().is_success(), "plain HTTP must not be served");
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "plain HTTP must not be served"
+    );
 }
 
 #[test]
@@ -147,10 +175,18 @@ fn bad_certificate_stops_start_up_with_a_clear_message() {
     let mut json = Fixture::config_json();
     json["tls"] = serde_json::json!({"certFile": "cert.pem", "keyFile": "key.pem"});
     write_config(fixture.root(), &json);
-    let output = Command::new(BIN).arg("--config").arg(fixture.config_path()).args(["--port", "0"]).output().unwrap();
+    let output = Command::new(BIN)
+        .arg("--config")
+        .arg(fixture.config_path())
+        .args(["--port", "0"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cert.pem") && stderr.contains("no certificate found"), "{stderr}");
+    assert!(
+        stderr.contains("cert.pem") && stderr.contains("no certificate found"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -160,15 +196,28 @@ fn bad_configuration_exits_78_with_one_line_per_problem() {
     json["templatesPath"] = serde_json::json!("missing-folder");
     json["followers"] = serde_json::json!({"some-secret-key": {"url": "http://x/"}});
     write_config(fixture.root(), &json);
-    let output = Command::new(BIN).arg("--config").arg(fixture.config_path()).output().unwrap();
+    let output = Command::new(BIN)
+        .arg("--config")
+        .arg(fixture.config_path())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<_> = stderr.lines().filter(|l| l.starts_with("config-leader: ")).collect();
+    let lines: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("config-leader: "))
+        .collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(stderr.contains("templatesPath") && stderr.contains("\"role\" is missing"), "{stderr}");
+    assert!(
+        stderr.contains("templatesPath") && stderr.contains("\"role\" is missing"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("some-secret-key"), "key leaked: {stderr}");
 
-    let missing = Command::new(BIN).args(["--config", "/no/such/config-leader.json"]).output().unwrap();
+    let missing = Command::new(BIN)
+        .args(["--config", "/no/such/config-leader.json"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/config-leader.json"));
 }
@@ -176,7 +225,12 @@ fn bad_configuration_exits_78_with_one_line_per_problem() {
 #[test]
 fn check_reports_every_problem_and_render_writes_a_tree() {
     let fixture = Fixture::new();
-    let ok = Command::new(BIN).arg("--config").arg(fixture.config_path()).arg("check").output().unwrap();
+    let ok = Command::new(BIN)
+        .arg("--config")
+        .arg(fixture.config_path())
+        .arg("check")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&ok.stdout);
     // The fixture has a follower whose role has no folder.
     assert_eq!(ok.status.code(), Some(1), "{stdout}");
@@ -188,11 +242,25 @@ fn check_reports_every_problem_and_render_writes_a_tree() {
     );
     fixture.write("data/static/bad.json", "{TRUSTED_AUTH_URLS");
     fixture.write("data/static/bad.yml", "a: [DOMAIN");
-    let output = Command::new(BIN).arg("--config").arg(fixture.config_path()).arg("check").output().unwrap();
+    let output = Command::new(BIN)
+        .arg("--config")
+        .arg(fixture.config_path())
+        .arg("check")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1));
-    for expected in ["MAIL.MAIL_HOST is still REPLACE_ME", "A -> B -> A", "/bad.json", "/bad.yml", "role 'reg-slave'"] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    for expected in [
+        "MAIL.MAIL_HOST is still REPLACE_ME",
+        "A -> B -> A",
+        "/bad.json",
+        "/bad.yml",
+        "role 'reg-slave'",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
     assert!(stdout.contains("5 problem(s) found"), "{stdout}");
 
@@ -204,10 +272,17 @@ fn check_reports_every_problem_and_render_writes_a_tree() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(
         std::fs::read_to_string(out.join("nginx/conf/nginx.conf")).unwrap(),
         "server_name *.pryv.me;\nclient_max_body_size 20m;\nssl_certificate secret/pryv.me-bundle.crt;\n"
     );
-    assert_eq!(std::fs::read(out.join("nginx/conf/secret/cert.der")).unwrap(), [0x30, 0x82, 0xff, 0xfe, 0x00, 0x01]);
+    assert_eq!(
+        std::fs::read(out.join("nginx/conf/secret/cert.der")).unwrap(),
+        [0x30, 0x82, 0xff, 0xfe, 0x00, 0x01]
+    );
 }

@@ -32,16 +32,28 @@ fn harness() -> Harness {
     }
 }
 
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+async fn send(
+    app: &Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, headers, body)
 }
 
 fn conf(key: &str) -> Request<Body> {
-    Request::get("/conf").header("authorization", key).body(Body::empty()).unwrap()
+    Request::get("/conf")
+        .header("authorization", key)
+        .body(Body::empty())
+        .unwrap()
 }
 
 fn file<'a>(body: &'a ConfResponse, path: &str) -> &'a pryv_protocol::ConfFile {
@@ -70,8 +82,14 @@ async fn follower_gets_its_role_rendered_in_stable_order() {
         ]
     );
     let core: Value = serde_json::from_str(&file(&body, "/core/conf/core.json").content).unwrap();
-    assert_eq!(core["domain"], "pryv.me", "platform variable wins over internal");
-    assert_eq!(core["hostings"], serde_json::json!({"hosting1": {"co1": {"ip": "10.0.0.3"}}}));
+    assert_eq!(
+        core["domain"], "pryv.me",
+        "platform variable wins over internal"
+    );
+    assert_eq!(
+        core["hostings"],
+        serde_json::json!({"hosting1": {"co1": {"ip": "10.0.0.3"}}})
+    );
     assert_eq!(
         core["trusted"],
         serde_json::json!(["https://sw.pryv.me/access", "https://other.example"])
@@ -92,12 +110,17 @@ async fn follower_gets_its_role_rendered_in_stable_order() {
 #[tokio::test]
 async fn key_in_query_parameter_works_and_roles_are_separate() {
     let h = harness();
-    let request = Request::get(format!("/conf?auth={REG_KEY}")).body(Body::empty()).unwrap();
+    let request = Request::get(format!("/conf?auth={REG_KEY}"))
+        .body(Body::empty())
+        .unwrap();
     let (status, _, body) = send(&h.app, request).await;
     assert_eq!(status, StatusCode::OK);
     let body: ConfResponse = serde_json::from_slice(&body).unwrap();
     assert_eq!(body.files.len(), 1);
-    assert_eq!(body.files[0].content, "dns:\n  domain: pryv.me\n  ip: 10.0.0.2\n");
+    assert_eq!(
+        body.files[0].content,
+        "dns:\n  domain: pryv.me\n  ip: 10.0.0.2\n"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +146,12 @@ async fn role_without_folder_is_404_naming_the_role() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"]["id"], "role-not-found");
-    assert!(body["error"]["message"].as_str().unwrap().contains("'reg-slave'"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'reg-slave'")
+    );
 }
 
 #[tokio::test]
@@ -151,13 +179,17 @@ async fn matching_if_none_match_is_304() {
 #[tokio::test]
 async fn render_error_is_500_naming_the_file_and_other_roles_still_serve() {
     let h = harness();
-    h.fixture.write("data/static/broken.json", "{\"list\": TRUSTED_AUTH_URLS,}");
+    h.fixture
+        .write("data/static/broken.json", "{\"list\": TRUSTED_AUTH_URLS,}");
     let (status, _, body) = send(&h.app, conf(STATIC_KEY)).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"]["id"], "render-failed");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("/broken.json") && message.contains("invalid JSON"), "{message}");
+    assert!(
+        message.contains("/broken.json") && message.contains("invalid JSON"),
+        "{message}"
+    );
     assert_eq!(send(&h.app, conf(CORE_KEY)).await.0, StatusCode::OK);
 }
 
@@ -191,18 +223,30 @@ async fn hand_edits_show_within_a_second_without_restart() {
 
     // A settings edit.
     let edited_at = Instant::now();
-    h.fixture.write("conf/platform.yml", &PLATFORM.replace("value: pryv.me", "value: example.com"));
+    h.fixture.write(
+        "conf/platform.yml",
+        &PLATFORM.replace("value: pryv.me", "value: example.com"),
+    );
     let content = wait_for_change(&h.app, SINGLE_KEY, &before.revision.unwrap()).await;
     assert_eq!(content.files[0].content, "domain: example.com\n");
-    assert!(edited_at.elapsed() < Duration::from_secs(1), "took {:?}", edited_at.elapsed());
+    assert!(
+        edited_at.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        edited_at.elapsed()
+    );
 
     // A template edit, and a new file in a new folder.
     let edited_at = Instant::now();
-    h.fixture.write("data/singlenode/new/conf/x.yml", "d: DOMAIN\n");
+    h.fixture
+        .write("data/singlenode/new/conf/x.yml", "d: DOMAIN\n");
     let content = wait_for_change(&h.app, SINGLE_KEY, &content.revision.unwrap()).await;
     assert_eq!(content.files[0].path, "/new/conf/x.yml");
     assert_eq!(content.files[0].content, "d: example.com\n");
-    assert!(edited_at.elapsed() < Duration::from_secs(1), "took {:?}", edited_at.elapsed());
+    assert!(
+        edited_at.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        edited_at.elapsed()
+    );
 }
 
 async fn wait_for_change(app: &Router, key: &str, old_revision: &str) -> ConfResponse {
@@ -215,7 +259,10 @@ async fn wait_for_change(app: &Router, key: &str, old_revision: &str) -> ConfRes
                 return body;
             }
         }
-        assert!(Instant::now() < deadline, "change not visible within a second");
+        assert!(
+            Instant::now() < deadline,
+            "change not visible within a second"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -42,16 +42,32 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         write(root, "conf/platform.yml", PLATFORM);
-        write(root, "data/core/pryv.yml", "services:\n  core:\n    image: core\n    volumes:\n      - ./core/conf/:/app/conf/:ro\n");
+        write(
+            root,
+            "data/core/pryv.yml",
+            "services:\n  core:\n    image: core\n    volumes:\n      - ./core/conf/:/app/conf/:ro\n",
+        );
         write(
             root,
             "data/core/core/conf/core.json",
             r#"{"domain": "DOMAIN", "hostings": HOSTINGS_AND_CORES, "key": "CORE_SYSTEM_KEY", "trusted": TRUSTED_AUTH_URLS}"#,
         );
-        write(root, "data/core/nginx/conf/nginx.conf", "server_name *.DOMAIN;\nclient_max_body_size MAX_UPLOAD_SIZE_MBm;\nssl_certificate secret/DOMAIN-bundle.crt;\n");
-        write_bytes(root, "data/core/nginx/conf/secret/cert.der", &[0x30, 0x82, 0xff, 0xfe, 0x00, 0x01]);
+        write(
+            root,
+            "data/core/nginx/conf/nginx.conf",
+            "server_name *.DOMAIN;\nclient_max_body_size MAX_UPLOAD_SIZE_MBm;\nssl_certificate secret/DOMAIN-bundle.crt;\n",
+        );
+        write_bytes(
+            root,
+            "data/core/nginx/conf/secret/cert.der",
+            &[0x30, 0x82, 0xff, 0xfe, 0x00, 0x01],
+        );
         write(root, "data/core/core/data/.gitkeep", "");
-        write(root, "data/reg-master/register/conf/register.yml", "dns:\n  domain: DOMAIN\n  ip: REG_MASTER_IP_ADDRESS\n");
+        write(
+            root,
+            "data/reg-master/register/conf/register.yml",
+            "dns:\n  domain: DOMAIN\n  ip: REG_MASTER_IP_ADDRESS\n",
+        );
         write(root, "data/static/pryv.yml", "services: {}\n");
         write(root, "data/singlenode/pryv.yml", "domain: DOMAIN\n");
         write_config(root, &Self::config_json());
@@ -89,7 +105,8 @@ impl Fixture {
     }
 
     pub fn config(&self) -> config_leader::Config {
-        config_leader::Config::load(&self.config_path(), &config_leader::Overrides::default()).unwrap()
+        config_leader::Config::load(&self.config_path(), &config_leader::Overrides::default())
+            .unwrap()
     }
 }
 
@@ -104,7 +121,11 @@ pub fn write_bytes(root: &Path, relative: &str, bytes: &[u8]) {
 }
 
 pub fn write_config(root: &Path, json: &Value) {
-    write(root, "conf/config-leader.json", &serde_json::to_string_pretty(json).unwrap());
+    write(
+        root,
+        "conf/config-leader.json",
+        &serde_json::to_string_pretty(json).unwrap(),
+    );
 }
 
 /// reqwest is built without a default crypto provider (one TLS stack: rustls with ring); install it once.

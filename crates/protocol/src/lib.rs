@@ -4,6 +4,9 @@
 //! Every field added beyond the legacy contract is optional, so an old follower that reads only `files` (or an
 //! old leader that sends only `files`) keeps working.
 
+mod secret;
+
+pub use secret::{Secret, key_digest};
 use serde::{Deserialize, Serialize};
 
 /// Header name used for follower keys, admin keys and login tokens.

@@ -13,7 +13,7 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber; a second call (tests) is a no-op.
-pub fn init(format: LogFormat) {
+pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,0 +1,418 @@
+//! Applying a leader's tree to the data folder: path checks, optional per-service validation on a staged
+//! copy, atomic writes of changed files only, removal of files this follower wrote before and the leader no
+//! longer sends (tracked in a manifest), and a record of its own writes so the watcher can ignore them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use base64::Engine;
+use pryv_protocol::{BASE64, ConfFile, NotifyResponse, RejectedFile};
+use serde::{Deserialize, Serialize};
+
+use crate::paths::{EntryPath, SafePath, check_parents, classify};
+
+/// Folder (inside the data folder) holding the follower's own bookkeeping.
+pub const STATE_DIR: &str = ".config-follower";
+const MANIFEST: &str = "manifest.json";
+
+/// Identity of a file's current state: a rename, a write or a `touch` all change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    ino: u64,
+    mtime_ns: i128,
+    size: u64,
+}
+
+impl Fingerprint {
+    pub fn of(path: &Path) -> Option<Self> {
+        std::fs::symlink_metadata(path).ok().map(|m| Self {
+            ino: m.ino(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            size: m.size(),
+        })
+    }
+}
+
+/// What the follower itself last did to each path (`None` = removed), so the watcher can tell its own changes
+/// from an operator's.
+#[derive(Debug, Default)]
+pub struct OwnWrites(Mutex<HashMap<PathBuf, Option<Fingerprint>>>);
+
+impl OwnWrites {
+    fn record(&self, path: PathBuf) {
+        let fingerprint = Fingerprint::of(&path);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(path, fingerprint);
+    }
+
+    /// True when `path` is exactly as the follower left it (its own write or removal).
+    pub fn is_own(&self, path: &Path) -> bool {
+        let own = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        matches!(own.get(path), Some(recorded) if *recorded == Fingerprint::of(path))
+    }
+}
+
+/// Result of applying a tree.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub report: NotifyResponse,
+    /// Absolute paths written or removed.
+    pub changed: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Manifest {
+    files: BTreeSet<String>,
+}
+
+/// Writes `files` under `data_folder`. One bad entry never stops the others; it is reported.
+pub fn apply(
+    data_folder: &Path,
+    files: &[ConfFile],
+    validators: &BTreeMap<String, String>,
+    own: &OwnWrites,
+) -> Applied {
+    let mut applied = Applied::default();
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    let mut pending: Vec<(SafePath, Vec<u8>)> = Vec::new();
+
+    for file in files {
+        let safe = match classify(&file.path) {
+            EntryPath::Writable(safe) => safe,
+            EntryPath::Skipped => continue,
+            EntryPath::Rejected(reason) => {
+                reject(&mut applied, &file.path, reason);
+                continue;
+            }
+        };
+        if let Err(reason) = check_parents(data_folder, &safe) {
+            reject(&mut applied, &file.path, reason);
+            continue;
+        }
+        let bytes = match file.encoding.as_deref() {
+            None => file.content.clone().into_bytes(),
+            Some(BASE64) => match base64::engine::general_purpose::STANDARD.decode(&file.content) {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    reject(&mut applied, &file.path, format!("invalid base64: {err}"));
+                    continue;
+                }
+            },
+            Some(other) => {
+                reject(
+                    &mut applied,
+                    &file.path,
+                    format!("unknown encoding {other:?}"),
+                );
+                continue;
+            }
+        };
+        wanted.insert(safe.relative.clone());
+        if std::fs::read(safe.absolute(data_folder)).is_ok_and(|current| current == bytes) {
+            applied.report.unchanged += 1;
+        } else {
+            pending.push((safe, bytes));
+        }
+    }
+
+    let refused = validate_staged(data_folder, &pending, validators);
+    for (safe, bytes) in pending {
+        let entry_path = format!("/{}", safe.relative);
+        if let Some(reason) = safe.service.as_ref().and_then(|s| refused.get(s)) {
+            reject(&mut applied, &entry_path, reason.clone());
+            continue;
+        }
+        let target = safe.absolute(data_folder);
+        let written = target
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| pryv_fs::write_atomic(&target, &bytes, pryv_fs::DEFAULT_FILE_MODE));
+        match written {
+            Ok(()) => {
+                own.record(target.clone());
+                applied.changed.push(target);
+                applied.report.files.push(entry_path);
+            }
+            Err(err) => reject(&mut applied, &entry_path, format!("write failed: {err}")),
+        }
+    }
+
+    let previous = read_manifest(data_folder);
+    let stale: Vec<String> = previous.files.difference(&wanted).cloned().collect();
+    for stale in &stale {
+        // Only what this follower wrote, and only inside the writable zones.
+        let EntryPath::Writable(safe) = classify(&format!("/{stale}")) else {
+            continue;
+        };
+        if check_parents(data_folder, &safe).is_err() {
+            continue;
+        }
+        let target = safe.absolute(data_folder);
+        match std::fs::remove_file(&target) {
+            Ok(()) => {
+                own.record(target.clone());
+                applied.changed.push(target);
+                applied.report.removed.push(format!("/{stale}"));
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(path = %target.display(), error = %err, "cannot remove a file the leader no longer sends");
+                wanted.insert(stale.clone());
+            }
+        }
+    }
+    if let Err(err) = write_manifest(data_folder, &Manifest { files: wanted }) {
+        tracing::warn!(error = %err, "cannot save the manifest of written files");
+    }
+    applied
+}
+
+fn reject(applied: &mut Applied, path: &str, reason: String) {
+    tracing::warn!(path, reason = %reason, "refused a file from the leader");
+    applied.report.rejected.push(RejectedFile {
+        path: path.to_owned(),
+        reason,
+    });
+}
+
+/// Runs each affected service's check command on a staged copy (its current folder with the new files laid
+/// over it). Returns the services whose check failed, with the reason.
+fn validate_staged(
+    data_folder: &Path,
+    pending: &[(SafePath, Vec<u8>)],
+    validators: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut refused = BTreeMap::new();
+    let services: BTreeSet<&String> = pending
+        .iter()
+        .filter_map(|(s, _)| s.service.as_ref())
+        .collect();
+    for service in services {
+        let Some(command) = validators.get(service) else {
+            continue;
+        };
+        let outcome = stage_and_check(data_folder, service, pending, command);
+        if let Err(reason) = outcome {
+            tracing::error!(service, reason = %reason, "validation failed; keeping the service's current files");
+            refused.insert(
+                service.clone(),
+                format!("validation of service '{service}' failed: {reason}"),
+            );
+        }
+    }
+    refused
+}
+
+fn stage_and_check(
+    data_folder: &Path,
+    service: &str,
+    pending: &[(SafePath, Vec<u8>)],
+    command: &str,
+) -> Result<(), String> {
+    let state = data_folder.join(STATE_DIR);
+    std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
+    let stage = tempfile::Builder::new()
+        .prefix("stage-")
+        .tempdir_in(&state)
+        .map_err(|e| e.to_string())?;
+    let staged_service = stage.path().join(service);
+    for zone in ["conf", "templates"] {
+        let current = data_folder.join(service).join(zone);
+        if current.is_dir() {
+            copy_tree(&current, &staged_service.join(zone)).map_err(|e| e.to_string())?;
+        }
+    }
+    for (safe, bytes) in pending
+        .iter()
+        .filter(|(s, _)| s.service.as_deref() == Some(service))
+    {
+        let target = stage.path().join(&safe.relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&target, bytes).map_err(|e| e.to_string())?;
+    }
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("PRYV_STAGED_DIR", &staged_service)
+        .current_dir(&staged_service)
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(format!(
+            "{command:?} exited with {}: {}",
+            output.status,
+            stderr.trim()
+        ))
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+fn manifest_path(data_folder: &Path) -> PathBuf {
+    data_folder.join(STATE_DIR).join(MANIFEST)
+}
+
+/// Whether an earlier run left a tree here.
+pub fn has_previous_tree(data_folder: &Path) -> bool {
+    manifest_path(data_folder).is_file() || data_folder.join("pryv.yml").is_file()
+}
+
+fn read_manifest(data_folder: &Path) -> Manifest {
+    std::fs::read(manifest_path(data_folder))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn write_manifest(data_folder: &Path, manifest: &Manifest) -> std::io::Result<()> {
+    let path = manifest_path(data_folder);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let bytes = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
+    pryv_fs::write_atomic(&path, &bytes, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, content: &str) -> ConfFile {
+        ConfFile {
+            path: path.into(),
+            content: content.into(),
+            encoding: None,
+        }
+    }
+
+    #[test]
+    fn writes_changed_files_only_and_removes_what_it_wrote_before() {
+        let data = tempfile::tempdir().unwrap();
+        let own = OwnWrites::default();
+        let none = BTreeMap::new();
+        let first = apply(
+            data.path(),
+            &[
+                entry("/pryv.yml", "a"),
+                entry("/core/conf/x.yml", "b"),
+                entry("/core/data/.gitkeep", ""),
+            ],
+            &none,
+            &own,
+        );
+        assert_eq!(first.report.files, ["/pryv.yml", "/core/conf/x.yml"]);
+        assert!(
+            !data.path().join("core/data").exists(),
+            "skipped zone not written"
+        );
+        let written = data.path().join("core/conf/x.yml");
+        assert!(own.is_own(&written));
+        let mtime = std::fs::metadata(&written).unwrap().modified().unwrap();
+
+        std::fs::write(data.path().join("core/conf/operator.yml"), "mine").unwrap();
+        let second = apply(data.path(), &[entry("/core/conf/x.yml", "b")], &none, &own);
+        assert!(second.report.files.is_empty());
+        assert_eq!(second.report.unchanged, 1);
+        assert_eq!(second.report.removed, ["/pryv.yml"]);
+        assert_eq!(
+            std::fs::metadata(&written).unwrap().modified().unwrap(),
+            mtime,
+            "unchanged file not rewritten"
+        );
+        assert!(
+            data.path().join("core/conf/operator.yml").exists(),
+            "files it did not write are kept"
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_reported_and_others_still_written() {
+        let data = tempfile::tempdir().unwrap();
+        let report = apply(
+            data.path(),
+            &[
+                entry("/../escape", "x"),
+                ConfFile {
+                    path: "/core/conf/bin".into(),
+                    content: "!!!".into(),
+                    encoding: Some("base64".into()),
+                },
+                ConfFile {
+                    path: "/core/conf/cert.der".into(),
+                    content: "/wCA".into(),
+                    encoding: Some("base64".into()),
+                },
+            ],
+            &BTreeMap::new(),
+            &OwnWrites::default(),
+        )
+        .report;
+        assert_eq!(report.rejected.len(), 2);
+        assert_eq!(
+            std::fs::read(data.path().join("core/conf/cert.der")).unwrap(),
+            [0xff, 0x00, 0x80]
+        );
+    }
+
+    #[test]
+    fn failed_validation_keeps_the_old_files() {
+        let data = tempfile::tempdir().unwrap();
+        let own = OwnWrites::default();
+        let mut validators = BTreeMap::new();
+        validators.insert(
+            "nginx".to_owned(),
+            "! grep -rq broken \"$PRYV_STAGED_DIR/conf\"".to_owned(),
+        );
+        let ok = apply(
+            data.path(),
+            &[entry("/nginx/conf/n.conf", "good")],
+            &validators,
+            &own,
+        );
+        assert_eq!(ok.report.files, ["/nginx/conf/n.conf"]);
+        let bad = apply(
+            data.path(),
+            &[
+                entry("/nginx/conf/n.conf", "broken"),
+                entry("/core/conf/c", "fine"),
+            ],
+            &validators,
+            &own,
+        );
+        assert_eq!(bad.report.files, ["/core/conf/c"]);
+        assert!(
+            bad.report.rejected[0]
+                .reason
+                .contains("validation of service 'nginx' failed")
+        );
+        assert_eq!(
+            std::fs::read_to_string(data.path().join("nginx/conf/n.conf")).unwrap(),
+            "good"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! The HTTP client to the leader: one shared `reqwest::Client` (rustls with ring; system roots plus an
+//! optional private CA), connect and request timeouts, `If-None-Match` with the last revision.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pryv_protocol::{ConfResponse, ErrorBody, Secret};
+use reqwest::StatusCode;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::config::Config;
+use crate::error::Error;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Outcome of a fetch.
+#[derive(Debug)]
+pub enum Fetched {
+    NotModified,
+    Tree(ConfResponse),
+}
+
+/// Talks to the leader for this follower.
+#[derive(Clone)]
+pub struct LeaderClient {
+    http: reqwest::Client,
+    conf_url: String,
+    key: Secret,
+}
+
+impl LeaderClient {
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            // A system certificate rustls cannot parse is skipped, as browsers do.
+            let _ = roots.add(cert);
+        }
+        if let Some(ca_file) = &config.ca_file {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+                .and_then(|it| it.collect::<Result<_, _>>())
+                .map_err(|err| {
+                    Error::Tls(format!(
+                        "{}: cannot read CA certificates: {err}",
+                        ca_file.display()
+                    ))
+                })?;
+            if certs.is_empty() {
+                return Err(Error::Tls(format!(
+                    "{}: no certificate found",
+                    ca_file.display()
+                )));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|err| {
+                    Error::Tls(format!(
+                        "{}: unusable CA certificate: {err}",
+                        ca_file.display()
+                    ))
+                })?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|err| Error::Tls(err.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("config-follower/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| Error::Tls(err.to_string()))?;
+        Ok(Self {
+            http,
+            conf_url: format!("{}/conf", config.leader_url),
+            key: config.key.clone(),
+        })
+    }
+
+    /// `GET /conf`, conditional on `revision` when given.
+    pub async fn fetch(&self, revision: Option<&str>) -> Result<Fetched, Error> {
+        let mut request = self
+            .http
+            .get(&self.conf_url)
+            .header("authorization", self.key.expose());
+        if let Some(revision) = revision {
+            request = request.header("if-none-match", format!("\"{revision}\""));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| Error::Leader(describe(&err)))?;
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_start_matches("W/").trim_matches('"').to_owned());
+        match status {
+            StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
+            s if s.is_success() => {
+                let mut body: ConfResponse = response
+                    .json()
+                    .await
+                    .map_err(|err| Error::Leader(format!("unreadable answer from {}: {err}", self.conf_url)))?;
+                if body.revision.is_none() {
+                    body.revision = etag;
+                }
+                Ok(Fetched::Tree(body))
+            }
+            StatusCode::UNAUTHORIZED => Err(Error::Leader(
+                "the leader refused this follower's key (401); check leader.auth against the leader's followers".into(),
+            )),
+            s => {
+                let message = response
+                    .json::<ErrorBody>()
+                    .await
+                    .map(|b| b.error.message)
+                    .unwrap_or_else(|_| "no details".into());
+                Err(Error::Leader(format!("{} answered {s}: {message}", self.conf_url)))
+            }
+        }
+    }
+}
+
+/// reqwest's error plus its causes (the root cause says "connection refused", "certificate unknown", ...).
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,60 @@
+//! The follower's one error type and its one conversion into an HTTP answer.
+
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pryv_protocol::ErrorBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {}", path.display(), problems.join(&format!("\n{}: ", path.display())))]
+    Config {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+    /// The leader could not be reached or answered something unusable.
+    #[error("cannot fetch configuration from the leader: {0}")]
+    Leader(String),
+    #[error("unknown service(s) {}; this machine's services are: {}", unknown.join(", "), known.join(", "))]
+    UnknownServices {
+        unknown: Vec<String>,
+        known: Vec<String>,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid key")]
+    InvalidKey,
+    #[error("no such resource")]
+    NotFound,
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, id) = match &self {
+            Error::Leader(_) => (StatusCode::BAD_GATEWAY, "leader-unavailable"),
+            Error::UnknownServices { .. } => (StatusCode::BAD_REQUEST, "unknown-services"),
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request"),
+            Error::InvalidKey => (StatusCode::UNAUTHORIZED, "invalid-key"),
+            Error::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "unexpected-error"),
+        };
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "request failed");
+            "unexpected error; see the follower's log".to_owned()
+        } else {
+            self.to_string()
+        };
+        (status, Json(ErrorBody::new(id, message))).into_response()
+    }
+}

@@ -1,0 +1,66 @@
+//! HTTP surface: `POST /notify` (authenticated by this follower's key), `GET /health`, `GET /status`.
+//! The key may come as the `Authorization` header or the `auth` query parameter; neither is ever logged.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pryv_protocol::{AUTH_HEADER, NotifyRequest, NotifyResponse, key_from_authorization};
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::follower::Follower;
+use crate::status::Status;
+
+/// The follower's router.
+pub fn app(follower: Arc<Follower>) -> Router {
+    Router::new()
+        .route("/notify", post(notify))
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/status", get(status))
+        .fallback(|| async { Error::NotFound })
+        .with_state(follower)
+}
+
+#[derive(Deserialize)]
+struct AuthQuery {
+    auth: Option<String>,
+}
+
+async fn notify(
+    State(follower): State<Arc<Follower>>,
+    Query(query): Query<AuthQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<NotifyResponse>, Error> {
+    let key = headers
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(key_from_authorization)
+        .or(query.auth.as_deref())
+        .unwrap_or_default();
+    if !follower.config.key.matches(key) {
+        return Err(Error::InvalidKey);
+    }
+    let request: NotifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        NotifyRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|err| {
+            Error::BadRequest(format!(
+                "body must be {{\"services\": [...], \"force\": bool}}: {err}"
+            ))
+        })?
+    };
+    tracing::info!(services = ?request.services, force = request.force, "notification received");
+    follower.sync(&request, true).await.map(Json)
+}
+
+async fn status(State(follower): State<Arc<Follower>>) -> Json<Status> {
+    Json(follower.status.snapshot())
+}

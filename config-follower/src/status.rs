@@ -1,0 +1,68 @@
+//! What `GET /status` shows: the leader, the last fetch, the applied revision and the last restart of each
+//! service with its outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Snapshot served as JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub leader_url: String,
+    /// Unix seconds of the last successful fetch.
+    pub last_fetch: Option<u64>,
+    /// Why the last fetch failed, if it did (cleared on success).
+    pub last_fetch_error: Option<String>,
+    pub revision: Option<String>,
+    pub restarts: BTreeMap<String, RestartRecord>,
+}
+
+/// The outcome of the last restart command that concerned a service.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartRecord {
+    pub at: u64,
+    pub action: String,
+    pub ok: bool,
+    /// Exit status and stderr when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Shared, lock-protected status.
+#[derive(Debug, Default)]
+pub struct StatusStore(Mutex<Status>);
+
+impl StatusStore {
+    pub fn new(leader_url: String) -> Self {
+        Self(Mutex::new(Status {
+            leader_url,
+            ..Status::default()
+        }))
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut Status)) {
+        change(
+            &mut self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
+
+    pub fn snapshot(&self) -> Status {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,154 @@
+//! Watching `<dataFolder>/*/conf/` so an operator's edit (even a bare `touch`) restarts the services that mount
+//! the file, debounced. Service folders created later are picked up. The follower's own writes are recognised
+//! by their fingerprint and ignored: `/notify` already restarts for them.
+//!
+//! Only `conf/` folders are watched recursively; data and log folders (databases) are never watched.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::follower::Follower;
+use crate::restart::RestartJob;
+
+/// Starts the watcher task.
+pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(), Error> {
+    let data = follower.config.data_folder.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel::<DebounceEventResult>();
+    let mut debouncer = new_debouncer(follower.config.debounce, None, move |result| {
+        let _ = tx.send(result);
+    })
+    .map_err(|err| Error::Internal(format!("cannot start the file watcher: {err}")))?;
+    std::fs::create_dir_all(&data).map_err(|source| Error::Io {
+        path: data.clone(),
+        source,
+    })?;
+    debouncer
+        .watch(&data, RecursiveMode::NonRecursive)
+        .map_err(|err| Error::Internal(format!("cannot watch {}: {err}", data.display())))?;
+    let mut add = |path: &Path, mode: RecursiveMode| {
+        if let Err(err) = debouncer.watch(path, mode) {
+            tracing::warn!(path = %path.display(), error = %err, "cannot watch");
+        }
+    };
+    for service in service_dirs(&data) {
+        watch_service(&service, &mut add);
+    }
+    tracing::info!(folder = %data.display(), "watching */conf/ for changes");
+    tokio::spawn(async move {
+        loop {
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                result = rx.recv() => match result { Some(r) => r, None => break },
+            };
+            let events = match result {
+                Ok(events) => events,
+                Err(errors) => {
+                    for err in errors {
+                        tracing::warn!(error = %err, "file watcher error");
+                    }
+                    continue;
+                }
+            };
+            let mut changed: Vec<PathBuf> = Vec::new();
+            for event in events.iter().filter(|e| !is_read_only(&e.kind)) {
+                for path in &event.paths {
+                    if path.parent() == Some(data.as_path()) && path.is_dir() {
+                        watch_service(path, &mut |p, m| {
+                            let _ = debouncer.watch(p, m);
+                        });
+                    } else if is_conf_dir(&data, path) && path.is_dir() {
+                        let _ = debouncer.watch(path, RecursiveMode::Recursive);
+                    }
+                    if is_operator_change(&data, path, &follower) && !changed.contains(path) {
+                        changed.push(path.clone());
+                    }
+                }
+            }
+            if changed.is_empty() {
+                continue;
+            }
+            let services = follower.project().affected(&changed);
+            tracing::info!(files = ?changed, services = ?services, "configuration edited on this machine");
+            follower.restarter.request(RestartJob {
+                up: false,
+                services,
+            });
+        }
+    });
+    Ok(())
+}
+
+fn service_dirs(data: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(data)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() && !is_hidden(p))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn watch_service(service: &Path, add: &mut dyn FnMut(&Path, RecursiveMode)) {
+    if is_hidden(service) {
+        return;
+    }
+    add(service, RecursiveMode::NonRecursive);
+    let conf = service.join("conf");
+    if conf.is_dir() {
+        add(&conf, RecursiveMode::Recursive);
+    }
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+/// Opening or reading a file (a container loading its configuration) is not a change.
+fn is_read_only(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(
+            AccessKind::Open(_)
+                | AccessKind::Read
+                | AccessKind::Close(AccessMode::Read | AccessMode::Execute | AccessMode::Any)
+                | AccessKind::Any
+                | AccessKind::Other
+        )
+    )
+}
+
+fn is_conf_dir(data: &Path, path: &Path) -> bool {
+    path.strip_prefix(data).is_ok_and(|rel| {
+        let parts: Vec<_> = rel.components().collect();
+        parts.len() == 2 && parts[1].as_os_str() == "conf"
+    })
+}
+
+/// A file under `<data>/<service>/conf/` that is not a temporary file, not a folder, and not as the follower
+/// itself left it.
+fn is_operator_change(data: &Path, path: &Path, follower: &Follower) -> bool {
+    let Ok(rel) = path.strip_prefix(data) else {
+        return false;
+    };
+    let parts: Vec<_> = rel.components().collect();
+    if parts.len() < 3 || parts[1].as_os_str() != "conf" || is_hidden(parts[0].as_os_str().as_ref())
+    {
+        return false;
+    }
+    let temporary = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(".pryv-tmp-"));
+    !temporary && !path.is_dir() && !follower.own_writes.is_own(path)
+}

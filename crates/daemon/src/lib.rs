@@ -1,0 +1,28 @@
+//! Process plumbing shared by both daemons: log set-up, turning SIGTERM/SIGINT into a cancellation, and the
+//! exit codes. No HTTP, no configuration format.
+
+mod logging;
+
+pub use logging::{LogFormat, init_logging};
+use tokio_util::sync::CancellationToken;
+
+/// sysexits' EX_CONFIG: the configuration is wrong; fix it before restarting.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+pub async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+        _ = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}

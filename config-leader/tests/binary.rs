@@ -238,7 +238,7 @@ fn check_reports_every_problem_and_render_writes_a_tree() {
 
     fixture.write(
         "conf/platform.yml",
-        &format!("{PLATFORM}  MAIL:\n    settings:\n      MAIL_HOST:\n        value: REPLACE_ME\n      A:\n        value: B\n      B:\n        value: A\n"),
+        &format!("{PLATFORM}  MAIL:\n    settings:\n      MAIL_HOST:\n        value: REPLACE_ME\n      CYCLE_ONE:\n        value: x-CYCLE_TWO\n      CYCLE_TWO:\n        value: CYCLE_ONE\n"),
     );
     fixture.write("data/static/bad.json", "{TRUSTED_AUTH_URLS");
     fixture.write("data/static/bad.yml", "a: [DOMAIN");
@@ -252,7 +252,7 @@ fn check_reports_every_problem_and_render_writes_a_tree() {
     assert_eq!(output.status.code(), Some(1));
     for expected in [
         "MAIL.MAIL_HOST is still REPLACE_ME",
-        "A -> B -> A",
+        "CYCLE_ONE -> CYCLE_TWO -> CYCLE_ONE",
         "/bad.json",
         "/bad.yml",
         "role 'reg-slave'",

@@ -1,1 +1,208 @@
-//! Shared helpers of the end-to-end tests.
+//! Helpers of the end-to-end tests: locating the real daemon binaries, running them on ephemeral loopback
+//! ports, a fake `docker` that records its arguments, and waiting for conditions with deadlines.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// The real binary `name` of this workspace, built by `cargo test --workspace` next to the test executables;
+/// built here if missing (`cargo test -p pryv-e2e` alone).
+pub fn bin(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = dir.join(name);
+    if !path.exists() {
+        BUILD.call_once(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "config-leader", "-p", "config-follower"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "cannot build the daemons");
+        });
+    }
+    assert!(path.exists(), "{} not found", path.display());
+    path
+}
+
+/// Installs rustls' ring provider for the test's reqwest clients.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A daemon process: its captured log lines, its listening address; killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: Option<SocketAddr>,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    listening: mpsc::Receiver<SocketAddr>,
+}
+
+impl Daemon {
+    /// Spawns `command` with stderr captured.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, listening) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening")
+                    && let Some(addr) = line.split("addr=").nth(1)
+                    && let Ok(addr) = addr.split_whitespace().next().unwrap_or_default().parse()
+                {
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            addr: None,
+            logs,
+            listening,
+        }
+    }
+
+    /// Waits for the "listening" line and returns the address.
+    pub fn wait_listening(&mut self, within: Duration) -> SocketAddr {
+        if let Some(addr) = self.addr {
+            return addr;
+        }
+        let addr = self.listening.recv_timeout(within).unwrap_or_else(|_| {
+            panic!(
+                "daemon did not start listening; logs:\n{}",
+                self.logs.lock().unwrap().join("\n")
+            )
+        });
+        self.addr = Some(addr);
+        addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.expect("not listening yet"))
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `docker` script placed first on `PATH`: records each call's arguments, one line per call.
+pub struct FakeDocker {
+    pub bin_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl FakeDocker {
+    pub fn new(root: &Path) -> Self {
+        let bin_dir = root.join("fake-bin");
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        let log = root.join("docker-calls.log");
+        let script = format!("#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n", log.display());
+        let path = bin_dir.join("docker");
+        std::fs::write(&path, script).unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&path).unwrap().permissions(),
+            0o755,
+        );
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        Self { bin_dir, log }
+    }
+
+    /// `PATH` with the fake first.
+    pub fn path_env(&self) -> String {
+        format!(
+            "{}:{}",
+            self.bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// The recorded restart-related calls (`restart ...` or `up -d`), without the `compose -f <file>` prefix.
+    pub fn actions(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let rest = line.split_once("/pryv.yml ").map(|(_, r)| r)?;
+                Some(rest.to_owned())
+            })
+            .collect()
+    }
+
+    /// Waits until `predicate` holds on the actions.
+    pub fn wait_for(&self, what: &str, predicate: impl Fn(&[String]) -> bool) -> Vec<String> {
+        wait_until(what, Duration::from_secs(15), || {
+            let actions = self.actions();
+            predicate(&actions).then_some(actions)
+        })
+    }
+}
+
+/// Polls `check` until it returns `Some`, panicking after `within`.
+pub fn wait_until<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free loopback port (bound then released; for processes that must start later on a known port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes `text` at `root/relative`, creating folders.
+pub fn write(root: &Path, relative: &str, text: &str) {
+    let path = root.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}

@@ -80,4 +80,40 @@ mod tests {
         let err = write_atomic(&dir.path().join("no/such/x"), b"x", 0o644).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
+
+    #[test]
+    fn a_concurrent_reader_never_sees_a_partial_or_empty_file() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.conf");
+        let a = vec![b'a'; 256 * 1024];
+        let b = vec![b'b'; 300 * 1024];
+        write_atomic(&path, &a, DEFAULT_FILE_MODE).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (path, done, a, b) = (path.clone(), done.clone(), a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u32;
+                while !done.load(Ordering::Acquire) {
+                    let seen = fs::read(&path).unwrap();
+                    assert!(
+                        seen == a || seen == b,
+                        "partial read of {} bytes",
+                        seen.len()
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for round in 0..200 {
+            let bytes = if round % 2 == 0 { &b } else { &a };
+            write_atomic(&path, bytes, DEFAULT_FILE_MODE).unwrap();
+        }
+        done.store(true, Ordering::Release);
+        let reads = reader.join().unwrap();
+        assert!(reads > 0, "the reader must have raced the writer");
+    }
 }

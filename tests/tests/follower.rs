@@ -1,0 +1,389 @@
+//! The real leader and follower binaries together on loopback, with a fake `docker` recording restarts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use pryv_e2e::{Daemon, FakeDocker, bin, free_port, install_crypto, wait_until, write};
+use serde_json::{Value, json};
+
+const KEY: &str = "core-follower-key-0123456789abcdefgh";
+
+const PLATFORM: &str = "vars:
+  MAIN:
+    name: Main
+    settings:
+      DOMAIN:
+        value: pryv.me
+  MAIL:
+    name: Mail
+    settings:
+      MAIL_HOST:
+        value: smtp.pryv.me
+";
+
+const COMPOSE: &str = "services:
+  core:
+    image: core
+    volumes:
+      - ${PRYV_CONF_ROOT}/pryv/core/conf/:/app/conf/:ro
+      - ${PRYV_CONF_ROOT}/pryv/core/data/:/app/data/
+  nginx:
+    image: nginx
+    volumes:
+      - ./nginx/conf/:/etc/nginx/:ro
+  mail:
+    image: mail
+    volumes:
+      - ./mail/conf/:/app/conf/:ro
+";
+
+/// A leader folder with role `core` and a follower data folder, in one temporary `PRYV_CONF_ROOT`.
+struct Platform {
+    root: tempfile::TempDir,
+    docker: FakeDocker,
+}
+
+impl Platform {
+    fn new() -> Self {
+        install_crypto();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        write(r, "config-leader/conf/platform.yml", PLATFORM);
+        write(r, "config-leader/data/core/pryv.yml", COMPOSE);
+        write(
+            r,
+            "config-leader/data/core/core/conf/core.yml",
+            "domain: DOMAIN\n",
+        );
+        write(r, "config-leader/data/core/core/data/.gitkeep", "");
+        write(
+            r,
+            "config-leader/data/core/nginx/conf/nginx.conf",
+            "server_name *.DOMAIN;\n",
+        );
+        write(
+            r,
+            "config-leader/data/core/mail/conf/mail.yml",
+            "host: MAIL_HOST\ndomain: DOMAIN\n",
+        );
+        write(
+            r,
+            "config-leader/conf/config-leader.json",
+            &json!({
+                "http": {"ip": "127.0.0.1", "port": 7000},
+                "templatesPath": "../data",
+                "platformSettings": {"platformConfig": "platform.yml"},
+                "internals": {},
+                "followers": {KEY: {"url": "http://127.0.0.1:1/", "role": "core"}}
+            })
+            .to_string(),
+        );
+        let docker = FakeDocker::new(r);
+        Self { root, docker }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.root.path().join(relative)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path("pryv")
+    }
+
+    fn start_leader(&self, port: u16) -> Daemon {
+        let mut command = Command::new(bin("config-leader"));
+        command
+            .arg("--config")
+            .arg(self.path("config-leader/conf/config-leader.json"))
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()]);
+        let mut leader = Daemon::spawn(command);
+        leader.wait_listening(Duration::from_secs(20));
+        leader
+    }
+
+    fn follower_config(&self, leader_port: u16) -> PathBuf {
+        let path = self.path("config-follower/conf/config-follower.json");
+        write(
+            self.root.path(),
+            "config-follower/conf/config-follower.json",
+            &json!({
+                "http": {"ip": "127.0.0.1", "port": 0},
+                "leader": {"url": format!("http://127.0.0.1:{leader_port}"), "auth": KEY},
+                "paths": {"dataFolder": self.data()},
+                "watch": {"debounceMs": 150}
+            })
+            .to_string(),
+        );
+        path
+    }
+
+    fn spawn_follower(&self, leader_port: u16) -> Daemon {
+        let mut command = Command::new(bin("config-follower"));
+        command
+            .arg("--config")
+            .arg(self.follower_config(leader_port))
+            .env("PATH", self.docker.path_env())
+            .env_remove("PRYV_CONF_ROOT");
+        Daemon::spawn(command)
+    }
+
+    fn set_platform(&self, from: &str, to: &str) {
+        let path = self.path("config-leader/conf/platform.yml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(from, to);
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.data().join(relative)).unwrap_or_default()
+    }
+}
+
+async fn leader_revision(leader: &Daemon) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/conf", leader.url()))
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["revision"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits for the leader to serve a tree other than `old` (its watcher saw the hand edit).
+async fn wait_leader_change(leader: &Daemon, old: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let revision = leader_revision(leader).await;
+        if revision != old {
+            return revision;
+        }
+        assert!(Instant::now() < deadline, "leader did not pick up the edit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn notify(follower: &Daemon, key: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/notify", follower.url()))
+        .header("authorization", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn touch(path: &Path) {
+    let file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(1))
+        .unwrap();
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarts_exactly_what_changed() {
+    let platform = Platform::new();
+    let leader = platform.start_leader(0);
+    let leader_port = leader.addr.unwrap().port();
+    let mut follower = platform.spawn_follower(leader_port);
+    follower.wait_listening(Duration::from_secs(20));
+
+    // First install: the tree is written, the skipped zones are not, nothing is restarted.
+    assert_eq!(platform.read("core/conf/core.yml"), "domain: pryv.me\n");
+    assert_eq!(platform.read("pryv.yml"), COMPOSE);
+    assert!(!platform.data().join("core/data").exists());
+    assert!(platform.docker.actions().is_empty());
+
+    // An SMTP change: only mail's file changes, only mail restarts.
+    let revision = leader_revision(&leader).await;
+    platform.set_platform("smtp.pryv.me", "mail.example.com");
+    let new_revision = wait_leader_change(&leader, &revision).await;
+    let (status, body) = notify(&follower, KEY, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(strings(&body["files"]), ["/mail/conf/mail.yml"]);
+    assert_eq!(strings(&body["restarted"]), ["mail"]);
+    assert_eq!(body["revision"], new_revision.as_str());
+    assert_eq!(
+        platform.read("mail/conf/mail.yml"),
+        "host: mail.example.com\ndomain: pryv.me\n"
+    );
+    platform.docker.wait_for("restart mail", |a| a.len() == 1);
+
+    // An operator's touch restarts the service mounting that file. Because the watcher handles events in
+    // order, once nginx has restarted any event from the follower's own write of mail.yml was handled too:
+    // mail must still have restarted once only.
+    touch(&platform.data().join("nginx/conf/nginx.conf"));
+    let actions = platform.docker.wait_for("restart nginx", |a| a.len() >= 2);
+    assert_eq!(actions, ["restart mail", "restart nginx"]);
+
+    // Nothing changed: nothing written, nothing restarted.
+    let (status, body) = notify(&follower, KEY, None).await;
+    assert_eq!(status, 200);
+    assert!(strings(&body["files"]).is_empty());
+    assert!(strings(&body["restarted"]).is_empty());
+    touch(&platform.data().join("core/conf/core.yml"));
+    let actions = platform.docker.wait_for("restart core", |a| a.len() >= 3);
+    assert_eq!(actions, ["restart mail", "restart nginx", "restart core"]);
+
+    // A forced restart of a listed service; an unknown service is refused with the known names.
+    let (status, body) = notify(
+        &follower,
+        KEY,
+        Some(json!({"services": ["mail"], "force": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(strings(&body["restarted"]), ["mail"]);
+    let actions = platform.docker.wait_for("forced restart", |a| a.len() >= 4);
+    assert_eq!(actions[3], "restart mail");
+    let (status, body) = notify(&follower, KEY, Some(json!({"services": ["nope"]}))).await;
+    assert_eq!(status, 400);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("nope") && message.contains("core, mail, nginx"),
+        "{message}"
+    );
+
+    // A domain change touches every service mounting a file with the domain: one command for all.
+    let revision = leader_revision(&leader).await;
+    platform.set_platform("value: pryv.me", "value: example.com");
+    wait_leader_change(&leader, &revision).await;
+    let (_, body) = notify(&follower, KEY, None).await;
+    assert_eq!(strings(&body["restarted"]), ["core", "mail", "nginx"]);
+    let actions = platform.docker.wait_for("domain restart", |a| a.len() >= 5);
+    assert_eq!(actions[4], "restart core mail nginx");
+
+    // A restriction to some services only restarts those.
+    let revision = leader_revision(&leader).await;
+    platform.set_platform("value: example.com", "value: example.org");
+    wait_leader_change(&leader, &revision).await;
+    let (_, body) = notify(&follower, KEY, Some(json!({"services": ["core"]}))).await;
+    assert_eq!(strings(&body["restarted"]), ["core"]);
+    assert_eq!(
+        platform.read("nginx/conf/nginx.conf"),
+        "server_name *.example.org;\n",
+        "files are all written"
+    );
+
+    let (status, _) = notify(&follower, "wrong-key", None).await;
+    assert_eq!(status, 401);
+
+    let status: Value = reqwest::get(format!("{}/status", follower.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(status["lastFetch"].as_u64().is_some());
+    assert!(status["revision"].as_str().is_some());
+    assert_eq!(status["restarts"]["mail"]["ok"], true);
+    assert!(!follower.logs().contains(KEY), "key must never be logged");
+    assert_eq!(follower.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_leader_writes_nothing_outside_the_data_folder() {
+    install_crypto();
+    let platform = Platform::new();
+    let outside = platform.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(platform.data()).unwrap();
+    std::os::unix::fs::symlink(&outside, platform.data().join("link")).unwrap();
+
+    let files = json!({"files": [
+        {"path": "/../escape.txt", "content": "x"},
+        {"path": "//tmp/evil-absolute", "content": "x"},
+        {"path": "/core/conf/../../../escape2.txt", "content": "x"},
+        {"path": "/link/conf/through-symlink.txt", "content": "x"},
+        {"path": "/core/conf/with\u{0}nul", "content": "x"},
+        {"path": "relative/conf/x", "content": "x"},
+        {"path": "/core/conf/ok.yml", "content": "fine"}
+    ]});
+    let app = axum::Router::new().route(
+        "/conf",
+        axum::routing::get(move || async move { axum::Json(files.clone()) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut follower = platform.spawn_follower(port);
+    follower.wait_listening(Duration::from_secs(20));
+    assert_eq!(platform.read("core/conf/ok.yml"), "fine");
+    let (status, body) = notify(&follower, KEY, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["rejected"].as_array().unwrap().len(), 6, "{body}");
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing written through the symlink"
+    );
+    assert!(!platform.path("escape.txt").exists() && !platform.path("escape2.txt").exists());
+    assert!(!Path::new("/tmp/evil-absolute").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fresh_follower_waits_for_the_leader_then_converges() {
+    let platform = Platform::new();
+    let port = free_port();
+    let mut follower = platform.spawn_follower(port);
+    wait_until("a failed attempt", Duration::from_secs(10), || {
+        follower
+            .logs()
+            .contains("fetch failed; retrying")
+            .then_some(())
+    });
+    assert!(follower.addr.is_none());
+    let _leader = platform.start_leader(port);
+    follower.wait_listening(Duration::from_secs(30));
+    assert_eq!(platform.read("core/conf/core.yml"), "domain: pryv.me\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follower_with_a_tree_serves_at_once_while_the_leader_is_down() {
+    let platform = Platform::new();
+    write(&platform.data(), "pryv.yml", COMPOSE);
+    write(
+        &platform.data(),
+        "core/conf/core.yml",
+        "domain: old.example\n",
+    );
+    let port = free_port();
+    let mut follower = platform.spawn_follower(port);
+    follower.wait_listening(Duration::from_secs(5));
+    let health = reqwest::get(format!("{}/health", follower.url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    let started = Instant::now();
+    let (status, body) = notify(&follower, KEY, None).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["id"], "leader-unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "notify must not hang"
+    );
+
+    let _leader = platform.start_leader(port);
+    wait_until("convergence", Duration::from_secs(40), || {
+        (platform.read("core/conf/core.yml") == "domain: pryv.me\n").then_some(())
+    });
+    // The tree existed before: the background convergence restarts what changed.
+    platform.docker.wait_for("restart after convergence", |a| {
+        a.iter().any(|l| l.starts_with("restart"))
+    });
+}

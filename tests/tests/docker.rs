@@ -1,0 +1,270 @@
+//! Real containers: a settings change restarts exactly the containers whose files changed, proven with
+//! `docker inspect` start times. The image is made locally (`docker import` of the host's `sh` and `sleep` with
+//! their libraries), since no registry is reachable. Skipped, and said so on stderr, when no engine answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pryv_e2e::{Daemon, bin, install_crypto, wait_until, write};
+use serde_json::{Value, json};
+
+const KEY: &str = "docker-follower-key-0123456789abcdef";
+
+fn docker_available() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("docker-compose")
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn skip(reason: &str) {
+    // Written to the real stderr (not the captured test output) so the skip is visible in CI logs.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED real_containers_restart_only_what_changed: {reason}"
+    );
+}
+
+/// Everything the test creates in Docker, removed on drop (also when the test fails).
+struct Cleanup {
+    image: String,
+    project: String,
+    compose_file: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("docker-compose")
+            .args(["-p", &self.project, "-f"])
+            .arg(&self.compose_file)
+            .args(["down", "-v", "--remove-orphans", "-t", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.image])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A root filesystem with `/bin/sh` and `/bin/sleep` and the libraries they load, imported as an image.
+fn import_image(work: &Path, image: &str) {
+    let rootfs = work.join("rootfs");
+    for program in ["/bin/sh", "/bin/sleep"] {
+        let real = std::fs::canonicalize(program).unwrap();
+        copy_into(&rootfs, &real, Path::new(program));
+        let ldd = Command::new("ldd").arg(&real).output().unwrap();
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let library = line
+                .split("=>")
+                .last()
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default();
+            if library.starts_with('/') {
+                copy_into(&rootfs, Path::new(library), Path::new(library));
+            }
+        }
+    }
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = Command::new("docker")
+        .args(["import", "-", image])
+        .stdin(tar.stdout.unwrap())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "docker import failed");
+}
+
+fn copy_into(rootfs: &Path, source: &Path, target: &Path) {
+    let destination = rootfs.join(target.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(destination.parent().unwrap()).unwrap();
+    std::fs::copy(std::fs::canonicalize(source).unwrap(), &destination).unwrap();
+}
+
+fn started_at(project: &str, compose_file: &Path, service: &str) -> String {
+    let id = Command::new("docker-compose")
+        .args(["-p", project, "-f"])
+        .arg(compose_file)
+        .args(["ps", "-q", service])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+    assert!(!id.is_empty(), "no container for {service}");
+    let inspect = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.StartedAt}}", &id])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&inspect.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_containers_restart_only_what_changed() {
+    if !docker_available() {
+        skip("no Docker engine (or docker-compose) answers on this machine");
+        return;
+    }
+    install_crypto();
+    let unique = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let image = format!("pryv-config-test-{unique}:latest");
+    let project = format!("pryvconfigtest{unique}");
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let data = r.join("pryv");
+    let _cleanup = Cleanup {
+        image: image.clone(),
+        project: project.clone(),
+        compose_file: data.join("pryv.yml"),
+    };
+    import_image(r, &image);
+
+    let service = |name: &str| {
+        format!(
+            "  {name}:\n    image: {image}\n    command: [\"/bin/sleep\", \"100000\"]\n    stop_signal: SIGKILL\n    volumes:\n      - ./{name}/conf/:/conf/:ro\n"
+        )
+    };
+    write(
+        r,
+        "config-leader/data/core/pryv.yml",
+        &format!("services:\n{}{}", service("alpha"), service("beta")),
+    );
+    write(
+        r,
+        "config-leader/data/core/alpha/conf/alpha.yml",
+        "value: ALPHA_SETTING\n",
+    );
+    write(
+        r,
+        "config-leader/data/core/beta/conf/beta.yml",
+        "value: BETA_SETTING\n",
+    );
+    let platform = "vars:\n  G:\n    settings:\n      ALPHA_SETTING:\n        value: one\n      BETA_SETTING:\n        value: two\n";
+    write(r, "config-leader/conf/platform.yml", platform);
+    write(
+        r,
+        "config-leader/conf/config-leader.json",
+        &json!({"templatesPath": "../data", "internals": {}, "followers": {KEY: {"url": "http://127.0.0.1:1", "role": "core"}}})
+            .to_string(),
+    );
+    let mut leader_command = Command::new(bin("config-leader"));
+    leader_command
+        .arg("--config")
+        .arg(r.join("config-leader/conf/config-leader.json"))
+        .args(["--ip", "127.0.0.1", "--port", "0"]);
+    let mut leader = Daemon::spawn(leader_command);
+    let leader_addr = leader.wait_listening(Duration::from_secs(20));
+
+    write(
+        r,
+        "config-follower/conf/config-follower.json",
+        &json!({
+            "http": {"ip": "127.0.0.1", "port": 0},
+            "leader": {"url": format!("http://{leader_addr}"), "auth": KEY},
+            "paths": {"dataFolder": data},
+            "restart": {"command": ["docker-compose", "-p", project]}
+        })
+        .to_string(),
+    );
+    let mut follower_command = Command::new(bin("config-follower"));
+    follower_command
+        .arg("--config")
+        .arg(r.join("config-follower/conf/config-follower.json"));
+    let mut follower = Daemon::spawn(follower_command);
+    let follower_addr = follower.wait_listening(Duration::from_secs(20));
+
+    // The operator's first start of the platform.
+    let up = Command::new("docker-compose")
+        .args(["-p", &project, "-f"])
+        .arg(data.join("pryv.yml"))
+        .args(["up", "-d"])
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let compose_file = data.join("pryv.yml");
+    let alpha_before = started_at(&project, &compose_file, "alpha");
+    let beta_before = started_at(&project, &compose_file, "beta");
+
+    // Change the setting only alpha uses, wait for the leader to serve it, notify.
+    std::fs::write(
+        r.join("config-leader/conf/platform.yml"),
+        platform.replace("value: one", "value: uno"),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    wait_until("leader sees the edit", Duration::from_secs(5), || {
+        let conf = get_json(&client, &format!("http://{leader_addr}/conf"), Some(KEY))?;
+        conf.to_string().contains("value: uno").then_some(())
+    });
+    let body: Value = client
+        .post(format!("http://{follower_addr}/notify"))
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["restarted"], json!(["alpha"]), "{body}");
+
+    let record = wait_until("alpha restart recorded", Duration::from_secs(90), || {
+        let status = get_json(&client, &format!("http://{follower_addr}/status"), None)?;
+        status["restarts"].get("alpha").cloned()
+    });
+    assert_eq!(record["ok"], true, "{record}");
+    assert_ne!(
+        started_at(&project, &compose_file, "alpha"),
+        alpha_before,
+        "alpha must have restarted"
+    );
+    assert_eq!(
+        started_at(&project, &compose_file, "beta"),
+        beta_before,
+        "beta must not have restarted"
+    );
+    leader.terminate();
+    follower.terminate();
+}
+
+/// A GET from inside the synchronous `wait_until` (the test runs on a multi-thread runtime).
+fn get_json(client: &reqwest::Client, url: &str, key: Option<&str>) -> Option<Value> {
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(async {
+            let mut request = client.get(url);
+            if let Some(key) = key {
+                request = request.header("authorization", key);
+            }
+            request.send().await.ok()?.json().await.ok()
+        })
+    })
+}

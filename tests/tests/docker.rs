@@ -80,16 +80,13 @@ fn import_image(work: &Path, image: &str) {
             }
         }
     }
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let tarball = work.join("rootfs.tar");
+    let tar = Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tarball).arg(".").status().unwrap();
+    assert!(tar.success(), "tar failed");
     let status = Command::new("docker")
-        .args(["import", "-", image])
-        .stdin(tar.stdout.unwrap())
+        .args(["import"])
+        .arg(&tarball)
+        .arg(image)
         .stdout(Stdio::null())
         .status()
         .unwrap();

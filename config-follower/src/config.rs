@@ -197,6 +197,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
         .data_folder
         .clone()
         .or_else(|| raw.paths.data_folder.as_deref().map(resolve));
+    // Relative `dataFolder` values resolve against the configuration file's folder, like every path here.
     let data_folder = match data_folder {
         Some(folder) => Some(absolute(&folder)),
         None => {

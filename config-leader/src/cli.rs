@@ -74,6 +74,28 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Lay out a new platform from our templates: the leader's folder and one follower configuration per
+    /// machine, with matching random keys.
+    Init {
+        /// single-node or cluster.
+        #[arg(long, value_enum)]
+        topology: crate::init::Topology,
+        /// Number of core machines (cluster).
+        #[arg(long, default_value_t = 1)]
+        cores: usize,
+        /// Add a reg-slave machine (cluster).
+        #[arg(long)]
+        reg_slave: bool,
+        /// The leader machine's PRYV_CONF_ROOT (e.g. /var/pryv).
+        #[arg(long)]
+        out: PathBuf,
+        /// URL the other machines use to reach the leader.
+        #[arg(long, default_value = "http://REPLACE_ME-leader:7000")]
+        leader_url: String,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 impl GlobalArgs {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod init;
 pub mod routes;
 pub mod secret;
 pub mod server;

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use config_leader::cli::{Cli, Command};
+use config_leader::cli::{Cli, Command, GlobalArgs};
+use config_leader::init::{self, InitOptions};
 use config_leader::{Config, Error, commands};
 use pryv_daemon::{EXIT_CONFIG, cancel_on_signal, init_logging};
 use tokio_util::sync::CancellationToken;
@@ -12,45 +13,97 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
-    let Some(config_path) = cli.global.config.clone() else {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Init {
+            topology,
+            cores,
+            reg_slave,
+            out,
+            leader_url,
+            force,
+        } => run_init(&InitOptions {
+            topology,
+            cores,
+            reg_slave,
+            out,
+            leader_url,
+            force,
+        }),
+        command => {
+            let config = match load(&cli.global) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match command {
+                Command::Check => check(&config),
+                Command::Render { role, out } => match commands::render(&config, &role, &out) {
+                    Ok(count) => {
+                        println!(
+                            "wrote {count} file(s) of role '{role}' to {}",
+                            out.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(err) => fail(&err),
+                },
+                _ => serve(config),
+            }
+        }
+    }
+}
+
+fn load(global: &GlobalArgs) -> Result<Config, ExitCode> {
+    let Some(path) = &global.config else {
         eprintln!(
             "config-leader: no configuration file; pass --config <path> or set CONFIG_LEADER_CONFIG"
         );
-        return ExitCode::from(EXIT_CONFIG);
+        return Err(ExitCode::from(EXIT_CONFIG));
     };
-    let config = match Config::load(&config_path, &cli.global.overrides()) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("config-leader: {err}");
-            return ExitCode::from(EXIT_CONFIG);
+    Config::load(path, &global.overrides()).map_err(|err| {
+        eprintln!("config-leader: {err}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn run_init(options: &InitOptions) -> ExitCode {
+    match init::init(options) {
+        Ok(files) => {
+            println!(
+                "wrote {} file(s) under {}",
+                files.len(),
+                options.out.display()
+            );
+            println!(
+                "next: set the REPLACE_ME values in {}, then run: config-leader --config {} check",
+                options
+                    .out
+                    .join("config-leader/conf/platform.yml")
+                    .display(),
+                options
+                    .out
+                    .join("config-leader/conf/config-leader.json")
+                    .display()
+            );
+            ExitCode::SUCCESS
         }
-    };
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
-        Command::Check => match commands::check(&config) {
-            Ok(problems) if problems.is_empty() => {
-                println!("ok: every role renders and no setting is left to fill in");
-                ExitCode::SUCCESS
+        Err(err) => fail(&err),
+    }
+}
+
+fn check(config: &Config) -> ExitCode {
+    match commands::check(config) {
+        Ok(problems) if problems.is_empty() => {
+            println!("ok: every role renders and no setting is left to fill in");
+            ExitCode::SUCCESS
+        }
+        Ok(problems) => {
+            for problem in &problems {
+                println!("{problem}");
             }
-            Ok(problems) => {
-                for problem in &problems {
-                    println!("{problem}");
-                }
-                println!("{} problem(s) found", problems.len());
-                ExitCode::FAILURE
-            }
-            Err(err) => fail(&err),
-        },
-        Command::Render { role, out } => match commands::render(&config, &role, &out) {
-            Ok(count) => {
-                println!(
-                    "wrote {count} file(s) of role '{role}' to {}",
-                    out.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(err) => fail(&err),
-        },
+            println!("{} problem(s) found", problems.len());
+            ExitCode::FAILURE
+        }
+        Err(err) => fail(&err),
     }
 }
 

@@ -81,7 +81,14 @@ fn import_image(work: &Path, image: &str) {
         }
     }
     let tarball = work.join("rootfs.tar");
-    let tar = Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tarball).arg(".").status().unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
     assert!(tar.success(), "tar failed");
     let status = Command::new("docker")
         .args(["import"])

@@ -1,0 +1,298 @@
+//! `config-leader init`: lays out a new platform from our embedded templates — the leader's folder
+//! (`config-leader/conf/config-leader.json`, `platform.yml`, `data/<role>/...`) and one follower configuration
+//! per machine, each with a fresh random key written both in the leader's `followers` and in that machine's
+//! `config-follower.json`. Never overwrites an existing file unless forced.
+
+use std::path::{Path, PathBuf};
+
+use include_dir::{Dir, DirEntry, include_dir};
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::secret;
+
+/// Our templates, compiled in: `templates/<topology>/{platform.yml,data/<role>/...}`.
+static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../templates");
+
+/// Internal variables every topology uses; generated at the leader's first start.
+const INTERNALS: &[&str] = &[
+    "CORE_SYSTEM_KEY",
+    "REGISTER_SYSTEM_KEY",
+    "MAIL_SYSTEM_KEY",
+    "REDIS_PASSWORD",
+    "configLeaderTokenSecret",
+];
+
+/// Shape of the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    /// One machine, role `singlenode`.
+    SingleNode,
+    /// `reg-master` (also runs the leader), `core-N`, `static`, optional `reg-slave`.
+    Cluster,
+}
+
+impl Topology {
+    fn folder(self) -> &'static str {
+        match self {
+            Topology::SingleNode => "single-node",
+            Topology::Cluster => "cluster",
+        }
+    }
+}
+
+/// What to lay out.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub topology: Topology,
+    pub cores: usize,
+    pub reg_slave: bool,
+    /// `PRYV_CONF_ROOT` of the leader's machine.
+    pub out: PathBuf,
+    /// URL followers use to reach the leader.
+    pub leader_url: String,
+    pub force: bool,
+}
+
+/// One machine of the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// `singlenode`, `reg-master`, `core-1`, ...
+    pub name: String,
+    pub role: String,
+    /// The machine where the leader runs (its follower reaches the leader on loopback).
+    pub runs_leader: bool,
+}
+
+/// The machines of a topology.
+pub fn machines(topology: Topology, cores: usize, reg_slave: bool) -> Vec<Machine> {
+    let machine = |name: String, role: &str, runs_leader: bool| Machine {
+        name,
+        role: role.to_owned(),
+        runs_leader,
+    };
+    match topology {
+        Topology::SingleNode => vec![machine("singlenode".into(), "singlenode", true)],
+        Topology::Cluster => {
+            let mut list = vec![machine("reg-master".into(), "reg-master", true)];
+            list.extend((1..=cores.max(1)).map(|i| machine(format!("core-{i}"), "core", false)));
+            list.push(machine("static".into(), "static", false));
+            if reg_slave {
+                list.push(machine("reg-slave".into(), "reg-slave", false));
+            }
+            list
+        }
+    }
+}
+
+/// Where a machine's follower configuration is written under the leader's `PRYV_CONF_ROOT`: the leader's
+/// own machine at `config-follower/`, the others under `machines/<name>/`.
+pub fn machine_root(out: &Path, machine: &Machine) -> PathBuf {
+    if machine.runs_leader {
+        out.to_owned()
+    } else {
+        out.join("machines").join(&machine.name)
+    }
+}
+
+/// Lays everything out; returns the files written.
+pub fn init(options: &InitOptions) -> Result<Vec<PathBuf>, Error> {
+    let topology = TEMPLATES
+        .get_dir(options.topology.folder())
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "no embedded templates for {}",
+                options.topology.folder()
+            ))
+        })?;
+    let machines = machines(options.topology, options.cores, options.reg_slave);
+    let mut plan: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let leader_dir = options.out.join("config-leader");
+
+    collect(topology, &leader_dir.join("data"), "data", &mut plan);
+    let platform = topology
+        .get_file(format!("{}/platform.yml", options.topology.folder()))
+        .ok_or_else(|| Error::Internal("embedded platform.yml missing".into()))?;
+    plan.push((
+        leader_dir.join("conf/platform.yml"),
+        platform.contents().to_vec(),
+    ));
+    plan.push((
+        leader_dir.join("conf/template-platform.yml"),
+        platform.contents().to_vec(),
+    ));
+
+    let mut followers = serde_json::Map::new();
+    for machine in &machines {
+        let key = secret::generate();
+        let leader_url = if machine.runs_leader {
+            "http://127.0.0.1:7000".to_owned()
+        } else {
+            options.leader_url.clone()
+        };
+        followers.insert(
+            key.clone(),
+            json!({"url": format!("http://{}:6000", machine_host(machine)), "role": machine.role, "name": machine.name}),
+        );
+        let follower = json!({
+            "http": {"ip": "0.0.0.0", "port": 6000},
+            "leader": {"url": leader_url, "auth": key},
+            "paths": {"dataFolder": "../../pryv/"}
+        });
+        let path =
+            machine_root(&options.out, machine).join("config-follower/conf/config-follower.json");
+        plan.push((path, pretty(&follower)));
+    }
+    let internals: serde_json::Map<String, Value> = INTERNALS
+        .iter()
+        .map(|name| ((*name).to_owned(), json!("SECRET")))
+        .collect();
+    let leader = json!({
+        "http": {"ip": "0.0.0.0", "port": 7000},
+        "templatesPath": "../data",
+        "databasePath": "../database",
+        "platformSettings": {"platformConfig": "platform.yml", "platformTemplate": "template-platform.yml"},
+        "credentials": {"filePath": "../credentials.txt"},
+        "adminKey": "SECRET",
+        "internals": internals,
+        "followers": followers
+    });
+    plan.push((leader_dir.join("conf/config-leader.json"), pretty(&leader)));
+
+    if !options.force {
+        let existing: Vec<String> = plan
+            .iter()
+            .filter(|(path, _)| path.exists())
+            .map(|(path, _)| path.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            return Err(Error::Config {
+                path: options.out.clone(),
+                problems: vec![format!(
+                    "{} file(s) already exist (e.g. {}); nothing was written. Use --force to overwrite them",
+                    existing.len(),
+                    existing[0]
+                )],
+            });
+        }
+    }
+    for (path, bytes) in &plan {
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let mode = if path.ends_with("config-leader.json") || path.ends_with("config-follower.json")
+        {
+            0o600
+        } else {
+            pryv_fs::DEFAULT_FILE_MODE
+        };
+        pryv_fs::write_atomic(path, bytes, mode).map_err(io)?;
+    }
+    Ok(plan.into_iter().map(|(path, _)| path).collect())
+}
+
+/// Placeholder host for a follower URL: the operator replaces it with the machine's address.
+fn machine_host(machine: &Machine) -> String {
+    if machine.runs_leader {
+        "127.0.0.1".to_owned()
+    } else {
+        format!("REPLACE_ME-{}", machine.name)
+    }
+}
+
+fn pretty(value: &Value) -> Vec<u8> {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text.into_bytes()
+}
+
+/// Every file under `dir`'s sub-folder `prefix`, mapped under `target`.
+fn collect(dir: &Dir<'static>, target: &Path, prefix: &str, plan: &mut Vec<(PathBuf, Vec<u8>)>) {
+    let root = dir.path().join(prefix);
+    let Some(data) = dir.get_dir(&root) else {
+        return;
+    };
+    fn walk(dir: &Dir<'static>, root: &Path, target: &Path, plan: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for entry in dir.entries() {
+            match entry {
+                DirEntry::Dir(sub) => walk(sub, root, target, plan),
+                DirEntry::File(file) => {
+                    if let Ok(relative) = file.path().strip_prefix(root) {
+                        plan.push((target.join(relative), file.contents().to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    walk(data, &root, target, plan);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_machines() {
+        let names: Vec<_> = machines(Topology::Cluster, 2, true)
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["reg-master", "core-1", "core-2", "static", "reg-slave"]
+        );
+        assert_eq!(machines(Topology::SingleNode, 5, true).len(), 1);
+    }
+
+    #[test]
+    fn single_node_layout_with_matching_keys_and_no_overwrite() {
+        let out = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            topology: Topology::SingleNode,
+            cores: 1,
+            reg_slave: false,
+            out: out.path().to_owned(),
+            leader_url: "http://REPLACE_ME:7000".into(),
+            force: false,
+        };
+        init(&options).unwrap();
+        let leader: Value = serde_json::from_slice(
+            &std::fs::read(out.path().join("config-leader/conf/config-leader.json")).unwrap(),
+        )
+        .unwrap();
+        let follower: Value = serde_json::from_slice(
+            &std::fs::read(out.path().join("config-follower/conf/config-follower.json")).unwrap(),
+        )
+        .unwrap();
+        let key = follower["leader"]["auth"].as_str().unwrap();
+        assert_eq!(key.len(), 32);
+        assert_eq!(leader["followers"][key]["role"], "singlenode");
+        assert!(
+            out.path()
+                .join("config-leader/data/singlenode/pryv.yml")
+                .is_file()
+        );
+        assert!(out.path().join("config-leader/conf/platform.yml").is_file());
+
+        std::fs::write(out.path().join("config-leader/conf/platform.yml"), "mine").unwrap();
+        let err = init(&options).unwrap_err().to_string();
+        assert!(err.contains("--force"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("config-leader/conf/platform.yml")).unwrap(),
+            "mine"
+        );
+        init(&InitOptions {
+            force: true,
+            ..options
+        })
+        .unwrap();
+        assert_ne!(
+            std::fs::read_to_string(out.path().join("config-leader/conf/platform.yml")).unwrap(),
+            "mine"
+        );
+    }
+}

@@ -16,18 +16,14 @@ pub const COMPOSE_FILE: &str = "pryv.yml";
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Project {
     pub services: BTreeMap<String, Vec<PathBuf>>,
+    /// Each service's definition as written, to tell which ones `up -d` will recreate.
+    definitions: BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize)]
 struct RawCompose {
     #[serde(default)]
-    services: BTreeMap<String, Option<RawService>>,
-}
-
-#[derive(Deserialize)]
-struct RawService {
-    #[serde(default)]
-    volumes: Vec<Value>,
+    services: BTreeMap<String, Option<Value>>,
 }
 
 impl Project {
@@ -51,17 +47,37 @@ impl Project {
     ) -> Result<Self, String> {
         let raw: RawCompose = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
         let mut services = BTreeMap::new();
-        for (name, service) in raw.services {
-            let mounts = service
-                .map(|s| s.volumes)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(bind_source)
-                .map(|source| normalize(&project_dir.join(expand(&source, lookup))))
-                .collect();
-            services.insert(name, mounts);
+        let mut definitions = BTreeMap::new();
+        for (name, definition) in raw.services {
+            let definition = definition.unwrap_or(Value::Null);
+            let mounts = definition
+                .get("volumes")
+                .and_then(Value::as_sequence)
+                .map(|volumes| {
+                    volumes
+                        .iter()
+                        .filter_map(bind_source)
+                        .map(|source| normalize(&project_dir.join(expand(&source, lookup))))
+                        .collect()
+                })
+                .unwrap_or_default();
+            services.insert(name.clone(), mounts);
+            definitions.insert(name, definition);
         }
-        Ok(Self { services })
+        Ok(Self {
+            services,
+            definitions,
+        })
+    }
+
+    /// Services that `up -d` creates or recreates when going from `before` to `self` (new or changed
+    /// definitions): they need no restart of their own.
+    pub fn recreated_since(&self, before: &Project) -> BTreeSet<String> {
+        self.definitions
+            .iter()
+            .filter(|(name, definition)| before.definitions.get(*name) != Some(definition))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -117,14 +133,20 @@ fn bind_source(volume: &Value) -> Option<String> {
 
 fn env_var(name: &str, data_folder: &Path) -> Option<String> {
     std::env::var(name).ok().or_else(|| {
-        (name == "PRYV_CONF_ROOT")
-            .then(|| {
-                normalize(data_folder)
-                    .parent()
-                    .map(|p| p.display().to_string())
-            })
+        (name == CONF_ROOT_VAR)
+            .then(|| default_conf_root(data_folder))
             .flatten()
     })
+}
+
+/// Variable that compose files use for the machine's configuration root.
+pub const CONF_ROOT_VAR: &str = "PRYV_CONF_ROOT";
+
+/// `PRYV_CONF_ROOT` when the environment does not set it: the parent of the data folder (`<root>/pryv/`).
+pub fn default_conf_root(data_folder: &Path) -> Option<String> {
+    normalize(data_folder)
+        .parent()
+        .map(|p| p.display().to_string())
 }
 
 /// Expands `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}` and `$$` as compose does.
@@ -247,6 +269,35 @@ services:
         );
         assert!(affected(&["/var/pryv/pryv/core/confx/a"]).is_empty());
         assert!(affected(&["/var/pryv/pryv/mail/conf/a"]).is_empty());
+    }
+
+    #[test]
+    fn new_and_changed_definitions_are_recreated_by_up() {
+        let before = project();
+        let lookup = |name: &str| (name == "PRYV_CONF_ROOT").then(|| "/var/pryv".to_owned());
+        let changed = COMPOSE.replace("image: core", "image: core:2") + "  extra:\n    image: x\n";
+        let after = Project::parse(&changed, Path::new("/var/pryv/pryv"), &lookup).unwrap();
+        assert_eq!(
+            after
+                .recreated_since(&before)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["core", "extra"]
+        );
+        assert!(before.recreated_since(&before).is_empty());
+    }
+
+    #[test]
+    fn single_file_mounts_inside_the_data_folder_are_found() {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(data.path().join("core/conf")).unwrap();
+        std::fs::write(data.path().join("core/conf/one.yml"), "x").unwrap();
+        let compose = "services:\n  core:\n    volumes:\n      - ./core/conf/one.yml:/one.yml\n      - ./core/conf/:/conf/\n";
+        let project = Project::parse(compose, data.path(), &|_| None).unwrap();
+        assert_eq!(
+            project.single_file_mounts(data.path()),
+            [("core".to_owned(), data.path().join("core/conf/one.yml"))]
+        );
     }
 
     #[test]

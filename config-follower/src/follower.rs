@@ -78,6 +78,7 @@ impl Follower {
             }
         }
         let _one_cycle = self.cycle.lock().await;
+        let project_before = self.project();
         let revision = self.status.snapshot().revision;
         let fetched = match self.client.fetch(revision.as_deref()).await {
             Ok(fetched) => fetched,
@@ -117,6 +118,11 @@ impl Follower {
             up: request.services.is_none() && applied.changed.contains(&compose_file),
             services: project.affected(&applied.changed),
         };
+        if job.up {
+            // `up -d` creates or recreates these with their new files already in place.
+            let recreated = project.recreated_since(&project_before);
+            job.services.retain(|s| !recreated.contains(s));
+        }
         if let Some(listed) = &request.services {
             job.services.retain(|s| listed.contains(s));
         }

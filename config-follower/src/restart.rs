@@ -11,6 +11,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::compose::{CONF_ROOT_VAR, default_conf_root};
 use crate::status::{RestartRecord, StatusStore, now_unix};
 
 /// Key under which `up -d` of the whole project is recorded in the status.
@@ -130,6 +131,12 @@ async fn run(
         .arg(compose_file)
         .args(args)
         .kill_on_drop(true);
+    // Compose files mount `${PRYV_CONF_ROOT}/pryv/...`: give it the same default the follower uses.
+    if std::env::var_os(CONF_ROOT_VAR).is_none()
+        && let Some(root) = compose_file.parent().and_then(default_conf_root)
+    {
+        command.env(CONF_ROOT_VAR, root);
+    }
     tracing::info!(command = %exe, args = ?args, "running restart command");
     match tokio::time::timeout(timeout, command.output()).await {
         Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),

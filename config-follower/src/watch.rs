@@ -60,11 +60,17 @@ pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(),
             for event in events.iter().filter(|e| !is_read_only(&e.kind)) {
                 for path in &event.paths {
                     if path.parent() == Some(data.as_path()) && path.is_dir() {
+                        tracing::info!(folder = %path.display(), "watching a new service folder");
                         watch_service(path, &mut |p, m| {
-                            let _ = debouncer.watch(p, m);
+                            if let Err(err) = debouncer.watch(p, m) {
+                                tracing::warn!(path = %p.display(), error = %err, "cannot watch");
+                            }
                         });
                     } else if is_conf_dir(&data, path) && path.is_dir() {
-                        let _ = debouncer.watch(path, RecursiveMode::Recursive);
+                        tracing::info!(folder = %path.display(), "watching a new conf folder");
+                        if let Err(err) = debouncer.watch(path, RecursiveMode::Recursive) {
+                            tracing::warn!(path = %path.display(), error = %err, "cannot watch");
+                        }
                     }
                     if is_operator_change(&data, path, &follower) && !changed.contains(path) {
                         changed.push(path.clone());

@@ -10,10 +10,43 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-/// The real binary `name` of this workspace, built by `cargo test --workspace` next to the test executables;
-/// built here if missing (`cargo test -p pryv-e2e` alone).
+/// The real binary `name` of this workspace, next to the test executables. It is (re)built once per test
+/// process, so a test never runs a stale daemon (`cargo test -p pryv-e2e` alone does not build other
+/// packages' binaries); an up-to-date build costs a fraction of a second.
 pub fn bin(name: &str) -> PathBuf {
     static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = Command::new(cargo);
+        // The variables cargo sets for a test process would look like a changed environment to build
+        // scripts and force rebuilds; give the nested build the user's environment only.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            let set_by_cargo = (key.starts_with("CARGO_")
+                && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR"))
+                || matches!(
+                    key.as_str(),
+                    "OUT_DIR" | "RUST_TEST_THREADS" | "CARGO" | "RUSTC" | "RUSTDOC"
+                );
+            if set_by_cargo {
+                command.env_remove(&key);
+            }
+        }
+        command.args([
+            "build",
+            "--quiet",
+            "-p",
+            "config-leader",
+            "-p",
+            "config-follower",
+            "--bins",
+        ]);
+        if !cfg!(debug_assertions) {
+            command.arg("--release");
+        }
+        let status = command.status().unwrap();
+        assert!(status.success(), "cannot build the daemons");
+    });
     let dir = std::env::current_exe()
         .unwrap()
         .parent()
@@ -22,16 +55,6 @@ pub fn bin(name: &str) -> PathBuf {
         .unwrap()
         .to_owned();
     let path = dir.join(name);
-    if !path.exists() {
-        BUILD.call_once(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "config-leader", "-p", "config-follower"])
-                .status()
-                .unwrap();
-            assert!(status.success(), "cannot build the daemons");
-        });
-    }
     assert!(path.exists(), "{} not found", path.display());
     path
 }
@@ -134,10 +157,21 @@ pub struct FakeDocker {
 
 impl FakeDocker {
     pub fn new(root: &Path) -> Self {
+        Self::failing_on(root, None)
+    }
+
+    /// Like [`FakeDocker::new`], but calls whose arguments contain `word` fail (exit 3, message on stderr).
+    pub fn failing_on(root: &Path, word: Option<&str>) -> Self {
         let bin_dir = root.join("fake-bin");
         std::fs::create_dir_all(&bin_dir).unwrap();
         let log = root.join("docker-calls.log");
-        let script = format!("#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n", log.display());
+        let failure = word.map_or(String::new(), |word| {
+            format!("case \"$*\" in *\"{word}\"*) echo 'simulated failure' >&2; exit 3;; esac\n")
+        });
+        let script = format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\n{failure}exit 0\n",
+            log.display()
+        );
         let path = bin_dir.join("docker");
         std::fs::write(&path, script).unwrap();
         std::os::unix::fs::PermissionsExt::set_mode(

@@ -103,27 +103,34 @@ impl Platform {
         leader
     }
 
-    fn follower_config(&self, leader_port: u16) -> PathBuf {
+    fn follower_config(&self, leader_port: u16, extra: &Value) -> PathBuf {
         let path = self.path("config-follower/conf/config-follower.json");
+        let mut config = json!({
+            "http": {"ip": "127.0.0.1", "port": 0},
+            "leader": {"url": format!("http://127.0.0.1:{leader_port}"), "auth": KEY},
+            "paths": {"dataFolder": self.data()},
+            "watch": {"debounceMs": 150}
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            config[key] = value.clone();
+        }
         write(
             self.root.path(),
             "config-follower/conf/config-follower.json",
-            &json!({
-                "http": {"ip": "127.0.0.1", "port": 0},
-                "leader": {"url": format!("http://127.0.0.1:{leader_port}"), "auth": KEY},
-                "paths": {"dataFolder": self.data()},
-                "watch": {"debounceMs": 150}
-            })
-            .to_string(),
+            &config.to_string(),
         );
         path
     }
 
     fn spawn_follower(&self, leader_port: u16) -> Daemon {
+        self.spawn_follower_with(leader_port, &json!({}))
+    }
+
+    fn spawn_follower_with(&self, leader_port: u16, extra: &Value) -> Daemon {
         let mut command = Command::new(bin("config-follower"));
         command
             .arg("--config")
-            .arg(self.follower_config(leader_port))
+            .arg(self.follower_config(leader_port, extra))
             .env("PATH", self.docker.path_env())
             .env_remove("PRYV_CONF_ROOT");
         Daemon::spawn(command)
@@ -386,4 +393,104 @@ async fn follower_with_a_tree_serves_at_once_while_the_leader_is_down() {
     platform.docker.wait_for("restart after convergence", |a| {
         a.iter().any(|l| l.starts_with("restart"))
     });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_changes_new_services_polling_and_failed_restarts() {
+    let mut platform = Platform::new();
+    platform.docker = FakeDocker::failing_on(platform.root.path(), Some("restart extra"));
+    let leader = platform.start_leader(0);
+    let mut follower = platform.spawn_follower_with(
+        leader.addr.unwrap().port(),
+        &json!({"poll": {"intervalSeconds": 1}}),
+    );
+    follower.wait_listening(Duration::from_secs(20));
+
+    // A new service with its own conf/ folder: the compose file changes (up -d) and nothing else restarts.
+    // (The service's file first: whichever state the poll sees, the new service is only created, never
+    // restarted on top.)
+    write(
+        platform.root.path(),
+        "config-leader/data/core/extra/conf/extra.yml",
+        "domain: DOMAIN\n",
+    );
+    write(
+        platform.root.path(),
+        "config-leader/data/core/pryv.yml",
+        &format!(
+            "{COMPOSE}  extra:\n    image: extra\n    volumes:\n      - ./extra/conf/:/conf/\n"
+        ),
+    );
+    // No notification: the periodic poll converges by itself.
+    let actions = platform
+        .docker
+        .wait_for("up -d from the poll", |a| a.iter().any(|l| l == "up -d"));
+    assert_eq!(
+        actions,
+        ["up -d"],
+        "up -d creates the new service; nothing else restarts"
+    );
+    assert_eq!(platform.read("extra/conf/extra.yml"), "domain: pryv.me\n");
+
+    // The new conf/ folder is watched; its service's restart fails and the failure shows on /status.
+    wait_until("the new folder is watched", Duration::from_secs(10), || {
+        follower
+            .logs()
+            .contains("watching a new service folder")
+            .then_some(())
+    });
+    touch(&platform.data().join("extra/conf/extra.yml"));
+    platform
+        .docker
+        .wait_for("restart extra", |a| a.iter().any(|l| l == "restart extra"));
+    let record = wait_until("failure on /status", Duration::from_secs(10), || {
+        let url = format!("{}/status", follower.url());
+        let status: Value = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current()
+                .block_on(async { reqwest::get(&url).await.ok()?.json().await.ok() })
+        })?;
+        status["restarts"].get("extra").cloned()
+    });
+    assert_eq!(record["ok"], false);
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .contains("simulated failure"),
+        "{record}"
+    );
+    // The follower keeps running.
+    assert_eq!(
+        reqwest::get(format!("{}/health", follower.url()))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn bad_follower_configuration_exits_78_naming_every_problem() {
+    let root = tempfile::tempdir().unwrap();
+    write(
+        root.path(),
+        "c.json",
+        r#"{"leader": {"url": "ftp://x"}, "http": {"port": "nope"}}"#,
+    );
+    let output = Command::new(bin("config-follower"))
+        .arg("--config")
+        .arg(root.path().join("c.json"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "c.json",
+        "leader.url",
+        "leader.auth",
+        "paths.dataFolder",
+        "http.port",
+    ] {
+        assert!(stderr.contains(expected), "{expected} missing: {stderr}");
+    }
 }

@@ -3,51 +3,48 @@
 
 use std::collections::HashMap;
 
-use axum::http::HeaderMap;
-use pryv_protocol::{AUTH_HEADER, key_digest, key_from_authorization};
+use pryv_protocol::key_digest;
 
 use crate::config::Follower;
 
-/// Followers by key digest.
+/// Followers in configuration order, and their positions by key digest.
 #[derive(Debug, Default)]
 pub struct FollowerIndex {
-    by_digest: HashMap<[u8; 32], Follower>,
+    followers: Vec<Follower>,
+    by_digest: HashMap<[u8; 32], usize>,
 }
 
 impl FollowerIndex {
     pub fn new(followers: &[Follower]) -> Self {
         Self {
+            followers: followers.to_vec(),
             by_digest: followers
                 .iter()
-                .map(|f| (key_digest(f.key.expose()), f.clone()))
+                .enumerate()
+                .map(|(index, f)| (key_digest(f.key.expose()), index))
                 .collect(),
         }
     }
 
-    /// The follower owning `key`, if any.
-    pub fn find(&self, key: &str) -> Option<&Follower> {
-        self.by_digest
-            .get(&key_digest(key))
-            .filter(|f| f.key.matches(key))
+    /// The follower owning `key`, with its position.
+    pub fn find(&self, key: &str) -> Option<(usize, &Follower)> {
+        let index = *self.by_digest.get(&key_digest(key))?;
+        let follower = &self.followers[index];
+        follower.key.matches(key).then_some((index, follower))
+    }
+
+    /// Every follower, in configuration order.
+    pub fn all(&self) -> &[Follower] {
+        &self.followers
     }
 
     pub fn len(&self) -> usize {
-        self.by_digest.len()
+        self.followers.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
+        self.followers.is_empty()
     }
-}
-
-/// The key of a request: the `Authorization` header (raw or `Bearer`), else the `auth` query parameter.
-pub fn request_key<'a>(headers: &'a HeaderMap, query_auth: Option<&'a str>) -> Option<&'a str> {
-    headers
-        .get(AUTH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(key_from_authorization)
-        .filter(|k| !k.is_empty())
-        .or(query_auth.filter(|k| !k.is_empty()))
 }
 
 #[cfg(test)]
@@ -61,8 +58,9 @@ mod tests {
             key: Secret::new("key-1"),
             url: "http://a".into(),
             role: "core".into(),
+            name: None,
         }]);
-        assert_eq!(index.find("key-1").unwrap().role, "core");
+        assert_eq!(index.find("key-1").unwrap().1.role, "core");
         assert!(index.find("key-").is_none());
         assert!(index.find("key-12").is_none());
         assert!(index.find("").is_none());

@@ -19,6 +19,8 @@ use crate::secret::{self, Secret};
 /// Port of the legacy leader.
 pub const DEFAULT_PORT: u16 = 7000;
 const DEFAULT_IP: &str = "0.0.0.0";
+const DEFAULT_NOTIFY_TIMEOUT_S: f64 = 10.0;
+const DEFAULT_NOTIFY_CONCURRENCY: usize = 64;
 
 /// Keys of the legacy file the leader accepts without using them (or not yet).
 const ACCEPTED_KEYS: &[&str] = &["logs", "registerUrl", "gitRepoPath"];
@@ -51,6 +53,10 @@ pub struct Config {
     pub followers: Vec<Follower>,
     pub admin_key: Option<Secret>,
     pub tls: Option<TlsFiles>,
+    /// Per-follower limit of one notification.
+    pub notify_timeout: std::time::Duration,
+    /// Notifications in flight at once.
+    pub notify_concurrency: usize,
     /// Top-level keys nobody knows; warned about once at start.
     pub unknown_keys: Vec<String>,
 }
@@ -71,6 +77,8 @@ pub struct Follower {
     pub key: Secret,
     pub url: String,
     pub role: String,
+    /// Machine name (`core-1`), when `init` wrote one.
+    pub name: Option<String>,
 }
 
 /// PEM files for HTTPS.
@@ -97,6 +105,8 @@ struct RawConfig {
     followers: IndexMap<String, RawFollower>,
     admin_key: Option<String>,
     tls: Option<RawTls>,
+    #[serde(default)]
+    notify: RawNotify,
     #[serde(flatten)]
     other: IndexMap<String, Value>,
 }
@@ -124,6 +134,14 @@ struct RawCredentials {
 struct RawFollower {
     url: Option<String>,
     role: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawNotify {
+    timeout_seconds: Option<f64>,
+    concurrency: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +308,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
                     key: Secret::new(key),
                     url,
                     role,
+                    name: follower.name,
                 });
             }
             _ => problems.push(format!(
@@ -335,6 +354,16 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
         ));
     }
 
+    let notify_timeout = raw
+        .notify
+        .timeout_seconds
+        .unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S);
+    if !(notify_timeout > 0.0 && notify_timeout <= 3600.0) {
+        problems.push(format!(
+            "notify.timeoutSeconds: {notify_timeout} must be between 0 and 3600"
+        ));
+    }
+
     let known: BTreeSet<&str> = ACCEPTED_KEYS.iter().copied().collect();
     let unknown_keys = raw
         .other
@@ -356,6 +385,12 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
             followers,
             admin_key: raw.admin_key.map(Secret::new),
             tls,
+            notify_timeout: std::time::Duration::from_secs_f64(notify_timeout),
+            notify_concurrency: raw
+                .notify
+                .concurrency
+                .unwrap_or(DEFAULT_NOTIFY_CONCURRENCY)
+                .max(1),
             unknown_keys,
         }),
         _ => Err(Error::Config {

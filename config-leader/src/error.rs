@@ -48,8 +48,26 @@ pub enum Error {
     Tls(String),
     #[error("missing or invalid key")]
     InvalidKey,
+    /// Authentication failed (bad token, bad credentials); the message never says which part was wrong.
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("too many failed attempts; retry in {0} s")]
+    TooManyAttempts(u64),
+    /// New settings would break rendering; nothing was saved.
+    #[error("the new settings do not render: {}", .0.join("; "))]
+    InvalidSettings(Vec<String>),
     #[error("no such resource")]
     NotFound,
+    #[error("{0}")]
+    NotFoundNamed(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,8 +76,15 @@ impl Error {
     fn status_and_id(&self) -> (StatusCode, &'static str) {
         match self {
             Error::InvalidKey => (StatusCode::UNAUTHORIZED, "invalid-key"),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request"),
+            Error::InvalidSettings(_) => (StatusCode::BAD_REQUEST, "invalid-settings"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
+            Error::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too-many-attempts"),
             Error::RoleNotFound(_) => (StatusCode::NOT_FOUND, "role-not-found"),
-            Error::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            Error::NotFound | Error::NotFoundNamed(_) => (StatusCode::NOT_FOUND, "not-found"),
             Error::Render { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "render-failed"),
             Error::Platform { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,6 +118,14 @@ impl Error {
             }
             _ => self.to_string(),
         };
-        (status, Json(ErrorBody::new(id, message))).into_response()
+        let mut response = (status, Json(ErrorBody::new(id, message))).into_response();
+        if let Error::TooManyAttempts(seconds) = self
+            && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }

@@ -4,15 +4,20 @@
 //! `main.rs` only parses the command line and maps errors to exit codes; everything else is here so tests
 //! drive it in-process: [`app`] builds the router, [`run`] serves on a listener until a shutdown token fires.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod db;
 pub mod error;
+pub mod fleet;
+pub mod identity;
 pub mod init;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod tls;
 pub mod tree;
@@ -58,9 +63,11 @@ impl Leader {
             &config.platform_config,
             shutdown,
         );
+        let admin = Arc::new(admin::Admin::new(config, &store)?);
         let state = AppState {
             store,
             followers: Arc::new(auth::FollowerIndex::new(&config.followers)),
+            admin,
         };
         Ok(Self {
             state,

@@ -1,10 +1,12 @@
 //! Accept loops: plain HTTP through `axum::serve`, HTTPS through tokio-rustls and hyper. Both stop accepting
 //! when the shutdown token is cancelled and let in-flight requests finish within a bounded drain time.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -27,8 +29,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     match tls {
         None => {
-            let server = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            let server = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             let server = tokio::spawn(async move { server.await });
             shutdown.cancelled().await;
             match tokio::time::timeout(DRAIN, server).await {
@@ -65,7 +70,7 @@ async fn serve_tls(
             },
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(app.clone().layer(Extension(ConnectInfo(peer))));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

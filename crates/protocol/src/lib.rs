@@ -83,12 +83,14 @@ pub struct RejectedFile {
 
 /// The JSON error envelope: `{"error": {"id": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 /// Inside [`ErrorBody`]: a stable machine id and a human message that says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub id: String,
     pub message: String,

@@ -1,0 +1,124 @@
+//! Everything the admin API shares: the database, the settings service, the fleet, token keys, the static
+//! admin key and the login throttle; plus the start-up creation of the emergency `initial_user` and the audit
+//! helper (database and log).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::{Db, UserRow};
+use crate::error::Error;
+use crate::fleet::Fleet;
+use crate::identity::{self, Caller, INITIAL_USER, Permissions, Throttle, Tokens};
+use crate::secret::{self, Secret};
+use crate::settings::{Settings, now};
+use crate::store::TreeStore;
+
+/// Shared admin state.
+pub struct Admin {
+    pub db: Arc<Db>,
+    pub settings: Settings,
+    pub fleet: Fleet,
+    pub tokens: Tokens,
+    pub admin_key: Option<Secret>,
+    pub throttle: Throttle,
+}
+
+impl Admin {
+    /// Opens the database, records the current `platform.yml` in history, recreates `initial_user`.
+    pub fn new(config: &Config, store: &TreeStore) -> Result<Self, Error> {
+        let db = Arc::new(Db::open(&config.database_path)?);
+        let settings = Settings::new(
+            config.platform_config.clone(),
+            config.platform_template.clone(),
+            config.templates_path.clone(),
+            config.internals.clone(),
+            db.clone(),
+            store.clone(),
+        );
+        settings.sync_history()?;
+        let admin = Self {
+            db,
+            settings,
+            fleet: Fleet::new(config.notify_timeout, config.notify_concurrency)?,
+            tokens: Tokens::new(identity::token_secret(&config.internals).expose()),
+            admin_key: config.admin_key.clone().filter(|k| !k.expose().is_empty()),
+            throttle: Throttle::default(),
+        };
+        admin.create_initial_user(&config.credentials_file)?;
+        Ok(admin)
+    }
+
+    /// (Re)creates the emergency account with every permission and a new password, written to the
+    /// credentials file (mode 0600) and printed once in the log.
+    fn create_initial_user(&self, credentials: &Path) -> Result<(), Error> {
+        let password = secret::generate();
+        self.db.upsert_user(
+            &UserRow {
+                username: INITIAL_USER.to_owned(),
+                password_hash: identity::hash_password(&password)?,
+                permissions: Permissions::all().to_json(),
+            },
+            now(),
+        )?;
+        let io = |source| Error::Io {
+            path: credentials.to_owned(),
+            source,
+        };
+        if let Some(parent) = credentials.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let text = format!("username: {INITIAL_USER}\npassword: {password}\n");
+        pryv_fs::write_atomic(credentials, text.as_bytes(), 0o600).map_err(io)?;
+        std::fs::set_permissions(credentials, std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+        // The one deliberate disclosure: the operator needs this password to create the real admins.
+        tracing::warn!(
+            username = INITIAL_USER,
+            password = %password,
+            file = %credentials.display(),
+            "emergency admin account recreated; its password is also in the credentials file"
+        );
+        Ok(())
+    }
+
+    /// Writes an audit entry (database and log).
+    pub fn audit(&self, caller: &str, action: &str, detail: &str, remote: &str) {
+        tracing::info!(actor = caller, action, detail, remote, "audit");
+        if let Err(err) = self.db.audit(now(), caller, action, detail, remote) {
+            tracing::error!(error = %err, "cannot write the audit log");
+        }
+    }
+
+    /// Authenticates an admin request: the admin key, or a valid, unrevoked token of an existing user (whose
+    /// current permissions apply).
+    pub fn authenticate(&self, credential: Option<&str>) -> Result<Caller, Error> {
+        let credential = credential.ok_or_else(|| {
+            Error::Unauthenticated(
+                "missing credentials; send a login token or the admin key in Authorization".into(),
+            )
+        })?;
+        if let Some(key) = &self.admin_key
+            && key.matches(credential)
+        {
+            return Ok(Caller::AdminKey);
+        }
+        let claims = self.tokens.verify(credential)?;
+        if self.db.is_revoked(&claims.jti)? {
+            return Err(Error::Unauthenticated(
+                "this token was revoked; log in again".into(),
+            ));
+        }
+        let user = self
+            .db
+            .user(&claims.sub)?
+            .ok_or_else(|| Error::Unauthenticated("this account no longer exists".into()))?;
+        Ok(Caller::User {
+            username: user.username,
+            permissions: Permissions::from_json(&user.permissions),
+            token_id: claims.jti,
+            expires_at: claims.exp,
+        })
+    }
+}

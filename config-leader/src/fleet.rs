@@ -1,0 +1,248 @@
+//! The followers as the leader sees them: the last `GET /conf` of each (time, revision) and the outcome of the
+//! last notification, and the notification fan-out itself (concurrent, bounded, per-follower timeout).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::StreamExt;
+use pryv_protocol::NotifyRequest;
+use serde::Serialize;
+
+use crate::config::Follower;
+use crate::error::Error;
+use crate::settings::now;
+
+/// Answer of `POST /admin/notify`.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct NotifyAnswer {
+    pub successes: Vec<NotifySuccess>,
+    pub failures: Vec<NotifyFailure>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NotifySuccess {
+    pub url: String,
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NotifyFailure {
+    pub url: String,
+    pub role: String,
+    pub error: String,
+}
+
+/// Outcome of the last notification sent to a follower.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NotifyOutcome {
+    pub at: i64,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    last_fetch: Option<i64>,
+    revision: Option<String>,
+    last_notify: Option<NotifyOutcome>,
+}
+
+/// Per-follower records, by position in the configuration's `followers`.
+pub struct Fleet {
+    seen: Mutex<HashMap<usize, Seen>>,
+    client: reqwest::Client,
+    timeout: Duration,
+    concurrency: usize,
+}
+
+/// One line of `GET /admin/status`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowerStatus {
+    pub url: String,
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub last_fetch: Option<i64>,
+    pub revision: Option<String>,
+    pub current_revision: Option<String>,
+    pub up_to_date: bool,
+    pub last_notify: Option<NotifyOutcome>,
+}
+
+impl Fleet {
+    pub fn new(timeout: Duration, concurrency: usize) -> Result<Self, Error> {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(client_tls()?)
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .build()
+            .map_err(|err| Error::Tls(err.to_string()))?;
+        Ok(Self {
+            seen: Mutex::new(HashMap::new()),
+            client,
+            timeout,
+            concurrency: concurrency.max(1),
+        })
+    }
+
+    fn with<T>(&self, change: impl FnOnce(&mut HashMap<usize, Seen>) -> T) -> T {
+        change(
+            &mut self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// A follower fetched `revision`.
+    pub fn fetched(&self, index: usize, revision: &str) {
+        self.with(|seen| {
+            let entry = seen.entry(index).or_default();
+            entry.last_fetch = Some(now());
+            entry.revision = Some(revision.to_owned());
+        });
+    }
+
+    /// Status lines; `current` gives the current revision of a role.
+    pub fn status(
+        &self,
+        followers: &[Follower],
+        current: &HashMap<String, Option<String>>,
+    ) -> Vec<FollowerStatus> {
+        self.with(|seen| {
+            followers
+                .iter()
+                .enumerate()
+                .map(|(index, follower)| {
+                    let record = seen.get(&index).cloned().unwrap_or_default();
+                    let current_revision = current.get(&follower.role).cloned().flatten();
+                    FollowerStatus {
+                        url: follower.url.clone(),
+                        role: follower.role.clone(),
+                        name: follower.name.clone(),
+                        last_fetch: record.last_fetch,
+                        up_to_date: record.revision.is_some()
+                            && record.revision == current_revision,
+                        revision: record.revision,
+                        current_revision,
+                        last_notify: record.last_notify,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Sends `POST {url}/notify` to each `(index, follower)` with its own key and its role's revision.
+    pub async fn notify(
+        &self,
+        targets: Vec<(usize, Follower)>,
+        services: Option<Vec<String>>,
+        revisions: &HashMap<String, Option<String>>,
+    ) -> NotifyAnswer {
+        let results: Vec<(usize, Follower, Result<(), String>)> = futures::stream::iter(targets)
+            .map(|(index, follower)| {
+                let body = NotifyRequest {
+                    services: services.clone(),
+                    force: false,
+                    revision: revisions.get(&follower.role).cloned().flatten(),
+                };
+                async move {
+                    let result = self.notify_one(&follower, &body).await;
+                    (index, follower, result)
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut answer = NotifyAnswer::default();
+        self.with(|seen| {
+            for (index, follower, result) in results {
+                seen.entry(index).or_default().last_notify = Some(NotifyOutcome {
+                    at: now(),
+                    ok: result.is_ok(),
+                    error: result.as_ref().err().cloned(),
+                });
+                match result {
+                    Ok(()) => answer.successes.push(NotifySuccess {
+                        url: follower.url,
+                        role: follower.role,
+                    }),
+                    Err(error) => {
+                        tracing::warn!(url = %follower.url, role = %follower.role, error = %error, "notification failed");
+                        answer.failures.push(NotifyFailure {
+                            url: follower.url,
+                            role: follower.role,
+                            error,
+                        });
+                    }
+                }
+            }
+        });
+        answer
+    }
+
+    async fn notify_one(&self, follower: &Follower, body: &NotifyRequest) -> Result<(), String> {
+        let url = format!("{}/notify", follower.url.trim_end_matches('/'));
+        let send = self
+            .client
+            .post(&url)
+            .header("authorization", follower.key.expose())
+            .json(body)
+            .send();
+        // The client's timeout covers the request; this also bounds a peer that trickles its answer.
+        let response = tokio::time::timeout(self.timeout, send)
+            .await
+            .map_err(|_| format!("no answer within {} s", self.timeout.as_secs_f32()))?
+            .map_err(|err| {
+                if err.is_timeout() {
+                    format!("no answer within {} s", self.timeout.as_secs_f32())
+                } else if err.is_connect() {
+                    format!("cannot connect: {}", root_cause(&err))
+                } else {
+                    root_cause(&err)
+                }
+            })?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            Err(format!(
+                "answered {status}: {}",
+                text.chars().take(300).collect::<String>()
+            ))
+        }
+    }
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// TLS for notifications: the system roots (followers behind HTTPS), ring provider only.
+fn client_tls() -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system certificate rustls cannot parse is skipped.
+        let _ = roots.add(cert);
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| Error::Tls(err.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}

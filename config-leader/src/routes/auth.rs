@@ -1,0 +1,93 @@
+//! `POST /auth/login`, `POST /auth/logout`.
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiJson, AppState, Remote};
+use crate::error::Error;
+use crate::identity::{self, Caller};
+use crate::settings::now;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct LoginBody {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenBody {
+    pub token: String,
+}
+
+const BAD_CREDENTIALS: &str = "invalid username or password";
+
+/// Log in; the token goes in `Authorization` afterwards (24 h).
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
+    responses((status = 200, body = TokenBody), (status = 401, body = pryv_protocol::ErrorBody),
+        (status = 429, description = "too many failed attempts; see Retry-After", body = pryv_protocol::ErrorBody)))]
+pub async fn login(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Json<TokenBody>, Error> {
+    let keys = [format!("user:{}", body.username), format!("addr:{remote}")];
+    state.admin.throttle.check(&keys)?;
+    let user = state.admin.db.user(&body.username)?;
+    let password = body.password.clone();
+    let hash = user.as_ref().map_or_else(
+        || identity::dummy_hash().to_owned(),
+        |u| u.password_hash.clone(),
+    );
+    // Verified even for unknown users, so both answers take the same time.
+    let valid = tokio::task::spawn_blocking(move || identity::verify_password(&password, &hash))
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))?;
+    match user {
+        Some(user) if valid => {
+            state.admin.throttle.succeeded(&keys[0]);
+            let (token, _) = state.admin.tokens.issue(&user.username, now())?;
+            state.admin.audit(&user.username, "login", "", &remote);
+            Ok(Json(TokenBody { token }))
+        }
+        _ => {
+            state.admin.throttle.failed(&keys);
+            state
+                .admin
+                .audit(&body.username, "login-failed", "", &remote);
+            Err(Error::Unauthenticated(BAD_CREDENTIALS.into()))
+        }
+    }
+}
+
+/// Revoke the token used for this request.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
+    responses((status = 200, description = "`{}`"), (status = 401, body = pryv_protocol::ErrorBody)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, Error> {
+    match &caller {
+        Caller::User {
+            username,
+            token_id,
+            expires_at,
+            ..
+        } => {
+            state.admin.db.revoke(token_id, *expires_at, now())?;
+            state.admin.audit(username, "logout", "", &remote);
+            Ok(Json(serde_json::json!({})))
+        }
+        Caller::AdminKey => Err(Error::BadRequest(
+            "the admin key is not a session; nothing to log out".into(),
+        )),
+    }
+}

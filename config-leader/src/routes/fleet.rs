@@ -1,0 +1,148 @@
+//! `POST /admin/notify`, `GET /admin/status`, `GET /admin/audit`.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, Remote};
+use crate::db::AuditRow;
+use crate::error::Error;
+use crate::fleet::{FollowerStatus, NotifyAnswer};
+use crate::identity::{Caller, Need};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/notify", post(notify))
+        .route("/admin/status", get(status))
+        .route("/admin/audit", get(audit))
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+pub struct NotifyBody {
+    /// Passed on to the followers: restrict restarts to these services.
+    pub services: Option<Vec<String>>,
+    /// Notify only the followers of these roles.
+    pub roles: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+pub struct NotifyQuery {
+    role: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FleetView {
+    pub followers: Vec<FollowerStatus>,
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditView {
+    pub entries: Vec<AuditRow>,
+}
+
+/// The current revision of each role the followers have (rendering what changed on disk first).
+async fn current_revisions(state: &AppState) -> HashMap<String, Option<String>> {
+    let mut revisions = HashMap::new();
+    for follower in state.followers.all() {
+        if !revisions.contains_key(&follower.role) {
+            let revision = state
+                .store
+                .get(&follower.role)
+                .await
+                .ok()
+                .map(|t| t.revision.clone());
+            revisions.insert(follower.role.clone(), revision);
+        }
+    }
+    revisions
+}
+
+/// Tell followers to fetch their configuration (settings:update). Each gets its own key and its role's
+/// revision; the answer comes once all answered or timed out.
+#[utoipa::path(post, path = "/admin/notify", tag = "fleet", request_body(content = NotifyBody, description = "optional"),
+    params(("role" = Option<String>, Query, description = "only followers of this role"),
+        ("auth" = Option<String>, Query, description = "admin key, if not in Authorization")),
+    responses((status = 200, body = NotifyAnswer), (status = 400, body = pryv_protocol::ErrorBody), (status = 401, body = pryv_protocol::ErrorBody)))]
+pub async fn notify(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+    Query(query): Query<NotifyQuery>,
+    body: Bytes,
+) -> Result<Json<NotifyAnswer>, Error> {
+    caller.require(Need::Settings("update"))?;
+    let body: NotifyBody = if body.iter().all(u8::is_ascii_whitespace) {
+        NotifyBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|err| {
+            Error::BadRequest(format!(
+                "body must be {{\"services\": [...], \"roles\": [...]}}: {err}"
+            ))
+        })?
+    };
+    let mut roles: Vec<String> = body.roles.unwrap_or_default();
+    roles.extend(query.role);
+    // Whatever changed on disk a moment ago is rendered before anyone is told to fetch.
+    state.store.invalidate();
+    let revisions = current_revisions(&state).await;
+    let targets: Vec<_> = state
+        .followers
+        .all()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| roles.is_empty() || roles.contains(&f.role))
+        .map(|(index, f)| (index, f.clone()))
+        .collect();
+    let answer = state
+        .admin
+        .fleet
+        .notify(targets, body.services, &revisions)
+        .await;
+    state.admin.audit(
+        &caller.name(),
+        "notify",
+        &format!(
+            "{} ok, {} failed",
+            answer.successes.len(),
+            answer.failures.len()
+        ),
+        &remote,
+    );
+    Ok(Json(answer))
+}
+
+/// Every follower (never its key): last fetch, revision, whether it is current, last notification (settings:read).
+#[utoipa::path(get, path = "/admin/status", tag = "fleet", responses((status = 200, body = FleetView)))]
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<FleetView>, Error> {
+    caller.require(Need::Settings("read"))?;
+    let revisions = current_revisions(&state).await;
+    Ok(Json(FleetView {
+        followers: state.admin.fleet.status(state.followers.all(), &revisions),
+    }))
+}
+
+/// Audit log, newest first (settings:read).
+#[utoipa::path(get, path = "/admin/audit", tag = "fleet", params(("limit" = Option<i64>, Query)), responses((status = 200, body = AuditView)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<AuditView>, Error> {
+    caller.require(Need::Settings("read"))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(AuditView {
+        entries: state.admin.db.audit_entries(limit)?,
+    }))
+}

@@ -1,0 +1,154 @@
+//! The HTTP surface. `conf` serves followers; `auth`, `users`, `settings` and `fleet` are the admin API;
+//! `openapi` documents all of it. This module holds what they share: the state, the extractors (JSON body,
+//! caller, client address) and the request log (role and path only: never a key, never a query string).
+
+mod auth;
+mod conf;
+mod fleet;
+mod openapi;
+mod settings;
+mod users;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use pryv_protocol::{AUTH_HEADER, key_from_authorization};
+use serde::Deserialize;
+
+use crate::admin::Admin;
+use crate::auth::FollowerIndex;
+use crate::error::Error;
+use crate::identity::Caller;
+use crate::store::TreeStore;
+
+pub use openapi::ApiDoc;
+
+/// Largest request body accepted (settings documents are a few kilobytes).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: TreeStore,
+    pub followers: Arc<FollowerIndex>,
+    pub admin: Arc<Admin>,
+}
+
+/// The leader's router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(conf::routes())
+        .merge(auth::routes())
+        .merge(users::routes())
+        .merge(settings::routes())
+        .merge(fleet::routes())
+        .merge(openapi::routes())
+        .fallback(|| async { Error::NotFound })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Role served by a request, left in the response for the request log.
+#[derive(Clone)]
+struct ServedRole(String);
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let role = response
+        .extensions()
+        .get::<ServedRole>()
+        .map_or("-", |r| r.0.as_str())
+        .to_owned();
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        role,
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+#[derive(Deserialize)]
+struct AuthQuery {
+    auth: Option<String>,
+}
+
+/// The credential of a request: the `Authorization` header (raw or `Bearer`), else the `auth` query parameter.
+fn credential(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(key_from_authorization)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .or_else(|| {
+            Query::<AuthQuery>::try_from_uri(&parts.uri)
+                .ok()
+                .and_then(|q| q.0.auth)
+                .filter(|k| !k.is_empty())
+        })
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        state.admin.authenticate(credential(parts).as_deref())
+    }
+}
+
+/// The client's address, for the audit log and the login throttle ("unknown" in in-process tests).
+pub struct Remote(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Remote {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Remote(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string()),
+        ))
+    }
+}
+
+/// A JSON body whose rejections (bad JSON, wrong shape, too large) are answered in our error format.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_error(&rejection)),
+        }
+    }
+}
+
+fn json_error(rejection: &JsonRejection) -> Error {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::PayloadTooLarge(BODY_LIMIT)
+    } else {
+        Error::BadRequest(rejection.body_text())
+    }
+}

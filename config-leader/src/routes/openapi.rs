@@ -1,0 +1,44 @@
+//! `GET /openapi.json`: the OpenAPI document, generated from the handlers' annotations.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+use super::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "config-leader",
+        description = "Pryv.io configuration leader: followers' configuration and the admin API"
+    ),
+    paths(
+        super::conf::get_conf,
+        super::conf::health,
+        super::auth::login,
+        super::auth::logout,
+        super::users::list,
+        super::users::read,
+        super::users::create,
+        super::users::set_permissions,
+        super::users::reset_password,
+        super::users::change_password,
+        super::users::delete,
+        super::settings::read,
+        super::settings::update,
+        super::settings::history,
+        super::settings::revision,
+        super::settings::rollback,
+        super::settings::migrations,
+        super::settings::apply_migrations,
+        super::fleet::notify,
+        super::fleet::status,
+        super::fleet::audit,
+    ),
+    components(schemas(pryv_protocol::ErrorBody, pryv_protocol::ErrorDetail))
+)]
+pub struct ApiDoc;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+}

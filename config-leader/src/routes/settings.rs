@@ -1,0 +1,201 @@
+//! `/admin/settings` (read, partial update), its history and rollback, and `/admin/migrations`.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiJson, AppState, Remote};
+use crate::db::RevisionRow;
+use crate::error::Error;
+use crate::identity::{Caller, Need};
+use crate::settings::{MigrationPlan, SettingChange, SettingsPatch};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/settings", get(read).put(update))
+        .route("/admin/settings/history", get(history))
+        .route("/admin/settings/history/{revision}", get(revision))
+        .route("/admin/settings/rollback", post(rollback))
+        .route("/admin/migrations", get(migrations))
+        .route("/admin/migrations/apply", post(apply_migrations))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SettingsView {
+    /// The `vars` of platform.yml: groups with names, descriptions and settings.
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateQuery {
+    #[serde(default)]
+    allow_new: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryView {
+    pub revisions: Vec<RevisionRow>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevisionView {
+    #[serde(flatten)]
+    pub revision: RevisionRow,
+    /// The full platform.yml of this revision.
+    pub content: String,
+    /// Settings changed against the previous revision.
+    pub changes: Vec<SettingChange>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct RollbackBody {
+    pub revision: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MigrationResult {
+    #[serde(flatten)]
+    pub plan: MigrationPlan,
+    /// New settings revision, when anything was added.
+    pub revision: Option<i64>,
+}
+
+fn view(state: &AppState, revision: Option<i64>) -> Result<Json<SettingsView>, Error> {
+    let platform = state.admin.settings.current()?;
+    let settings =
+        serde_json::to_value(&platform.vars).map_err(|err| Error::Internal(err.to_string()))?;
+    Ok(Json(SettingsView { settings, revision }))
+}
+
+/// The platform settings (settings:read). Internal variables never leave the leader.
+#[utoipa::path(get, path = "/admin/settings", tag = "settings",
+    responses((status = 200, body = SettingsView), (status = 401, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody)))]
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SettingsView>, Error> {
+    caller.require(Need::Settings("read"))?;
+    view(&state, None)
+}
+
+/// Change some settings (settings:update). Every role is rendered with the new values first; on any error
+/// nothing is saved. Unknown groups or settings are refused unless `allowNew=true`.
+#[utoipa::path(put, path = "/admin/settings", tag = "settings", request_body = SettingsPatch,
+    params(("allowNew" = Option<bool>, Query, description = "create unknown groups and settings")),
+    responses((status = 200, body = SettingsView), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+    Query(query): Query<UpdateQuery>,
+    ApiJson(patch): ApiJson<SettingsPatch>,
+) -> Result<Json<SettingsView>, Error> {
+    caller.require(Need::Settings("update"))?;
+    let revision = state
+        .admin
+        .settings
+        .update(&patch, query.allow_new, &caller.name())
+        .await?;
+    let names: Vec<String> = patch
+        .settings
+        .iter()
+        .flat_map(|(group, g)| g.settings.keys().map(move |name| format!("{group}.{name}")))
+        .collect();
+    state.admin.audit(
+        &caller.name(),
+        "settings-update",
+        &format!("revision {revision}: {}", names.join(", ")),
+        &remote,
+    );
+    view(&state, Some(revision))
+}
+
+/// Settings revisions, newest first (settings:read).
+#[utoipa::path(get, path = "/admin/settings/history", tag = "settings", responses((status = 200, body = HistoryView)))]
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<HistoryView>, Error> {
+    caller.require(Need::Settings("read"))?;
+    Ok(Json(HistoryView {
+        revisions: state.admin.settings.history()?,
+    }))
+}
+
+/// One revision, its content and its changes against the previous one (settings:read).
+#[utoipa::path(get, path = "/admin/settings/history/{revision}", tag = "settings", params(("revision" = i64, Path)),
+    responses((status = 200, body = RevisionView), (status = 400, body = pryv_protocol::ErrorBody)))]
+pub async fn revision(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(revision): Path<i64>,
+) -> Result<Json<RevisionView>, Error> {
+    caller.require(Need::Settings("read"))?;
+    let (row, changes) = state.admin.settings.revision(revision)?;
+    Ok(Json(RevisionView {
+        content: row.content.clone(),
+        revision: row,
+        changes,
+    }))
+}
+
+/// Make an earlier revision current again, recorded as a new revision (settings:update).
+#[utoipa::path(post, path = "/admin/settings/rollback", tag = "settings", request_body = RollbackBody,
+    responses((status = 200, body = SettingsView), (status = 400, body = pryv_protocol::ErrorBody)))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+    ApiJson(body): ApiJson<RollbackBody>,
+) -> Result<Json<SettingsView>, Error> {
+    caller.require(Need::Settings("update"))?;
+    let revision = state
+        .admin
+        .settings
+        .rollback(body.revision, &caller.name())
+        .await?;
+    state.admin.audit(
+        &caller.name(),
+        "settings-rollback",
+        &format!("to revision {} as revision {revision}", body.revision),
+        &remote,
+    );
+    view(&state, Some(revision))
+}
+
+/// Settings a newer template platform file adds or no longer has (settings:read).
+#[utoipa::path(get, path = "/admin/migrations", tag = "settings", responses((status = 200, body = MigrationPlan), (status = 400, body = pryv_protocol::ErrorBody)))]
+pub async fn migrations(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<MigrationPlan>, Error> {
+    caller.require(Need::Settings("read"))?;
+    Ok(Json(state.admin.settings.migrations()?))
+}
+
+/// Add the template's new settings with their defaults, keeping every value (settings:update).
+#[utoipa::path(post, path = "/admin/migrations/apply", tag = "settings", responses((status = 200, body = MigrationResult), (status = 400, body = pryv_protocol::ErrorBody)))]
+pub async fn apply_migrations(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+) -> Result<Json<MigrationResult>, Error> {
+    caller.require(Need::Settings("update"))?;
+    let (plan, revision) = state
+        .admin
+        .settings
+        .apply_migrations(&caller.name())
+        .await?;
+    state.admin.audit(
+        &caller.name(),
+        "migrations-apply",
+        &format!("{} added", plan.added.len()),
+        &remote,
+    );
+    Ok(Json(MigrationResult { plan, revision }))
+}

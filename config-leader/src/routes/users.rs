@@ -1,0 +1,296 @@
+//! Admin users: list, read, create, change permissions, reset or change password, delete. Each route checks the
+//! caller's permission, and nobody grants permissions they do not hold.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiJson, AppState, Remote};
+use crate::db::UserRow;
+use crate::error::Error;
+use crate::identity::{self, Caller, INITIAL_USER, Need, Permissions};
+use crate::secret;
+use crate::settings::now;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/users", get(list).post(create))
+        .route("/users/{username}", get(read).delete(delete))
+        .route("/users/{username}/permissions", put(set_permissions))
+        .route("/users/{username}/reset-password", post(reset_password))
+        .route("/users/{username}/change-password", post(change_password))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub username: String,
+    pub permissions: Permissions,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserView>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct NewUser {
+    pub username: String,
+    /// Omitted: a random one is generated and returned once.
+    pub password: Option<String>,
+    #[serde(default)]
+    pub permissions: Permissions,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedUser {
+    pub username: String,
+    pub permissions: Permissions,
+    /// Present when generated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct PermissionsBody {
+    pub permissions: Permissions,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PasswordBody {
+    pub password: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangePassword {
+    pub old_password: String,
+    pub new_password: String,
+}
+
+fn view(row: UserRow) -> UserView {
+    UserView {
+        permissions: Permissions::from_json(&row.permissions),
+        username: row.username,
+    }
+}
+
+fn not_found(username: &str) -> Error {
+    Error::NotFoundNamed(format!("no admin user '{username}'"))
+}
+
+fn grantable(caller: &Caller, wanted: &Permissions) -> Result<(), Error> {
+    wanted.validate()?;
+    if caller.permissions().covers(wanted) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "you cannot grant permissions you do not hold".into(),
+        ))
+    }
+}
+
+async fn hash(password: String) -> Result<String, Error> {
+    tokio::task::spawn_blocking(move || identity::hash_password(&password))
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))?
+}
+
+/// List admin users (users:read).
+#[utoipa::path(get, path = "/users", tag = "users", responses((status = 200, body = UserList), (status = 403, body = pryv_protocol::ErrorBody)))]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<UserList>, Error> {
+    caller.require(Need::Users("read"))?;
+    let users = state.admin.db.users()?.into_iter().map(view).collect();
+    Ok(Json(UserList { users }))
+}
+
+/// Read one admin user (users:read).
+#[utoipa::path(get, path = "/users/{username}", tag = "users", params(("username" = String, Path)),
+    responses((status = 200, body = UserView), (status = 403, body = pryv_protocol::ErrorBody), (status = 404, body = pryv_protocol::ErrorBody)))]
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(username): Path<String>,
+) -> Result<Json<UserView>, Error> {
+    caller.require(Need::Users("read"))?;
+    let user = state
+        .admin
+        .db
+        .user(&username)?
+        .ok_or_else(|| not_found(&username))?;
+    Ok(Json(view(user)))
+}
+
+/// Create an admin user (users:create; only permissions the caller holds).
+#[utoipa::path(post, path = "/users", tag = "users", request_body = NewUser,
+    responses((status = 201, body = CreatedUser), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody), (status = 409, body = pryv_protocol::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<(StatusCode, Json<CreatedUser>), Error> {
+    caller.require(Need::Users("create"))?;
+    identity::validate_username(&body.username)?;
+    grantable(&caller, &body.permissions)?;
+    let (password, generated) = match body.password {
+        Some(password) => {
+            identity::validate_password(&password)?;
+            (password, None)
+        }
+        None => {
+            let password = secret::generate();
+            (password.clone(), Some(password))
+        }
+    };
+    let row = UserRow {
+        username: body.username.clone(),
+        password_hash: hash(password).await?,
+        permissions: body.permissions.to_json(),
+    };
+    if !state.admin.db.insert_user(&row, now())? {
+        return Err(Error::Conflict(format!(
+            "admin user '{}' already exists",
+            body.username
+        )));
+    }
+    state
+        .admin
+        .audit(&caller.name(), "user-create", &body.username, &remote);
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedUser {
+            username: body.username,
+            permissions: body.permissions,
+            password: generated,
+        }),
+    ))
+}
+
+/// Replace a user's permissions (users:changePermissions; only permissions the caller holds).
+#[utoipa::path(put, path = "/users/{username}/permissions", tag = "users", params(("username" = String, Path)), request_body = PermissionsBody,
+    responses((status = 200, body = UserView), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody), (status = 404, body = pryv_protocol::ErrorBody)))]
+pub async fn set_permissions(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<PermissionsBody>,
+) -> Result<Json<UserView>, Error> {
+    caller.require(Need::Users("changePermissions"))?;
+    grantable(&caller, &body.permissions)?;
+    if !state
+        .admin
+        .db
+        .set_permissions(&username, &body.permissions.to_json())?
+    {
+        return Err(not_found(&username));
+    }
+    state
+        .admin
+        .audit(&caller.name(), "user-permissions", &username, &remote);
+    Ok(Json(UserView {
+        username,
+        permissions: body.permissions,
+    }))
+}
+
+/// Give a user a new random password, returned once (users:resetPassword).
+#[utoipa::path(post, path = "/users/{username}/reset-password", tag = "users", params(("username" = String, Path)),
+    responses((status = 200, body = PasswordBody), (status = 403, body = pryv_protocol::ErrorBody), (status = 404, body = pryv_protocol::ErrorBody)))]
+pub async fn reset_password(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+    Path(username): Path<String>,
+) -> Result<Json<PasswordBody>, Error> {
+    caller.require(Need::Users("resetPassword"))?;
+    let password = secret::generate();
+    if !state
+        .admin
+        .db
+        .set_password(&username, &hash(password.clone()).await?)?
+    {
+        return Err(not_found(&username));
+    }
+    state
+        .admin
+        .audit(&caller.name(), "user-reset-password", &username, &remote);
+    Ok(Json(PasswordBody { password }))
+}
+
+/// Change one's own password (old password required); the current token is revoked.
+#[utoipa::path(post, path = "/users/{username}/change-password", tag = "users", params(("username" = String, Path)), request_body = ChangePassword,
+    responses((status = 200, description = "`{}`; log in again"), (status = 400, body = pryv_protocol::ErrorBody), (status = 401, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody)))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<ChangePassword>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let Caller::User {
+        username: own,
+        token_id,
+        expires_at,
+        ..
+    } = &caller
+    else {
+        return Err(Error::Forbidden(
+            "log in as the user to change their password".into(),
+        ));
+    };
+    if own != &username {
+        return Err(Error::Forbidden(
+            "you can only change your own password".into(),
+        ));
+    }
+    identity::validate_password(&body.new_password)?;
+    let user = state
+        .admin
+        .db
+        .user(&username)?
+        .ok_or_else(|| not_found(&username))?;
+    let old = body.old_password.clone();
+    let hash_now = user.password_hash.clone();
+    let valid = tokio::task::spawn_blocking(move || identity::verify_password(&old, &hash_now))
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))?;
+    if !valid {
+        return Err(Error::Unauthenticated("the old password is wrong".into()));
+    }
+    state
+        .admin
+        .db
+        .set_password(&username, &hash(body.new_password).await?)?;
+    state.admin.db.revoke(token_id, *expires_at, now())?;
+    state
+        .admin
+        .audit(&username, "user-change-password", &username, &remote);
+    Ok(Json(serde_json::json!({})))
+}
+
+/// Delete an admin user (users:delete). The emergency account cannot be deleted (it is recreated at start).
+#[utoipa::path(delete, path = "/users/{username}", tag = "users", params(("username" = String, Path)),
+    responses((status = 200, description = "`{}`"), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody), (status = 404, body = pryv_protocol::ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+    Path(username): Path<String>,
+) -> Result<Json<serde_json::Value>, Error> {
+    caller.require(Need::Users("delete"))?;
+    if username == INITIAL_USER {
+        return Err(Error::BadRequest(format!(
+            "{INITIAL_USER} is the emergency account; it cannot be deleted"
+        )));
+    }
+    if !state.admin.db.delete_user(&username)? {
+        return Err(not_found(&username));
+    }
+    state
+        .admin
+        .audit(&caller.name(), "user-delete", &username, &remote);
+    Ok(Json(serde_json::json!({})))
+}

@@ -1,0 +1,402 @@
+//! Platform settings changes: partial updates validated by rendering every role first, atomic rewrite of
+//! `platform.yml`, history (with hand edits found on disk recorded as their own revisions), rollback and
+//! migrations to a newer template platform file. Mutations are serialized.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use pryv_render::{Group, PlatformFile, Renderer, Setting, Vars};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Internals;
+use crate::db::{Db, RevisionRow};
+use crate::error::Error;
+use crate::store::TreeStore;
+use crate::tree;
+
+/// Partial update: `{"settings": {GROUP: {"settings": {NAME: {"value": ...}}}}, "message": "..."}`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+pub struct SettingsPatch {
+    #[schema(value_type = Object)]
+    pub settings: IndexMap<String, GroupPatch>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GroupPatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub settings: IndexMap<String, SettingPatch>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SettingPatch {
+    #[serde(default)]
+    pub value: Option<Value>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One setting that differs between two states.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SettingChange {
+    pub group: String,
+    pub name: String,
+    /// `added`, `removed` or `changed`.
+    pub change: String,
+    #[schema(value_type = Object)]
+    pub before: Option<Value>,
+    #[schema(value_type = Object)]
+    pub after: Option<Value>,
+}
+
+/// What a newer template brings.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct MigrationPlan {
+    /// Settings the template adds, with their default values.
+    pub added: Vec<SettingChange>,
+    /// Settings the platform has and the template no longer lists (kept when applying).
+    pub removed: Vec<SettingChange>,
+}
+
+/// The settings service.
+pub struct Settings {
+    platform_path: PathBuf,
+    template_path: Option<PathBuf>,
+    templates: PathBuf,
+    internals: Internals,
+    db: Arc<Db>,
+    store: TreeStore,
+    mutation: tokio::sync::Mutex<()>,
+}
+
+impl Settings {
+    pub fn new(
+        platform_path: PathBuf,
+        template_path: Option<PathBuf>,
+        templates: PathBuf,
+        internals: Internals,
+        db: Arc<Db>,
+        store: TreeStore,
+    ) -> Self {
+        Self {
+            platform_path,
+            template_path,
+            templates,
+            internals,
+            db,
+            store,
+            mutation: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn read_text(&self) -> Result<String, Error> {
+        std::fs::read_to_string(&self.platform_path).map_err(|source| Error::Io {
+            path: self.platform_path.clone(),
+            source,
+        })
+    }
+
+    fn parse(&self, text: &str) -> Result<PlatformFile, Error> {
+        PlatformFile::parse(text).map_err(|source| Error::Platform {
+            path: self.platform_path.clone(),
+            source,
+        })
+    }
+
+    /// Records the file on disk as a revision if history does not end with it (revision 1 at first start,
+    /// author `disk` for hand edits).
+    pub fn sync_history(&self) -> Result<(), Error> {
+        let text = self.read_text()?;
+        match self.db.latest_revision()? {
+            None => {
+                self.db.add_revision(
+                    "initial",
+                    now(),
+                    "platform.yml found at first start",
+                    &text,
+                )?;
+            }
+            Some(latest) if latest.content != text => {
+                self.db
+                    .add_revision("disk", now(), "edited on disk", &text)?;
+                tracing::info!("recorded a hand edit of platform.yml as a new revision");
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The current settings.
+    pub fn current(&self) -> Result<PlatformFile, Error> {
+        self.parse(&self.read_text()?)
+    }
+
+    /// Applies `patch`; unknown groups or settings are refused unless `allow_new`. Returns the new revision.
+    pub async fn update(
+        &self,
+        patch: &SettingsPatch,
+        allow_new: bool,
+        author: &str,
+    ) -> Result<i64, Error> {
+        let _one = self.mutation.lock().await;
+        self.sync_history()?;
+        let mut platform = self.current()?;
+        let mut unknown = Vec::new();
+        for (group_name, group_patch) in &patch.settings {
+            if !platform.vars.contains_key(group_name) && !allow_new {
+                unknown.push(group_name.clone());
+                continue;
+            }
+            let group = platform
+                .vars
+                .entry(group_name.clone())
+                .or_insert_with(Group::default);
+            if let Some(name) = &group_patch.name {
+                group.name = Some(name.clone());
+            }
+            if let Some(description) = &group_patch.description {
+                group.description = Some(description.clone());
+            }
+            for (name, setting_patch) in &group_patch.settings {
+                if !group.settings.contains_key(name) && !allow_new {
+                    unknown.push(format!("{group_name}.{name}"));
+                    continue;
+                }
+                let setting = group
+                    .settings
+                    .entry(name.clone())
+                    .or_insert_with(Setting::default);
+                if let Some(value) = &setting_patch.value {
+                    setting.value = value.clone();
+                }
+                if let Some(description) = &setting_patch.description {
+                    setting.description = Some(description.clone());
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "unknown group(s) or setting(s): {}; add ?allowNew=true to create them",
+                unknown.join(", ")
+            )));
+        }
+        let message = patch
+            .message
+            .clone()
+            .unwrap_or_else(|| "settings updated".into());
+        self.save(&platform, author, &message)
+    }
+
+    /// Makes revision `revision` current again, as a new revision.
+    pub async fn rollback(&self, revision: i64, author: &str) -> Result<i64, Error> {
+        let _one = self.mutation.lock().await;
+        self.sync_history()?;
+        let old = self
+            .db
+            .revision(revision)?
+            .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
+        let platform = self.parse(&old.content)?;
+        self.validate(&platform)?;
+        self.write(&old.content)?;
+        self.db.add_revision(
+            author,
+            now(),
+            &format!("rollback to revision {revision}"),
+            &old.content,
+        )
+    }
+
+    /// Settings the template adds or no longer has.
+    pub fn migrations(&self) -> Result<MigrationPlan, Error> {
+        let template = self.template()?;
+        let current = self.current()?;
+        let mut plan = MigrationPlan::default();
+        for (group, name, value) in template.settings() {
+            if !has_setting(&current, name) {
+                plan.added
+                    .push(change(group, name, "added", None, Some(value)));
+            }
+        }
+        for (group, name, value) in current.settings() {
+            if !has_setting(&template, name) {
+                plan.removed
+                    .push(change(group, name, "removed", Some(value), None));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Adds the template's new settings with their defaults; every existing value is kept.
+    pub async fn apply_migrations(
+        &self,
+        author: &str,
+    ) -> Result<(MigrationPlan, Option<i64>), Error> {
+        let _one = self.mutation.lock().await;
+        self.sync_history()?;
+        let plan = self.migrations()?;
+        if plan.added.is_empty() {
+            return Ok((plan, None));
+        }
+        let template = self.template()?;
+        let mut platform = self.current()?;
+        for added in &plan.added {
+            let template_group = &template.vars[&added.group];
+            let group = platform
+                .vars
+                .entry(added.group.clone())
+                .or_insert_with(|| Group {
+                    name: template_group.name.clone(),
+                    description: template_group.description.clone(),
+                    ..Group::default()
+                });
+            group.settings.insert(
+                added.name.clone(),
+                template_group.settings[&added.name].clone(),
+            );
+        }
+        let revision = self.save(
+            &platform,
+            author,
+            &format!("migration: {} setting(s) added", plan.added.len()),
+        )?;
+        Ok((plan, Some(revision)))
+    }
+
+    fn template(&self) -> Result<PlatformFile, Error> {
+        let path = self.template_path.as_ref().ok_or_else(|| {
+            Error::BadRequest(
+                "no platformSettings.platformTemplate configured; set it to the newer template"
+                    .into(),
+            )
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        PlatformFile::parse(&text).map_err(|source| Error::Platform {
+            path: path.clone(),
+            source,
+        })
+    }
+
+    /// History, newest first.
+    pub fn history(&self) -> Result<Vec<RevisionRow>, Error> {
+        self.sync_history()?;
+        self.db.revisions()
+    }
+
+    /// One revision and its changes against the previous one.
+    pub fn revision(&self, revision: i64) -> Result<(RevisionRow, Vec<SettingChange>), Error> {
+        let row = self
+            .db
+            .revision(revision)?
+            .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
+        let after = self.parse(&row.content)?;
+        let before = match self.db.revision(revision - 1)? {
+            Some(previous) => self.parse(&previous.content)?,
+            None => PlatformFile::default(),
+        };
+        Ok((row, diff(&before, &after)))
+    }
+
+    /// Renders every role with `platform`; every error is collected.
+    fn validate(&self, platform: &PlatformFile) -> Result<(), Error> {
+        let renderer = Renderer::new(&Vars::new(platform, &self.internals.0))
+            .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
+        let mut problems: Vec<String> = Vec::new();
+        for role in tree::roles(&self.templates)? {
+            match tree::render_role(&renderer, &self.templates, &role) {
+                Ok((_, errors)) => problems.extend(errors.iter().map(ToString::to_string)),
+                Err(err) => problems.push(err.to_string()),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidSettings(problems))
+        }
+    }
+
+    fn save(&self, platform: &PlatformFile, author: &str, message: &str) -> Result<i64, Error> {
+        self.validate(platform)?;
+        let text = platform
+            .to_yaml()
+            .map_err(|err| Error::Internal(err.to_string()))?;
+        self.write(&text)?;
+        self.db.add_revision(author, now(), message, &text)
+    }
+
+    fn write(&self, text: &str) -> Result<(), Error> {
+        pryv_fs::write_atomic(
+            &self.platform_path,
+            text.as_bytes(),
+            pryv_fs::DEFAULT_FILE_MODE,
+        )
+        .map_err(|source| Error::Io {
+            path: self.platform_path.clone(),
+            source,
+        })?;
+        // Followers fetching from now on must see the new values, before this request even returns.
+        self.store.invalidate();
+        Ok(())
+    }
+}
+
+fn has_setting(platform: &PlatformFile, name: &str) -> bool {
+    platform.settings().any(|(_, n, _)| n == name)
+}
+
+fn change(
+    group: &str,
+    name: &str,
+    kind: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> SettingChange {
+    SettingChange {
+        group: group.to_owned(),
+        name: name.to_owned(),
+        change: kind.to_owned(),
+        before: before.cloned(),
+        after: after.cloned(),
+    }
+}
+
+/// Settings added, removed or changed from `before` to `after`.
+pub fn diff(before: &PlatformFile, after: &PlatformFile) -> Vec<SettingChange> {
+    let find = |platform: &PlatformFile, name: &str| {
+        platform
+            .settings()
+            .find(|(_, n, _)| *n == name)
+            .map(|(_, _, v)| v.clone())
+    };
+    let mut changes = Vec::new();
+    for (group, name, value) in after.settings() {
+        match find(before, name) {
+            None => changes.push(change(group, name, "added", None, Some(value))),
+            Some(old) if &old != value => {
+                changes.push(change(group, name, "changed", Some(&old), Some(value)))
+            }
+            Some(_) => {}
+        }
+    }
+    for (group, name, value) in before.settings() {
+        if find(after, name).is_none() {
+            changes.push(change(group, name, "removed", Some(value), None));
+        }
+    }
+    changes
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -22,6 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use pryv_protocol::{AUTH_HEADER, key_from_authorization};
 use serde::Deserialize;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::Admin;
 use crate::auth::FollowerIndex;
@@ -30,6 +31,9 @@ use crate::identity::Caller;
 use crate::store::TreeStore;
 
 pub use openapi::ApiDoc;
+
+/// Longest time a request may take (rendering, hashing, database).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Largest request body accepted (settings documents are a few kilobytes).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -44,13 +48,20 @@ pub struct AppState {
 
 /// The leader's router.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    // Every route but the notification fan-out (bounded by its own per-follower timeout) has a deadline.
+    let bounded = Router::new()
         .merge(conf::routes())
         .merge(auth::routes())
         .merge(users::routes())
         .merge(settings::routes())
-        .merge(fleet::routes())
         .merge(openapi::routes())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    Router::new()
+        .merge(bounded)
+        .merge(fleet::routes())
         .fallback(|| async { Error::NotFound })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(log_request))

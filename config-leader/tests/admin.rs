@@ -1,0 +1,1020 @@
+//! The admin API in-process: identities and permissions, settings with validation, history and rollback,
+//! migrations, notification fan-out against live, dead and hanging followers, fleet status, audit, persistence.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::*;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+struct Harness {
+    fixture: Fixture,
+    app: Router,
+    leader: config_leader::Leader,
+}
+
+fn start(fixture: Fixture) -> Harness {
+    let leader = config_leader::Leader::new(&fixture.config(), &CancellationToken::new()).unwrap();
+    let app = config_leader::app(leader.state.clone());
+    Harness {
+        fixture,
+        app,
+        leader,
+    }
+}
+
+fn harness() -> Harness {
+    let fixture = Fixture::new();
+    let mut json = Fixture::config_json();
+    json["adminKey"] = json!("admin-key-0123456789abcdefghijkl");
+    json["internals"]["configLeaderTokenSecret"] = json!("SECRET");
+    write_config(fixture.root(), &json);
+    start(fixture)
+}
+
+const ADMIN_KEY: &str = "admin-key-0123456789abcdefghijkl";
+
+async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+fn initial_password(fixture: &Fixture) -> String {
+    let text = std::fs::read_to_string(fixture.root().join("credentials.txt")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .unwrap()
+        .to_owned()
+}
+
+async fn login(app: &Router, username: &str, password: &str) -> String {
+    let (status, body) = call(
+        app,
+        Method::POST,
+        "/auth/login",
+        None,
+        Some(json!({"username": username, "password": password})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn users_permissions_and_tokens() {
+    let h = harness();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(h.fixture.root().join("credentials.txt"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let root = login(&h.app, "initial_user", &initial_password(&h.fixture)).await;
+
+    // Create a reader, then check every refusal it meets.
+    let (status, created) = call(
+        &h.app,
+        Method::POST,
+        "/users",
+        Some(&root),
+        Some(json!({"username": "reader", "password": "reader-pass-1", "permissions": {"settings": ["read"]}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let reader = login(&h.app, "reader", "reader-pass-1").await;
+    assert_eq!(
+        call(&h.app, Method::GET, "/admin/settings", Some(&reader), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            "/admin/settings",
+            Some(json!({"settings": {}})),
+        ),
+        (Method::GET, "/users", None),
+        (
+            Method::POST,
+            "/users",
+            Some(json!({"username": "x-user", "permissions": {}})),
+        ),
+        (Method::DELETE, "/users/reader", None),
+        (Method::POST, "/users/reader/reset-password", None),
+        (
+            Method::PUT,
+            "/users/reader/permissions",
+            Some(json!({"permissions": {}})),
+        ),
+        (Method::POST, "/admin/notify", None),
+    ] {
+        let (status, body) = call(&h.app, method.clone(), path, Some(&reader), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+        assert_eq!(body["error"]["id"], "forbidden");
+    }
+
+    // A user manager cannot grant what it does not hold.
+    call(
+        &h.app,
+        Method::POST,
+        "/users",
+        Some(&root),
+        Some(json!({"username": "manager", "password": "manager-pass", "permissions": {"users": ["create", "read"], "settings": ["read"]}})),
+    )
+    .await;
+    let manager = login(&h.app, "manager", "manager-pass").await;
+    let (status, _) = call(
+        &h.app,
+        Method::POST,
+        "/users",
+        Some(&manager),
+        Some(json!({"username": "escalated", "permissions": {"settings": ["update"]}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = call(
+        &h.app,
+        Method::POST,
+        "/users",
+        Some(&manager),
+        Some(json!({"username": "fine-user", "permissions": {"settings": ["read"]}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        body["password"].as_str().unwrap().len(),
+        32,
+        "generated password returned once"
+    );
+
+    // Bad input says what is wrong.
+    for (body, expected) in [
+        (json!({"username": "a", "permissions": {}}), "username"),
+        (
+            json!({"username": "bad name", "permissions": {}}),
+            "username",
+        ),
+        (
+            json!({"username": "shorty", "password": "short", "permissions": {}}),
+            "password",
+        ),
+        (
+            json!({"username": "perm-user", "permissions": {"users": ["fly"]}}),
+            "users:fly",
+        ),
+        (
+            json!({"username": "perm-user", "permissions": {"galaxy": ["read"]}}),
+            "galaxy",
+        ),
+    ] {
+        let (status, answer) = call(&h.app, Method::POST, "/users", Some(&root), Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{answer}"
+        );
+    }
+    let (status, _) = call(
+        &h.app,
+        Method::POST,
+        "/users",
+        Some(&root),
+        Some(json!({"username": "reader", "permissions": {}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // Listing and reading.
+    let (_, list) = call(&h.app, Method::GET, "/users", Some(&root), None).await;
+    let names: Vec<_> = list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fine-user", "initial_user", "manager", "reader"]);
+    let (status, one) = call(&h.app, Method::GET, "/users/reader", Some(&root), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        one["permissions"],
+        json!({"users": [], "settings": ["read"]})
+    );
+    assert_eq!(
+        call(&h.app, Method::GET, "/users/nobody", Some(&root), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Permission change applies to existing tokens at once.
+    let (status, _) = call(
+        &h.app,
+        Method::PUT,
+        "/users/reader/permissions",
+        Some(&root),
+        Some(json!({"permissions": {"settings": []}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        call(&h.app, Method::GET, "/admin/settings", Some(&reader), None)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Reset password: the new one works, the old one does not.
+    let (_, reset) = call(
+        &h.app,
+        Method::POST,
+        "/users/reader/reset-password",
+        Some(&root),
+        None,
+    )
+    .await;
+    let new_password = reset["password"].as_str().unwrap().to_owned();
+    let reader = login(&h.app, "reader", &new_password).await;
+
+    // Change own password: old one required; the current token is revoked.
+    let change = |old: &str, new: &str| json!({"oldPassword": old, "newPassword": new});
+    let (status, _) = call(
+        &h.app,
+        Method::POST,
+        "/users/reader/change-password",
+        Some(&reader),
+        Some(change("wrong-old", "another-pass")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(
+        &h.app,
+        Method::POST,
+        "/users/manager/change-password",
+        Some(&reader),
+        Some(change(&new_password, "another-pass")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only one's own password");
+    let (status, _) = call(
+        &h.app,
+        Method::POST,
+        "/users/reader/change-password",
+        Some(&reader),
+        Some(change(&new_password, "another-pass")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        call(&h.app, Method::GET, "/users/reader", Some(&reader), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    login(&h.app, "reader", "another-pass").await;
+
+    // Logout revokes; delete removes the account and its access.
+    let (status, _) = call(&h.app, Method::POST, "/auth/logout", Some(&manager), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        call(&h.app, Method::GET, "/users", Some(&manager), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _) = call(
+        &h.app,
+        Method::DELETE,
+        "/users/fine-user",
+        Some(&root),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        call(
+            &h.app,
+            Method::DELETE,
+            "/users/fine-user",
+            Some(&root),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(
+            &h.app,
+            Method::DELETE,
+            "/users/initial_user",
+            Some(&root),
+            None
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // No credentials, a garbage token, the admin key on user routes.
+    assert_eq!(
+        call(&h.app, Method::GET, "/users", None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&h.app, Method::GET, "/users", Some("garbage"), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&h.app, Method::GET, "/users", Some(ADMIN_KEY), None)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_are_slowed_and_never_say_which_part_was_wrong() {
+    let h = harness();
+    let (_, unknown) = call(
+        &h.app,
+        Method::POST,
+        "/auth/login",
+        None,
+        Some(json!({"username": "ghost", "password": "whatever-1"})),
+    )
+    .await;
+    let (status, wrong) = call(
+        &h.app,
+        Method::POST,
+        "/auth/login",
+        None,
+        Some(json!({"username": "initial_user", "password": "whatever-1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        unknown, wrong,
+        "same answer for an unknown user and a wrong password"
+    );
+    for _ in 0..3 {
+        call(
+            &h.app,
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({"username": "initial_user", "password": "nope-nope"})),
+        )
+        .await;
+    }
+    let request = Request::post("/auth/login")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"username": "initial_user", "password": initial_password(&h.fixture)})
+                .to_string(),
+        ))
+        .unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+}
+
+fn platform_bytes(h: &Harness) -> Vec<u8> {
+    std::fs::read(h.fixture.root().join("conf/platform.yml")).unwrap()
+}
+
+async fn conf_content(h: &Harness, key: &str, path: &str) -> String {
+    let request = Request::get("/conf")
+        .header("authorization", key)
+        .body(Body::empty())
+        .unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    body["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == path)
+        .map(|f| f["content"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn settings_update_validation_history_and_rollback() {
+    let h = harness();
+    let first_conf = conf_content(&h, SINGLE_KEY, "/pryv.yml").await;
+
+    // Read with the admin key, in the header or the query string.
+    let (status, read) = call(
+        &h.app,
+        Method::GET,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        read["settings"]["MACHINES_AND_PLATFORM_SETTINGS"]["name"],
+        "Machines and platform settings"
+    );
+    assert!(
+        read.to_string().find("CORE_SYSTEM_KEY").is_none(),
+        "internals never leave the leader"
+    );
+    let (status, _) = call(
+        &h.app,
+        Method::GET,
+        &format!("/admin/settings?auth={ADMIN_KEY}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A partial update changes one value and keeps the rest of its group; followers see it at once.
+    let patch = json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "example.com"}}}}, "message": "new domain"});
+    let (status, updated) = call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        Some(patch),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["revision"], 2);
+    let group = &updated["settings"]["MACHINES_AND_PLATFORM_SETTINGS"];
+    assert_eq!(group["settings"]["DOMAIN"]["value"], "example.com");
+    assert_eq!(
+        group["settings"]["DOMAIN"]["description"],
+        "Domain of the platform"
+    );
+    assert_eq!(
+        group["settings"]["REG_MASTER_IP_ADDRESS"]["value"],
+        "10.0.0.2"
+    );
+    assert_eq!(
+        conf_content(&h, SINGLE_KEY, "/pryv.yml").await,
+        "domain: example.com\n"
+    );
+
+    // Refusals leave platform.yml byte-identical.
+    let before = platform_bytes(&h);
+    let breaking = json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "bad\"domain"}}}}});
+    let (status, refused) = call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        Some(breaking),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused["error"]["id"], "invalid-settings");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("/core/conf/core.json") && message.contains("invalid JSON"),
+        "{message}"
+    );
+    let cycle = json!({"settings": {"LIMITS": {"settings": {"MAX_UPLOAD_SIZE_MB": {"value": "x-MAX_UPLOAD_SIZE_MB"}}}}});
+    let (status, refused) = call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        Some(cycle),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_UPLOAD_SIZE_MB -> MAX_UPLOAD_SIZE_MB")
+    );
+    let unknown = json!({"settings": {"LIMITS": {"settings": {"NEW_ONE": {"value": 1}}}, "NOPE": {"settings": {}}}});
+    let (status, refused) = call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        Some(unknown.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("LIMITS.NEW_ONE")
+            && message.contains("NOPE")
+            && message.contains("allowNew"),
+        "{message}"
+    );
+    let (status, refused) = call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        Some(json!({"settings": 5})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(platform_bytes(&h), before, "nothing saved on refusal");
+    let (status, _) = call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings?allowNew=true",
+        Some(ADMIN_KEY),
+        Some(unknown),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A hand edit is recorded as its own revision before the next change.
+    let text = String::from_utf8(platform_bytes(&h))
+        .unwrap()
+        .replace("10.0.0.2", "10.9.9.9");
+    std::fs::write(h.fixture.root().join("conf/platform.yml"), text).unwrap();
+    let patch =
+        json!({"settings": {"LIMITS": {"settings": {"MAX_UPLOAD_SIZE_MB": {"value": 30}}}}});
+    let (_, updated) = call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        Some(patch),
+    )
+    .await;
+    assert_eq!(updated["revision"], 5);
+    let (_, history) = call(
+        &h.app,
+        Method::GET,
+        "/admin/settings/history",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    let authors: Vec<_> = history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["author"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        authors,
+        ["admin-key", "disk", "admin-key", "admin-key", "initial"]
+    );
+    let (_, rev4) = call(
+        &h.app,
+        Method::GET,
+        "/admin/settings/history/4",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        rev4["changes"],
+        json!([{"group": "MACHINES_AND_PLATFORM_SETTINGS", "name": "REG_MASTER_IP_ADDRESS", "change": "changed", "before": "10.0.0.2", "after": "10.9.9.9"}])
+    );
+    assert!(rev4["content"].as_str().unwrap().contains("10.9.9.9"));
+
+    // Rollback to the first revision restores the exact file and what followers get.
+    let (status, rolled) = call(
+        &h.app,
+        Method::POST,
+        "/admin/settings/rollback",
+        Some(ADMIN_KEY),
+        Some(json!({"revision": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rolled}");
+    assert_eq!(rolled["revision"], 6);
+    assert_eq!(String::from_utf8(platform_bytes(&h)).unwrap(), PLATFORM);
+    assert_eq!(conf_content(&h, SINGLE_KEY, "/pryv.yml").await, first_conf);
+    let (status, _) = call(
+        &h.app,
+        Method::POST,
+        "/admin/settings/rollback",
+        Some(ADMIN_KEY),
+        Some(json!({"revision": 99})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn migrations_add_new_settings_and_keep_values() {
+    let fixture = Fixture::new();
+    let mut json = Fixture::config_json();
+    json["adminKey"] = json!(ADMIN_KEY);
+    json["platformSettings"]["platformTemplate"] = json!("template-platform.yml");
+    write_config(fixture.root(), &json);
+    let template = PLATFORM.replace("value: pryv.me", "value: template-default.example")
+        + "  NEW_GROUP:\n    name: New group\n    settings:\n      NEW_SETTING:\n        value: 42\n        description: Added by the new template\n";
+    let template = template.replace(
+        "      MAX_UPLOAD_SIZE_MB:\n        value: 20\n",
+        "      NEW_LIMIT:\n        value: 7\n",
+    );
+    fixture.write("conf/template-platform.yml", &template);
+    let h = start(fixture);
+    let (status, plan) = call(
+        &h.app,
+        Method::GET,
+        "/admin/migrations",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let added: Vec<_> = plan["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["NEW_LIMIT", "NEW_SETTING"]);
+    assert_eq!(plan["added"][1]["after"], 42);
+    assert_eq!(plan["removed"][0]["name"], "MAX_UPLOAD_SIZE_MB");
+    let (status, applied) = call(
+        &h.app,
+        Method::POST,
+        "/admin/migrations/apply",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(applied["revision"], 2);
+    let (_, settings) = call(
+        &h.app,
+        Method::GET,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        settings["settings"]["NEW_GROUP"]["settings"]["NEW_SETTING"]["value"],
+        42
+    );
+    assert_eq!(settings["settings"]["NEW_GROUP"]["name"], "New group");
+    assert_eq!(
+        settings["settings"]["MACHINES_AND_PLATFORM_SETTINGS"]["settings"]["DOMAIN"]["value"],
+        "pryv.me",
+        "operator's value kept"
+    );
+    assert_eq!(
+        settings["settings"]["LIMITS"]["settings"]["MAX_UPLOAD_SIZE_MB"]["value"], 20,
+        "removed settings are kept"
+    );
+    let (_, again) = call(
+        &h.app,
+        Method::GET,
+        "/admin/migrations",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert!(again["added"].as_array().unwrap().is_empty());
+}
+
+/// A follower stand-in that records each notification's key and body.
+async fn live_follower(received: Arc<Mutex<Vec<(String, Value)>>>) -> String {
+    let app = Router::new().route(
+        "/notify",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let received = received.clone();
+                async move {
+                    let key = headers["authorization"].to_str().unwrap().to_owned();
+                    received
+                        .lock()
+                        .unwrap()
+                        .push((key, serde_json::from_slice(&body).unwrap()));
+                    axum::Json(json!({"files": []}))
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Accepts connections and never answers.
+async fn hanging_follower() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn notify_fans_out_with_a_timeout_and_status_follows() {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let live_core = live_follower(received.clone()).await;
+    let live_single = live_follower(received.clone()).await;
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let hanging = hanging_follower().await;
+    let fixture = Fixture::new();
+    let mut json = Fixture::config_json();
+    json["adminKey"] = json!(ADMIN_KEY);
+    json["notify"] = json!({"timeoutSeconds": 1});
+    json["followers"] = json!({
+        CORE_KEY: {"url": live_core, "role": "core"},
+        SINGLE_KEY: {"url": live_single, "role": "singlenode"},
+        REG_KEY: {"url": dead, "role": "reg-master"},
+        STATIC_KEY: {"url": hanging, "role": "static"}
+    });
+    write_config(fixture.root(), &json);
+    let h = start(fixture);
+
+    let started = Instant::now();
+    let (status, answer) = call(
+        &h.app,
+        Method::POST,
+        &format!("/admin/notify?auth={ADMIN_KEY}"),
+        None,
+        Some(json!({"services": ["core"]})),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        took < Duration::from_secs(3),
+        "one dead follower must not delay the answer: {took:?}"
+    );
+    let mut ok: Vec<_> = answer["successes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["role"].as_str().unwrap())
+        .collect();
+    ok.sort_unstable();
+    assert_eq!(ok, ["core", "singlenode"]);
+    let failures = answer["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 2);
+    let failure = |role: &str| {
+        failures.iter().find(|f| f["role"] == role).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        failure("reg-master").contains("connect"),
+        "{}",
+        failure("reg-master")
+    );
+    assert!(
+        failure("static").contains("no answer within"),
+        "{}",
+        failure("static")
+    );
+    assert!(failures.iter().any(|f| f["url"] == hanging.as_str()));
+
+    // Each follower got its own key, the services, and its role's revision.
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2);
+    for (key, body) in &received {
+        assert!(key == CORE_KEY || key == SINGLE_KEY);
+        assert_eq!(body["services"], json!(["core"]));
+        let role_key = key.clone();
+        let expected = conf_revision(&h, &role_key).await;
+        assert_eq!(body["revision"], expected.as_str());
+    }
+
+    // Only some roles.
+    let (_, answer) = call(
+        &h.app,
+        Method::POST,
+        "/admin/notify?role=core",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(answer["successes"].as_array().unwrap().len(), 1);
+    assert!(answer["failures"].as_array().unwrap().is_empty());
+    let (_, answer) = call(
+        &h.app,
+        Method::POST,
+        "/admin/notify",
+        Some(ADMIN_KEY),
+        Some(json!({"roles": ["reg-master"]})),
+    )
+    .await;
+    assert_eq!(answer["failures"].as_array().unwrap().len(), 1);
+
+    // Status: the core fetched (current); the static never did; notification outcomes are shown; no key.
+    conf_revision(&h, CORE_KEY).await;
+    let (status, fleet) = call(&h.app, Method::GET, "/admin/status", Some(ADMIN_KEY), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!fleet.to_string().contains(CORE_KEY), "keys never appear");
+    let line = |role: &str| {
+        fleet["followers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["role"] == role)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(line("core")["upToDate"], true);
+    assert!(line("core")["lastFetch"].as_i64().is_some());
+    assert_eq!(line("core")["lastNotify"]["ok"], true);
+    assert_eq!(line("static")["upToDate"], false);
+    assert_eq!(line("static")["lastNotify"]["ok"], false);
+
+    // A settings change makes the core's fetched revision stale.
+    let patch = json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "moved.example"}}}}});
+    call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        Some(patch),
+    )
+    .await;
+    let (_, fleet) = call(&h.app, Method::GET, "/admin/status", Some(ADMIN_KEY), None).await;
+    let core = fleet["followers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "core")
+        .unwrap()
+        .clone();
+    assert_eq!(core["upToDate"], false);
+
+    // Audit: who did what, from where.
+    let (_, audit) = call(&h.app, Method::GET, "/admin/audit", Some(ADMIN_KEY), None).await;
+    let actions: Vec<_> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["settings-update", "notify", "notify", "notify"]);
+    assert_eq!(audit["entries"][0]["actor"], "admin-key");
+    let _ = &h.leader;
+}
+
+async fn conf_revision(h: &Harness, key: &str) -> String {
+    let request = Request::get("/conf")
+        .header("authorization", key)
+        .body(Body::empty())
+        .unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    response.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_restart_keeps_users_history_and_audit() {
+    let h = harness();
+    let root = login(&h.app, "initial_user", &initial_password(&h.fixture)).await;
+    call(&h.app, Method::POST, "/users", Some(&root), Some(json!({"username": "keeper", "password": "keeper-pass", "permissions": {"settings": ["read"]}}))).await;
+    let patch =
+        json!({"settings": {"LIMITS": {"settings": {"MAX_UPLOAD_SIZE_MB": {"value": 25}}}}});
+    call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(&root),
+        Some(patch),
+    )
+    .await;
+    let old_password = initial_password(&h.fixture);
+    let Harness {
+        fixture, leader, ..
+    } = h;
+    drop(leader);
+
+    let h = start(fixture);
+    assert_ne!(
+        initial_password(&h.fixture),
+        old_password,
+        "the emergency password changes at every start"
+    );
+    login(&h.app, "keeper", "keeper-pass").await;
+    let (_, history) = call(
+        &h.app,
+        Method::GET,
+        "/admin/settings/history",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(history["revisions"].as_array().unwrap().len(), 2);
+    let (_, audit) = call(&h.app, Method::GET, "/admin/audit", Some(ADMIN_KEY), None).await;
+    let actions: Vec<_> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"user-create") && actions.contains(&"settings-update"),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn limits_errors_and_openapi() {
+    let h = harness();
+    let big = json!({"settings": {}, "message": "x".repeat(2 * 1024 * 1024)});
+    let (status, body) = call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        Some(big),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"]["id"], "payload-too-large");
+    let (status, body) = call(
+        &h.app,
+        Method::GET,
+        "/admin/nothing-here",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["id"], "not-found");
+    let (status, doc) = call(&h.app, Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/conf",
+        "/auth/login",
+        "/users/{username}/permissions",
+        "/admin/settings",
+        "/admin/notify",
+        "/admin/status",
+        "/admin/audit",
+        "/admin/migrations/apply",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}

@@ -97,6 +97,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .local_addr()
         .map_err(|err| Error::Internal(err.to_string()))?;
     tracing::info!(%addr, leader = %follower.config.leader_url, "listening");
+    pryv_daemon::notify_ready();
     let server = axum::serve(listener, app(follower))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
@@ -106,6 +107,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         Ok(Err(join)) => return Err(Error::Internal(join.to_string())),
         Err(_) => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
     }
+    pryv_daemon::notify_stopping();
     tracing::info!("stopped");
     Ok(())
 }

@@ -38,6 +38,15 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
 
     let folders: BTreeSet<String> = tree::roles(&config.templates_path)?.into_iter().collect();
     for follower in &config.followers {
+        if follower.url.contains(REPLACE_ME) {
+            problems.push(format!(
+                "{}: follower {} ({}) has url {}; set the machine's address",
+                config.path.display(),
+                follower.name.as_deref().unwrap_or("-"),
+                follower.role,
+                follower.url
+            ));
+        }
         if !folders.contains(&follower.role) {
             problems.push(format!(
                 "follower {} has role '{}' but {} has no '{}' folder; add the templates or fix the role",

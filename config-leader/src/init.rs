@@ -113,13 +113,15 @@ pub fn init(options: &InitOptions) -> Result<Vec<PathBuf>, Error> {
     let platform = topology
         .get_file(format!("{}/platform.yml", options.topology.folder()))
         .ok_or_else(|| Error::Internal("embedded platform.yml missing".into()))?;
+    let platform_text = String::from_utf8_lossy(platform.contents()).into_owned();
+    let platform_text = with_cores(&platform_text, options.cores)?;
     plan.push((
         leader_dir.join("conf/platform.yml"),
-        platform.contents().to_vec(),
+        platform_text.clone().into_bytes(),
     ));
     plan.push((
         leader_dir.join("conf/template-platform.yml"),
-        platform.contents().to_vec(),
+        platform_text.into_bytes(),
     ));
 
     let mut followers = serde_json::Map::new();
@@ -195,6 +197,38 @@ pub fn init(options: &InitOptions) -> Result<Vec<PathBuf>, Error> {
     Ok(plan.into_iter().map(|(path, _)| path).collect())
 }
 
+/// The cluster template lists core 1; add `CORE_N_IP_ADDRESS` and a `coN` entry of `HOSTINGS_AND_CORES` for
+/// each further core (text insertion after the core-1 lines, so the template's comments stay).
+fn with_cores(text: &str, cores: usize) -> Result<String, Error> {
+    const SETTING: &str = "      CORE_1_IP_ADDRESS:\n        value: REPLACE_ME\n        description: \"Public IP address of core 1\"\n";
+    const HOSTING: &str = "            co1:\n              ip: CORE_1_IP_ADDRESS\n";
+    if cores <= 1 || !text.contains(SETTING) {
+        return Ok(text.to_owned());
+    }
+    if !text.contains(HOSTING) {
+        return Err(Error::Internal(
+            "cluster template: HOSTINGS_AND_CORES entry of core 1 not found".into(),
+        ));
+    }
+    let settings: String = (2..=cores)
+        .map(|n| {
+            SETTING
+                .replace("CORE_1", &format!("CORE_{n}"))
+                .replace("core 1", &format!("core {n}"))
+        })
+        .collect();
+    let hostings: String = (2..=cores)
+        .map(|n| {
+            HOSTING
+                .replace("co1", &format!("co{n}"))
+                .replace("CORE_1", &format!("CORE_{n}"))
+        })
+        .collect();
+    Ok(text
+        .replace(SETTING, &format!("{SETTING}{settings}"))
+        .replace(HOSTING, &format!("{HOSTING}{hostings}")))
+}
+
 /// Placeholder host for a follower URL: the operator replaces it with the machine's address.
 fn machine_host(machine: &Machine) -> String {
     if machine.runs_leader {
@@ -234,6 +268,29 @@ fn collect(dir: &Dir<'static>, target: &Path, prefix: &str, plan: &mut Vec<(Path
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn further_cores_get_a_setting_and_a_hosting_entry() {
+        let template = TEMPLATES
+            .get_file("cluster/platform.yml")
+            .unwrap()
+            .contents_utf8()
+            .unwrap();
+        let text = with_cores(template, 3).unwrap();
+        let platform = pryv_render::PlatformFile::parse(&text).unwrap();
+        let names: Vec<_> = platform.settings().map(|(_, n, _)| n.to_owned()).collect();
+        for expected in [
+            "CORE_1_IP_ADDRESS",
+            "CORE_2_IP_ADDRESS",
+            "CORE_3_IP_ADDRESS",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "{expected} missing");
+        }
+        let hostings =
+            &platform.vars["MACHINES_AND_PLATFORM_SETTINGS"].settings["HOSTINGS_AND_CORES"].value;
+        assert_eq!(hostings["hosting1"]["co3"]["ip"], "CORE_3_IP_ADDRESS");
+        assert_eq!(with_cores(template, 1).unwrap(), template);
+    }
 
     #[test]
     fn cluster_machines() {

@@ -87,6 +87,7 @@ impl Leader {
             .local_addr()
             .map_err(|err| Error::Internal(err.to_string()))?;
         tracing::info!(%addr, scheme, followers = self.state.followers.len(), "listening");
+        pryv_daemon::notify_ready();
         server::serve(
             listener,
             app(self.state.clone()),
@@ -95,6 +96,7 @@ impl Leader {
         )
         .await
         .map_err(|err| Error::Internal(err.to_string()))?;
+        pryv_daemon::notify_stopping();
         tracing::info!("stopped");
         Ok(())
     }

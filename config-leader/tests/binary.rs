@@ -286,3 +286,28 @@ fn check_reports_every_problem_and_render_writes_a_tree() {
         [0x30, 0x82, 0xff, 0xfe, 0x00, 0x01]
     );
 }
+
+#[test]
+fn tells_systemd_it_is_ready_once_listening() {
+    let fixture = Fixture::new();
+    let socket_path = fixture.root().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(fixture.config_path())
+        .args(["--ip", "127.0.0.1", "--port", "0"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buffer = [0u8; 256];
+    let received = socket.recv(&mut buffer);
+    let _ = child.kill();
+    let _ = child.wait();
+    let message = String::from_utf8_lossy(&buffer[..received.expect("no readiness notification")])
+        .into_owned();
+    assert!(message.contains("READY=1"), "{message}");
+}

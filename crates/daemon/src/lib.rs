@@ -9,6 +9,19 @@ use tokio_util::sync::CancellationToken;
 /// sysexits' EX_CONFIG: the configuration is wrong; fix it before restarting.
 pub const EXIT_CONFIG: u8 = 78;
 
+/// Tells systemd (`Type=notify`) the daemon is ready: configuration loaded and socket bound. A no-op when not
+/// started by systemd (`NOTIFY_SOCKET` unset).
+pub fn notify_ready() {
+    if let Err(err) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %err, "cannot send the readiness notification to systemd");
+    }
+}
+
+/// Tells systemd the daemon is stopping.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+}
+
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.
 pub async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};

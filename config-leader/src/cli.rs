@@ -74,6 +74,13 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write one archive per machine (<name>.tgz) with what it needs; the leader's machine also gets the
+    /// leader's folder.
+    Package {
+        /// Folder to write the archives into.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Lay out a new platform from our templates: the leader's folder and one follower configuration per
     /// machine, with matching random keys.
     Init {

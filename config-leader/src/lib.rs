@@ -14,6 +14,7 @@ pub mod error;
 pub mod fleet;
 pub mod identity;
 pub mod init;
+pub mod package;
 pub mod routes;
 pub mod secret;
 pub mod server;

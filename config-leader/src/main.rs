@@ -36,6 +36,16 @@ fn main() -> ExitCode {
             };
             match command {
                 Command::Check => check(&config),
+                Command::Package { out } => match config_leader::package::package(&config, &out) {
+                    Ok(archives) => {
+                        for archive in &archives {
+                            println!("{}", archive.display());
+                        }
+                        println!("extract each archive into PRYV_CONF_ROOT of its machine");
+                        ExitCode::SUCCESS
+                    }
+                    Err(err) => fail(&err),
+                },
                 Command::Render { role, out } => match commands::render(&config, &role, &out) {
                     Ok(count) => {
                         println!(

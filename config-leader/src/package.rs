@@ -26,10 +26,21 @@ pub fn package(config: &Config, out: &Path) -> Result<Vec<PathBuf>, Error> {
     let leader_follower = root.join("config-follower/conf/config-follower.json");
     let mut written = Vec::new();
     for (index, follower) in config.followers.iter().enumerate() {
-        let name = follower.name.clone().unwrap_or_else(|| format!("{}-{}", follower.role, index + 1));
-        let own = root.join("machines").join(&name).join("config-follower/conf/config-follower.json");
-        let runs_leader = !own.exists() && follower_key_of(&leader_follower).as_deref() == Some(follower.key.expose());
-        let follower_config = if runs_leader { leader_follower.clone() } else { own };
+        let name = follower
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", follower.role, index + 1));
+        let own = root
+            .join("machines")
+            .join(&name)
+            .join("config-follower/conf/config-follower.json");
+        let runs_leader = !own.exists()
+            && follower_key_of(&leader_follower).as_deref() == Some(follower.key.expose());
+        let follower_config = if runs_leader {
+            leader_follower.clone()
+        } else {
+            own
+        };
         if !follower_config.is_file() {
             return Err(Error::Config {
                 path: config.path.clone(),
@@ -45,7 +56,10 @@ pub fn package(config: &Config, out: &Path) -> Result<Vec<PathBuf>, Error> {
         let mut archive = tar::Builder::new(GzEncoder::new(file, Compression::default()));
         archive.mode(tar::HeaderMode::Deterministic);
         archive
-            .append_path_with_name(&follower_config, "config-follower/conf/config-follower.json")
+            .append_path_with_name(
+                &follower_config,
+                "config-follower/conf/config-follower.json",
+            )
             .map_err(io(&follower_config))?;
         if runs_leader {
             append_leader(&mut archive, &root.join("config-leader"))?;
@@ -72,7 +86,9 @@ fn conf_root(config: &Config) -> Result<PathBuf, Error> {
         .map(Path::to_owned)
         .ok_or_else(|| Error::Config {
             path: config.path.clone(),
-            problems: vec!["expected the layout <PRYV_CONF_ROOT>/config-leader/conf/config-leader.json".into()],
+            problems: vec![
+                "expected the layout <PRYV_CONF_ROOT>/config-leader/conf/config-leader.json".into(),
+            ],
         })
 }
 
@@ -81,7 +97,10 @@ fn follower_key_of(path: &Path) -> Option<String> {
     json["leader"]["auth"].as_str().map(str::to_owned)
 }
 
-fn append_leader(archive: &mut tar::Builder<GzEncoder<File>>, leader_dir: &Path) -> Result<(), Error> {
+fn append_leader(
+    archive: &mut tar::Builder<GzEncoder<File>>,
+    leader_dir: &Path,
+) -> Result<(), Error> {
     let entries = std::fs::read_dir(leader_dir).map_err(|source| Error::Io {
         path: leader_dir.to_owned(),
         source,

@@ -40,7 +40,9 @@ fn fill_placeholders(root: &Path) {
                 let value = match name.as_str() {
                     "DOMAIN" => DOMAIN.to_owned(),
                     n if n.ends_with("IP_ADDRESS") => "192.0.2.10".to_owned(),
-                    n if n.ends_with("LINK") => format!("https://www.{DOMAIN}/{}", n.to_lowercase()),
+                    n if n.ends_with("LINK") => {
+                        format!("https://www.{DOMAIN}/{}", n.to_lowercase())
+                    }
                     "MAIL_FROM_ADDRESS" => format!("no-reply@{DOMAIN}"),
                     _ => format!("test {}", name.to_lowercase()),
                 };
@@ -62,7 +64,9 @@ fn machine_config(root: &Path, machine: &str, runs_leader: bool) -> Value {
     let path = if runs_leader {
         root.join("config-follower/conf/config-follower.json")
     } else {
-        root.join("machines").join(machine).join("config-follower/conf/config-follower.json")
+        root.join("machines")
+            .join(machine)
+            .join("config-follower/conf/config-follower.json")
     };
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -75,7 +79,11 @@ fn check_topology(init_args: &[&str], machines: &[(&str, &str)]) {
     args.extend_from_slice(init_args);
     args.extend(["--out", root_text]);
     let output = run(&args);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // Keys: one per machine, the same on both sides.
     let config_path = root.join("config-leader/conf/config-leader.json");
@@ -102,16 +110,35 @@ fn check_topology(init_args: &[&str], machines: &[(&str, &str)]) {
     assert!(String::from_utf8_lossy(&before.stdout).contains("DOMAIN is still REPLACE_ME"));
     fill_placeholders(&root);
     let after = run(&["--config", config_text, "check"]);
-    assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stdout));
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stdout)
+    );
 
     // Every role renders; its files are valid for the tools that read them.
     let roles: std::collections::BTreeSet<&str> = machines.iter().map(|(_, role)| *role).collect();
     for role in roles {
         let out = dir.path().join("rendered").join(role);
-        let rendered = run(&["--config", config_text, "render", "--role", role, "--out", out.to_str().unwrap()]);
-        assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+        let rendered = run(&[
+            "--config",
+            config_text,
+            "render",
+            "--role",
+            role,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            rendered.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
         let compose = std::fs::read_to_string(out.join("pryv.yml")).unwrap();
-        assert!(!compose.contains("REPLACE_ME") && compose.contains("pryvio/"), "{compose}");
+        assert!(
+            !compose.contains("REPLACE_ME") && compose.contains("pryvio/"),
+            "{compose}"
+        );
         compose_config(&out, role);
         if out.join("nginx/conf/nginx.conf").exists() {
             nginx_test(&out.join("nginx"), role);
@@ -120,14 +147,33 @@ fn check_topology(init_args: &[&str], machines: &[(&str, &str)]) {
 
     // One archive per machine; the leader's machine also gets the leader's folder, never its secrets' store.
     let archives = dir.path().join("archives");
-    let packaged = run(&["--config", config_text, "package", "--out", archives.to_str().unwrap()]);
-    assert!(packaged.status.success(), "{}", String::from_utf8_lossy(&packaged.stderr));
+    let packaged = run(&[
+        "--config",
+        config_text,
+        "package",
+        "--out",
+        archives.to_str().unwrap(),
+    ]);
+    assert!(
+        packaged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packaged.stderr)
+    );
     for (index, (machine, _)) in machines.iter().enumerate() {
         let entries = archive_entries(&archives.join(format!("{machine}.tgz")));
-        assert!(entries.contains(&"config-follower/conf/config-follower.json".to_owned()), "{entries:?}");
-        let has_leader = entries.iter().any(|e| e == "config-leader/conf/config-leader.json");
+        assert!(
+            entries.contains(&"config-follower/conf/config-follower.json".to_owned()),
+            "{entries:?}"
+        );
+        let has_leader = entries
+            .iter()
+            .any(|e| e == "config-leader/conf/config-leader.json");
         assert_eq!(has_leader, index == 0, "{machine}: {entries:?}");
-        assert!(!entries.iter().any(|e| e.contains("credentials") || e.contains("database")));
+        assert!(
+            !entries
+                .iter()
+                .any(|e| e.contains("credentials") || e.contains("database"))
+        );
     }
 }
 
@@ -143,7 +189,9 @@ fn archive_entries(path: &Path) -> Vec<String> {
 
 fn compose_config(rendered: &Path, role: &str) {
     if !available("docker-compose", "version") {
-        skip(&format!("docker-compose config of role {role}: docker-compose is not installed"));
+        skip(&format!(
+            "docker-compose config of role {role}: docker-compose is not installed"
+        ));
         return;
     }
     let output = Command::new("docker-compose")
@@ -153,7 +201,11 @@ fn compose_config(rendered: &Path, role: &str) {
         .env("PRYV_CONF_ROOT", "/var/pryv")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{role}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{role}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn nginx_test(nginx: &Path, role: &str) {
@@ -161,10 +213,15 @@ fn nginx_test(nginx: &Path, role: &str) {
         skip(&format!("nginx -t of role {role}: nginx is not installed"));
         return;
     }
-    let cert = rcgen::generate_simple_self_signed(vec![DOMAIN.into(), format!("*.{DOMAIN}")]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec![DOMAIN.into(), format!("*.{DOMAIN}")]).unwrap();
     let secret: PathBuf = nginx.join("conf/secret");
     std::fs::write(secret.join(format!("{DOMAIN}-bundle.crt")), cert.cert.pem()).unwrap();
-    std::fs::write(secret.join(format!("{DOMAIN}-key.pem")), cert.key_pair.serialize_pem()).unwrap();
+    std::fs::write(
+        secret.join(format!("{DOMAIN}-key.pem")),
+        cert.key_pair.serialize_pem(),
+    )
+    .unwrap();
     let output = Command::new("nginx")
         .arg("-t")
         .arg("-p")
@@ -172,12 +229,19 @@ fn nginx_test(nginx: &Path, role: &str) {
         .args(["-c", "conf/nginx.conf", "-e", "stderr"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "nginx -t of {role}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "nginx -t of {role}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
 fn single_node_from_init_to_rendered_files() {
-    check_topology(&["--topology", "single-node"], &[("singlenode", "singlenode")]);
+    check_topology(
+        &["--topology", "single-node"],
+        &[("singlenode", "singlenode")],
+    );
 }
 
 #[test]

@@ -13,11 +13,19 @@ use pryv_e2e::{bin, wait_until, write};
 use serde_json::json;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn available(program: &str, arg: &str) -> bool {
-    Command::new(program).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn skip(what: &str) {
@@ -32,15 +40,30 @@ fn systemd_units_verify() {
     }
     let dir = tempfile::tempdir().unwrap();
     for daemon in ["config-leader", "config-follower"] {
-        let unit = std::fs::read_to_string(repo().join(format!("docker/systemd/{daemon}.service"))).unwrap();
-        assert!(unit.contains("Type=notify") && unit.contains("NoNewPrivileges=yes") && unit.contains("ProtectSystem=strict"));
+        let unit = std::fs::read_to_string(repo().join(format!("docker/systemd/{daemon}.service")))
+            .unwrap();
+        assert!(
+            unit.contains("Type=notify")
+                && unit.contains("NoNewPrivileges=yes")
+                && unit.contains("ProtectSystem=strict")
+        );
         // verify checks that ExecStart exists: point it at the binary just built.
-        let unit = unit.replace(&format!("/usr/local/bin/{daemon}"), bin(daemon).to_str().unwrap());
+        let unit = unit.replace(
+            &format!("/usr/local/bin/{daemon}"),
+            bin(daemon).to_str().unwrap(),
+        );
         let path = dir.path().join(format!("{daemon}.service"));
         std::fs::write(&path, unit).unwrap();
-        let output = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+        let output = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success() && !stderr.contains(&format!("{daemon}.service:")), "{daemon}: {stderr}");
+        assert!(
+            output.status.success() && !stderr.contains(&format!("{daemon}.service:")),
+            "{daemon}: {stderr}"
+        );
     }
 }
 
@@ -58,7 +81,11 @@ fn compose_files_parse() {
             .env("PRYV_CONF_ROOT", "/var/pryv")
             .output()
             .unwrap();
-        assert!(output.status.success(), "{file}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
 
@@ -68,14 +95,22 @@ struct Cleanup(Vec<Vec<String>>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for command in self.0.iter().rev() {
-            let _ = Command::new(&command[0]).args(&command[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = Command::new(&command[0])
+                .args(&command[1..])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
 
 fn docker(args: &[&str]) -> String {
     let output = Command::new("docker").args(args).output().unwrap();
-    assert!(output.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
@@ -96,23 +131,47 @@ fn images_build_and_the_follower_container_restarts_a_sibling() {
     let project = format!("pryvimagetest{unique}");
     let root = tempfile::tempdir().unwrap();
     let conf_root = root.path().to_owned();
-    let mut cleanup = Cleanup(vec![
-        vec!["docker".into(), "rmi".into(), "-f".into(), base.clone(), follower_image.clone(), leader_image.clone()],
-    ]);
+    let mut cleanup = Cleanup(vec![vec![
+        "docker".into(),
+        "rmi".into(),
+        "-f".into(),
+        base.clone(),
+        follower_image.clone(),
+        leader_image.clone(),
+    ]]);
 
-    let status = Command::new(repo().join("docker/local-base.sh")).arg(&base).status().unwrap();
+    let status = Command::new(repo().join("docker/local-base.sh"))
+        .arg(&base)
+        .status()
+        .unwrap();
     assert!(status.success(), "local base image");
     let release = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(repo())
-        .args(["build", "--release", "-p", "config-leader", "-p", "config-follower"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "config-leader",
+            "-p",
+            "config-follower",
+        ])
         .status()
         .unwrap();
     assert!(release.success());
-    for (dockerfile, image) in [("config-leader.Dockerfile", &leader_image), ("config-follower.Dockerfile", &follower_image)] {
+    for (dockerfile, image) in [
+        ("config-leader.Dockerfile", &leader_image),
+        ("config-follower.Dockerfile", &follower_image),
+    ] {
         let status = Command::new("docker")
             .current_dir(repo())
             .env("DOCKER_BUILDKIT", "1")
-            .args(["build", "-f", &format!("docker/{dockerfile}"), "--build-arg", &format!("BASE_IMAGE={base}")])
+            .args([
+                "build",
+                "-f",
+                &format!("docker/{dockerfile}"),
+                "--build-arg",
+                &format!("BASE_IMAGE={base}"),
+            ])
             .args(["--build-arg", "BINARIES=prebuilt", "-t", image, "."])
             .status()
             .unwrap();
@@ -127,12 +186,23 @@ fn images_build_and_the_follower_container_restarts_a_sibling() {
         conf_root.display()
     );
     write(&conf_root, "config-leader/data/core/pryv.yml", &compose);
-    write(&conf_root, "config-leader/data/core/sibling/conf/s.yml", "v: SIBLING_VALUE\n");
-    write(&conf_root, "config-leader/conf/platform.yml", "vars:\n  G:\n    settings:\n      SIBLING_VALUE:\n        value: one\n");
+    write(
+        &conf_root,
+        "config-leader/data/core/sibling/conf/s.yml",
+        "v: SIBLING_VALUE\n",
+    );
+    write(
+        &conf_root,
+        "config-leader/conf/platform.yml",
+        "vars:\n  G:\n    settings:\n      SIBLING_VALUE:\n        value: one\n",
+    );
     let key = "image-test-follower-key-0123456789";
     write(&conf_root, "config-leader/conf/config-leader.json", &json!({"templatesPath": "../data", "followers": {key: {"url": "http://127.0.0.1:1", "role": "core"}}}).to_string());
     let mut leader_command = Command::new(bin("config-leader"));
-    leader_command.arg("--config").arg(conf_root.join("config-leader/conf/config-leader.json")).args(["--ip", "127.0.0.1", "--port", "0"]);
+    leader_command
+        .arg("--config")
+        .arg(conf_root.join("config-leader/conf/config-leader.json"))
+        .args(["--ip", "127.0.0.1", "--port", "0"]);
     let mut leader = pryv_e2e::Daemon::spawn(leader_command);
     let leader_addr = leader.wait_listening(Duration::from_secs(20));
     let follower_port = pryv_e2e::free_port();
@@ -143,25 +213,86 @@ fn images_build_and_the_follower_container_restarts_a_sibling() {
                 "paths": {"dataFolder": data}, "restart": {"command": ["docker-compose", "-p", project]}}).to_string(),
     );
     let container = format!("{project}-follower");
-    cleanup.0.push(vec!["docker-compose".into(), "-p".into(), project.clone(), "-f".into(), data.join("pryv.yml").display().to_string(), "down".into(), "-t".into(), "0".into()]);
-    cleanup.0.push(vec!["docker".into(), "rm".into(), "-f".into(), container.clone()]);
+    cleanup.0.push(vec![
+        "docker-compose".into(),
+        "-p".into(),
+        project.clone(),
+        "-f".into(),
+        data.join("pryv.yml").display().to_string(),
+        "down".into(),
+        "-t".into(),
+        "0".into(),
+    ]);
+    cleanup.0.push(vec![
+        "docker".into(),
+        "rm".into(),
+        "-f".into(),
+        container.clone(),
+    ]);
     let root_text = conf_root.display().to_string();
     docker(&[
-        "run", "-d", "--name", &container, "--network", "host",
-        "-v", &format!("{root_text}:{root_text}"), "-v", "/var/run/docker.sock:/var/run/docker.sock",
-        "-e", &format!("PRYV_CONF_ROOT={root_text}"),
-        &follower_image, "--config", &format!("{root_text}/config-follower/conf/config-follower.json"),
+        "run",
+        "-d",
+        "--name",
+        &container,
+        "--network",
+        "host",
+        "-v",
+        &format!("{root_text}:{root_text}"),
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        "-e",
+        &format!("PRYV_CONF_ROOT={root_text}"),
+        &follower_image,
+        "--config",
+        &format!("{root_text}/config-follower/conf/config-follower.json"),
     ]);
-    wait_until("the follower container wrote the tree", Duration::from_secs(60), || data.join("pryv.yml").exists().then_some(()));
-    let up = Command::new("docker-compose").args(["-p", &project, "-f"]).arg(data.join("pryv.yml")).args(["up", "-d"]).output().unwrap();
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
-    let sibling = docker(&["ps", "-q", "--filter", &format!("label=com.docker.compose.project={project}"), "--filter", "label=com.docker.compose.service=sibling"]);
+    wait_until(
+        "the follower container wrote the tree",
+        Duration::from_secs(60),
+        || data.join("pryv.yml").exists().then_some(()),
+    );
+    let up = Command::new("docker-compose")
+        .args(["-p", &project, "-f"])
+        .arg(data.join("pryv.yml"))
+        .args(["up", "-d"])
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let sibling = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        "label=com.docker.compose.service=sibling",
+    ]);
     let started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &sibling]);
 
-    std::fs::write(conf_root.join("config-leader/conf/platform.yml"), "vars:\n  G:\n    settings:\n      SIBLING_VALUE:\n        value: two\n").unwrap();
+    std::fs::write(
+        conf_root.join("config-leader/conf/platform.yml"),
+        "vars:\n  G:\n    settings:\n      SIBLING_VALUE:\n        value: two\n",
+    )
+    .unwrap();
     wait_until("notify accepted", Duration::from_secs(30), || {
-        let output = Command::new("curl").args(["-s", "-X", "POST", "-H", &format!("authorization: {key}"), &format!("http://127.0.0.1:{follower_port}/notify")]).output().ok()?;
-        String::from_utf8_lossy(&output.stdout).contains("sibling").then_some(())
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "-X",
+                "POST",
+                "-H",
+                &format!("authorization: {key}"),
+                &format!("http://127.0.0.1:{follower_port}/notify"),
+            ])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&output.stdout)
+            .contains("sibling")
+            .then_some(())
     });
     wait_until("the sibling restarted", Duration::from_secs(90), || {
         (docker(&["inspect", "-f", "{{.State.StartedAt}}", &sibling]) != started).then_some(())

@@ -1,19 +1,9 @@
 # config-follower image: the follower plus the docker CLI and docker-compose (Debian's packages), talking to the
-# host's engine through its socket. Build as for config-leader.Dockerfile (same BASE_IMAGE / BINARIES arguments).
-ARG BUILDER_IMAGE=rust:1-bookworm
+# host's engine through its socket. Build as config-leader.Dockerfile (same BINARIES_IMAGE / BASE_IMAGE).
+ARG BINARIES_IMAGE=pryv-config-binaries
 ARG BASE_IMAGE=debian:bookworm-slim
-ARG BINARIES=build
 
-FROM ${BUILDER_IMAGE} AS build
-WORKDIR /src
-COPY . .
-RUN cargo build --release --locked -p config-leader -p config-follower \
- && mkdir /out && cp target/release/config-leader target/release/config-follower /out/
-
-FROM scratch AS prebuilt
-COPY target/release/config-leader target/release/config-follower /out/
-
-FROM ${BINARIES} AS binaries
+FROM ${BINARIES_IMAGE} AS binaries
 
 FROM ${BASE_IMAGE}
 RUN apt-get update \

@@ -158,13 +158,32 @@ fn images_build_and_the_follower_container_restarts_a_sibling() {
         .status()
         .unwrap();
     assert!(release.success());
+    let binaries_image = format!("pryv-config-binaries-test-{unique}");
+    cleanup.0.push(vec![
+        "docker".into(),
+        "rmi".into(),
+        "-f".into(),
+        binaries_image.clone(),
+    ]);
+    let status = Command::new("docker")
+        .current_dir(repo())
+        .args([
+            "build",
+            "-f",
+            "docker/binaries.Dockerfile",
+            "-t",
+            &binaries_image,
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "binaries image");
     for (dockerfile, image) in [
         ("config-leader.Dockerfile", &leader_image),
         ("config-follower.Dockerfile", &follower_image),
     ] {
         let status = Command::new("docker")
             .current_dir(repo())
-            .env("DOCKER_BUILDKIT", "1")
             .args([
                 "build",
                 "-f",
@@ -172,7 +191,13 @@ fn images_build_and_the_follower_container_restarts_a_sibling() {
                 "--build-arg",
                 &format!("BASE_IMAGE={base}"),
             ])
-            .args(["--build-arg", "BINARIES=prebuilt", "-t", image, "."])
+            .args([
+                "--build-arg",
+                &format!("BINARIES_IMAGE={binaries_image}"),
+                "-t",
+                image,
+                ".",
+            ])
             .status()
             .unwrap();
         assert!(status.success(), "{dockerfile}");

@@ -1,0 +1,508 @@
+//! Benchmarks of the release daemons, results printed as Markdown for BENCHMARKS.md:
+//!   cargo build --release -p config-leader -p config-follower && cargo run --release -p pryv-e2e --bin pryv-bench
+//! Sections: leader cold start and memory, `GET /conf` throughput and latency at 1/16/64 connections (and the
+//! same bytes served by nginx as a ceiling, when nginx is installed), fleet convergence for 100/1000/5000
+//! simulated followers, follower memory idle and under notifications. `--quick` shortens every run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use config_follower::apply::{OwnWrites, apply};
+use pryv_protocol::ConfResponse;
+use serde_json::{Value, json};
+
+fn release_bin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/release")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run cargo build --release -p config-leader -p config-follower",
+        path.display()
+    );
+    path
+}
+
+/// Resident memory (current, peak) of a process, in MiB.
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A cluster laid out by `init` with realistic values; returns the leader configuration path.
+fn platform(root: &Path, followers: Option<(usize, &str)>) -> PathBuf {
+    let out = Command::new(release_bin("config-leader"))
+        .args([
+            "init",
+            "--topology",
+            "cluster",
+            "--cores",
+            "2",
+            "--reg-slave",
+            "--force",
+            "--out",
+        ])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let platform_path = root.join("config-leader/conf/platform.yml");
+    let text = std::fs::read_to_string(&platform_path).unwrap();
+    let mut filled = String::new();
+    let mut last_name = String::new();
+    for line in text.lines() {
+        if let Some(name) = line.trim().strip_suffix(':') {
+            last_name = name.to_owned();
+        }
+        let value = match last_name.as_str() {
+            "DOMAIN" => "pryv.example.com".to_owned(),
+            n if n.ends_with("IP_ADDRESS") => "192.0.2.10".to_owned(),
+            n => format!("bench-{}", n.to_lowercase()),
+        };
+        filled.push_str(&line.replace("REPLACE_ME", &value));
+        filled.push('\n');
+    }
+    std::fs::write(&platform_path, filled).unwrap();
+    let config_path = root.join("config-leader/conf/config-leader.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["adminKey"] = json!("bench-admin-key-0123456789abcdef");
+    if let Some((count, base_url)) = followers {
+        let map: serde_json::Map<String, Value> = (0..count)
+            .map(|i| {
+                (
+                    follower_key(i),
+                    json!({"url": format!("{base_url}/f/{i}"), "role": "core"}),
+                )
+            })
+            .collect();
+        config["followers"] = Value::Object(map);
+    }
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    config_path
+}
+
+fn follower_key(i: usize) -> String {
+    format!("bench-follower-key-{i:08}-abcdefghij")
+}
+
+fn core_key(config_path: &Path) -> String {
+    let config: Value = serde_json::from_slice(&std::fs::read(config_path).unwrap()).unwrap();
+    config["followers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, f)| f["role"] == "core")
+        .map(|(k, _)| k.clone())
+        .unwrap()
+}
+
+fn start_leader(config: &Path, port: u16) -> (Proc, Duration, String, u32) {
+    let started = Instant::now();
+    let child = Command::new(release_bin("config-leader"))
+        .arg("--config")
+        .arg(config)
+        .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let key = core_key(config);
+    let url = format!("http://127.0.0.1:{port}/conf");
+    // Cold start: until the first successful GET /conf.
+    loop {
+        if probe(&url, &key) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "leader did not start"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (Proc(child), started.elapsed(), key, pid)
+}
+
+/// A tiny synchronous GET for the cold-start probe (plain TCP, no runtime involved): true on a 200.
+fn probe(url: &str, key: &str) -> bool {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap();
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return false;
+    };
+    let request = format!(
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {key}\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+struct Load {
+    requests_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `connections` tasks, each with its own keep-alive connection, GET `url` for `duration`.
+async fn load(url: &str, key: &str, connections: usize, duration: Duration) -> Load {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let url = url.to_owned();
+        let key = key.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let response = client
+                    .get(&url)
+                    .header("authorization", &key)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                let _ = response.bytes().await.unwrap();
+                latencies.push(started.elapsed().as_micros() as u64);
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)] as f64 / 1000.0;
+    Load {
+        requests_per_s: all.len() as f64 / duration.as_secs_f64(),
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+    }
+}
+
+fn start_nginx(root: &Path, body: &[u8]) -> Option<(Proc, u16)> {
+    if Command::new("nginx")
+        .arg("-v")
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        return None;
+    }
+    let port = free_port();
+    let dir = root.join("nginx");
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/conf"), body).unwrap();
+    let conf = format!(
+        "worker_processes auto; daemon off; error_log stderr crit; pid {dir}/nginx.pid;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; default_type application/json; sendfile on; keepalive_requests 100000;\n\
+           client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp; uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;\n\
+           server {{ listen 127.0.0.1:{port}; root {dir}/www; }} }}\n",
+        dir = dir.display()
+    );
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Some((Proc(child), port))
+}
+
+async fn conf_section(seconds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = platform(dir.path(), None);
+    let port = free_port();
+    let mut cold = Vec::new();
+    for _ in 0..5 {
+        let (leader, took, _, _) = start_leader(&config, port);
+        cold.push(took);
+        drop(leader);
+    }
+    cold.sort();
+    let (_leader, _, key, pid) = start_leader(&config, port);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (idle_rss, _) = memory(pid);
+    let url = format!("http://127.0.0.1:{port}/conf");
+    let body = reqwest::Client::new()
+        .get(&url)
+        .header("authorization", &key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let files = serde_json::from_slice::<ConfResponse>(&body)
+        .unwrap()
+        .files
+        .len();
+    println!("## Leader: start, memory, `GET /conf`\n");
+    println!(
+        "Role `core` of the cluster template: {files} files, {} bytes of JSON per answer.\n",
+        body.len()
+    );
+    println!(
+        "- cold start to the first successful `GET /conf`: median {:.1} ms (min {:.1}, max {:.1}, 5 runs)",
+        cold[2].as_secs_f64() * 1000.0,
+        cold[0].as_secs_f64() * 1000.0,
+        cold[4].as_secs_f64() * 1000.0
+    );
+    println!("- resident memory idle: {idle_rss:.1} MiB\n");
+    println!("| server | connections | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|");
+    for connections in [1, 16, 64] {
+        let result = load(&url, &key, connections, Duration::from_secs(seconds)).await;
+        println!(
+            "| config-leader | {connections} | {:.0} | {:.2} | {:.2} |",
+            result.requests_per_s, result.p50_ms, result.p99_ms
+        );
+    }
+    let (rss, peak) = memory(pid);
+    match start_nginx(dir.path(), &body) {
+        Some((_nginx, nginx_port)) => {
+            let url = format!("http://127.0.0.1:{nginx_port}/conf");
+            for connections in [1, 16, 64] {
+                let result = load(&url, &key, connections, Duration::from_secs(seconds)).await;
+                println!(
+                    "| nginx (same bytes, static file) | {connections} | {:.0} | {:.2} | {:.2} |",
+                    result.requests_per_s, result.p50_ms, result.p99_ms
+                );
+            }
+        }
+        None => println!("| nginx | — | not installed: no ceiling measured | | |"),
+    }
+    println!("\n- leader resident memory after the load: {rss:.1} MiB (peak {peak:.1} MiB)\n");
+}
+
+#[derive(Clone)]
+struct Simulated {
+    leader: String,
+    root: PathBuf,
+    client: reqwest::Client,
+    done: Arc<Mutex<HashMap<usize, Instant>>>,
+}
+
+async fn simulated_notify(
+    State(sim): State<Simulated>,
+    UrlPath(index): UrlPath<usize>,
+) -> axum::Json<Value> {
+    let response = sim
+        .client
+        .get(format!("{}/conf", sim.leader))
+        .header("authorization", follower_key(index))
+        .send()
+        .await
+        .unwrap();
+    let tree: ConfResponse = response.json().await.unwrap();
+    let folder = sim.root.join(format!("f{index}"));
+    let applied = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&folder).unwrap();
+        apply(
+            &folder,
+            &tree.files,
+            &Default::default(),
+            &OwnWrites::default(),
+        )
+    })
+    .await
+    .unwrap();
+    sim.done.lock().unwrap().insert(index, Instant::now());
+    axum::Json(json!({"files": applied.report.files}))
+}
+
+async fn fleet_section(counts: &[usize]) {
+    println!("## Fleet convergence\n");
+    println!(
+        "Simulated followers speak the real protocol in one process: each `POST /notify` makes it `GET /conf` with its own key and write the tree with the follower's own `apply` (atomic writes) into its own folder, then answer.\n"
+    );
+    println!("| followers | notify → last follower written | leader peak memory |\n|---|---|---|");
+    for &count in counts {
+        let dir = tempfile::tempdir().unwrap();
+        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim_addr: SocketAddr = sim_listener.local_addr().unwrap();
+        let config = platform(dir.path(), Some((count, &format!("http://{sim_addr}"))));
+        let port = free_port();
+        let leader_url = format!("http://127.0.0.1:{port}");
+        let child = Command::new(release_bin("config-leader"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let _leader = Proc(child);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let sim = Simulated {
+            leader: leader_url.clone(),
+            root: dir.path().join("followers"),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .unwrap(),
+            done: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let app = Router::new()
+            .route("/f/{index}/notify", axum::routing::post(simulated_notify))
+            .with_state(sim.clone());
+        let server = tokio::spawn(async move { axum::serve(sim_listener, app).await });
+        let started = Instant::now();
+        let answer: Value = reqwest::Client::new()
+            .post(format!("{leader_url}/admin/notify"))
+            .header("authorization", "bench-admin-key-0123456789abcdef")
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let failures = answer["failures"].as_array().map_or(0, Vec::len);
+        let done = sim.done.lock().unwrap().clone();
+        let last = done
+            .values()
+            .max()
+            .map_or(Duration::ZERO, |t| t.duration_since(started));
+        let (_, peak) = memory(pid);
+        println!(
+            "| {count} | {:.0} ms ({} written, {failures} failures) | {peak:.1} MiB |",
+            last.as_secs_f64() * 1000.0,
+            done.len()
+        );
+        server.abort();
+    }
+    println!();
+}
+
+async fn follower_section(seconds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = platform(dir.path(), None);
+    let port = free_port();
+    let (_leader, _, _, _) = start_leader(&config, port);
+    let follower_config = dir
+        .path()
+        .join("machines/core-1/config-follower/conf/config-follower.json");
+    let follower_port = free_port();
+    let child = Command::new(release_bin("config-follower"))
+        .arg("--config")
+        .arg(&follower_config)
+        .env(
+            "CONFIG_FOLLOWER_LEADER_URL",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("CONFIG_FOLLOWER_HTTP_IP", "127.0.0.1")
+        .env("CONFIG_FOLLOWER_HTTP_PORT", follower_port.to_string())
+        .env("CONFIG_FOLLOWER_RESTART_COMMAND", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _follower = Proc(child);
+    while std::net::TcpStream::connect(("127.0.0.1", follower_port)).is_err() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (idle, _) = memory(pid);
+    let follower: Value =
+        serde_json::from_slice(&std::fs::read(&follower_config).unwrap()).unwrap();
+    let key = follower["leader"]["auth"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut notifications = 0;
+    while Instant::now() < deadline {
+        let response = client
+            .post(format!("http://127.0.0.1:{follower_port}/notify"))
+            .header("authorization", &key)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        notifications += 1;
+    }
+    let (rss, peak) = memory(pid);
+    println!("## Follower memory\n");
+    println!("- idle after its first fetch: {idle:.1} MiB resident");
+    println!(
+        "- after {notifications} notifications in {seconds} s (fetch, compare, write): {rss:.1} MiB resident, peak {peak:.1} MiB\n"
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let seconds = if quick { 2 } else { 10 };
+    let counts: &[usize] = if quick {
+        &[100, 1000]
+    } else {
+        &[100, 1000, 5000]
+    };
+    println!(
+        "# Benchmark run\n\nMachine: {} cores; release build; load generator in-process on the same machine.\n",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    conf_section(seconds).await;
+    fleet_section(counts).await;
+    follower_section(seconds.min(5)).await;
+}

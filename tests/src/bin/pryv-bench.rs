@@ -45,10 +45,13 @@ fn memory(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// A child process stopped with SIGTERM (so nginx takes its workers along), then reaped.
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -82,6 +85,18 @@ fn platform(root: &Path, followers: Option<(usize, &str)>) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Grow the core tree to the size of a production one (~20 files, ~19 KB): service configurations that use
+    // nested object variables.
+    for i in 0..12 {
+        let body = format!(
+            "{{\"service\": \"svc{i}\", \"domain\": \"DOMAIN\", \"api\": \"https://api{i}.DOMAIN/\", \"hostings\": HOSTINGS_AND_CORES,\n \
+             \"mail\": {{\"host\": \"MAIL_SMTP_HOST\", \"port\": MAIL_SMTP_PORT}}, \"notes\": \"{}\"}}\n",
+            "served by the platform at DOMAIN; ".repeat(35)
+        );
+        let path = root.join(format!("config-leader/data/core/svc{i}/conf/svc.json"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
     let platform_path = root.join("config-leader/conf/platform.yml");
     let text = std::fs::read_to_string(&platform_path).unwrap();
     let mut filled = String::new();
@@ -335,6 +350,7 @@ struct Simulated {
     leader: String,
     root: PathBuf,
     client: reqwest::Client,
+    fetched: Arc<Mutex<HashMap<usize, Instant>>>,
     done: Arc<Mutex<HashMap<usize, Instant>>>,
 }
 
@@ -350,6 +366,7 @@ async fn simulated_notify(
         .await
         .unwrap();
     let tree: ConfResponse = response.json().await.unwrap();
+    sim.fetched.lock().unwrap().insert(index, Instant::now());
     let folder = sim.root.join(format!("f{index}"));
     let applied = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&folder).unwrap();
@@ -371,9 +388,20 @@ async fn fleet_section(counts: &[usize]) {
     println!(
         "Simulated followers speak the real protocol in one process: each `POST /notify` makes it `GET /conf` with its own key and write the tree with the follower's own `apply` (atomic writes) into its own folder, then answer.\n"
     );
-    println!("| followers | notify → last follower written | leader peak memory |\n|---|---|---|");
+    println!(
+        "Their folders are on tmpfs (`/dev/shm`) when it exists: real followers write on their own machines' disks in parallel, while here thousands share one disk, whose fsyncs would measure the disk, not the leader.\n"
+    );
+    println!(
+        "| followers | notify → last follower fetched | notify → last follower written | leader peak memory |\n|---|---|---|---|"
+    );
     for &count in counts {
         let dir = tempfile::tempdir().unwrap();
+        let shm = Path::new("/dev/shm");
+        let follower_dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim_addr: SocketAddr = sim_listener.local_addr().unwrap();
         let config = platform(dir.path(), Some((count, &format!("http://{sim_addr}"))));
@@ -395,11 +423,12 @@ async fn fleet_section(counts: &[usize]) {
         }
         let sim = Simulated {
             leader: leader_url.clone(),
-            root: dir.path().join("followers"),
+            root: follower_dir.path().to_owned(),
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()
                 .unwrap(),
+            fetched: Arc::new(Mutex::new(HashMap::new())),
             done: Arc::new(Mutex::new(HashMap::new())),
         };
         let app = Router::new()
@@ -423,9 +452,17 @@ async fn fleet_section(counts: &[usize]) {
             .values()
             .max()
             .map_or(Duration::ZERO, |t| t.duration_since(started));
+        let fetched = sim
+            .fetched
+            .lock()
+            .unwrap()
+            .values()
+            .max()
+            .map_or(Duration::ZERO, |t| t.duration_since(started));
         let (_, peak) = memory(pid);
         println!(
-            "| {count} | {:.0} ms ({} written, {failures} failures) | {peak:.1} MiB |",
+            "| {count} | {:.0} ms | {:.0} ms ({} written, {failures} failures) | {peak:.1} MiB |",
+            fetched.as_secs_f64() * 1000.0,
             last.as_secs_f64() * 1000.0,
             done.len()
         );
@@ -491,6 +528,7 @@ async fn follower_section(seconds: u64) {
 
 #[tokio::main]
 async fn main() {
+    pryv_e2e::install_crypto();
     let quick = std::env::args().any(|a| a == "--quick");
     let seconds = if quick { 2 } else { 10 };
     let counts: &[usize] = if quick {
@@ -502,7 +540,12 @@ async fn main() {
         "# Benchmark run\n\nMachine: {} cores; release build; load generator in-process on the same machine.\n",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    conf_section(seconds).await;
+    let fleet_only = std::env::args().any(|a| a == "--fleet-only");
+    if !fleet_only {
+        conf_section(seconds).await;
+    }
     fleet_section(counts).await;
-    follower_section(seconds.min(5)).await;
+    if !fleet_only {
+        follower_section(seconds.min(5)).await;
+    }
 }

@@ -1,13 +1,10 @@
 //! The HTTP client to the leader: one shared `reqwest::Client` (rustls with ring; system roots plus an
 //! optional private CA), connect and request timeouts, `If-None-Match` with the last revision.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use pryv_protocol::{ConfResponse, ErrorBody, Secret};
 use reqwest::StatusCode;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -32,42 +29,7 @@ pub struct LeaderClient {
 
 impl LeaderClient {
     pub fn new(config: &Config) -> Result<Self, Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            // A system certificate rustls cannot parse is skipped, as browsers do.
-            let _ = roots.add(cert);
-        }
-        if let Some(ca_file) = &config.ca_file {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
-                .and_then(|it| it.collect::<Result<_, _>>())
-                .map_err(|err| {
-                    Error::Tls(format!(
-                        "{}: cannot read CA certificates: {err}",
-                        ca_file.display()
-                    ))
-                })?;
-            if certs.is_empty() {
-                return Err(Error::Tls(format!(
-                    "{}: no certificate found",
-                    ca_file.display()
-                )));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|err| {
-                    Error::Tls(format!(
-                        "{}: unusable CA certificate: {err}",
-                        ca_file.display()
-                    ))
-                })?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|err| Error::Tls(err.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = pryv_daemon::client_tls(config.ca_file.as_deref()).map_err(Error::Tls)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -130,12 +92,5 @@ impl LeaderClient {
 
 /// reqwest's error plus its causes (the root cause says "connection refused", "certificate unknown", ...).
 fn describe(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    pryv_daemon::error_chain(err)
 }

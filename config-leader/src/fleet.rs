@@ -76,7 +76,7 @@ pub struct FollowerStatus {
 impl Fleet {
     pub fn new(timeout: Duration, concurrency: usize) -> Result<Self, Error> {
         let client = reqwest::Client::builder()
-            .use_preconfigured_tls(client_tls()?)
+            .use_preconfigured_tls(pryv_daemon::client_tls(None).map_err(Error::Tls)?)
             .connect_timeout(timeout)
             .timeout(timeout)
             .build()
@@ -201,9 +201,9 @@ impl Fleet {
                 if err.is_timeout() {
                     format!("no answer within {} s", self.timeout.as_secs_f32())
                 } else if err.is_connect() {
-                    format!("cannot connect: {}", root_cause(&err))
+                    format!("cannot connect: {}", pryv_daemon::error_chain(&err))
                 } else {
-                    root_cause(&err)
+                    pryv_daemon::error_chain(&err)
                 }
             })?;
         if response.status().is_success() {
@@ -217,32 +217,4 @@ impl Fleet {
             ))
         }
     }
-}
-
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
-}
-
-/// TLS for notifications: the system roots (followers behind HTTPS), ring provider only.
-fn client_tls() -> Result<rustls::ClientConfig, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // A system certificate rustls cannot parse is skipped.
-        let _ = roots.add(cert);
-    }
-    Ok(
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|err| Error::Tls(err.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
 }

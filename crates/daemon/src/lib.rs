@@ -1,9 +1,12 @@
-//! Process plumbing shared by both daemons: log set-up, turning SIGTERM/SIGINT into a cancellation, and the
-//! exit codes. No HTTP, no configuration format.
+//! Process plumbing shared by both daemons: log set-up, turning SIGTERM/SIGINT into a cancellation, systemd
+//! readiness, exit codes, and the TLS client settings of outgoing requests. No HTTP server, no configuration
+//! format.
 
 mod logging;
+mod tls;
 
 pub use logging::{LogFormat, init_logging};
+pub use tls::{client_tls, error_chain};
 use tokio_util::sync::CancellationToken;
 
 /// sysexits' EX_CONFIG: the configuration is wrong; fix it before restarting.

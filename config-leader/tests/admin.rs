@@ -253,12 +253,27 @@ async fn users_permissions_and_tokens() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        call(&h.app, Method::GET, "/admin/settings", Some(&reader), None)
-            .await
-            .0,
-        StatusCode::FORBIDDEN
-    );
+    for (method, path, body) in [
+        (Method::GET, "/admin/settings", None),
+        (Method::GET, "/admin/settings/history", None),
+        (Method::GET, "/admin/settings/history/1", None),
+        (
+            Method::POST,
+            "/admin/settings/rollback",
+            Some(json!({"revision": 1})),
+        ),
+        (Method::GET, "/admin/migrations", None),
+        (Method::POST, "/admin/migrations/apply", None),
+        (Method::GET, "/admin/status", None),
+        (Method::GET, "/admin/audit", None),
+    ] {
+        let (status, _) = call(&h.app, method.clone(), path, Some(&reader), body).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{method} {path} without any permission"
+        );
+    }
 
     // Reset password: the new one works, the old one does not.
     let (_, reset) = call(

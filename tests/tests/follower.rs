@@ -346,7 +346,17 @@ async fn hostile_leader_writes_nothing_outside_the_data_folder() {
 async fn fresh_follower_waits_for_the_leader_then_converges() {
     let platform = Platform::new();
     let port = free_port();
-    let mut follower = platform.spawn_follower(port);
+    let socket_path = platform.path("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut command = Command::new(bin("config-follower"));
+    command
+        .arg("--config")
+        .arg(platform.follower_config(port, &json!({})))
+        .env("PATH", platform.docker.path_env())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env_remove("PRYV_CONF_ROOT");
+    let mut follower = Daemon::spawn(command);
     wait_until("a failed attempt", Duration::from_secs(10), || {
         follower
             .logs()
@@ -354,9 +364,20 @@ async fn fresh_follower_waits_for_the_leader_then_converges() {
             .then_some(())
     });
     assert!(follower.addr.is_none());
+    let mut buffer = [0u8; 64];
+    assert!(
+        socket.recv(&mut buffer).is_err(),
+        "not ready while it has no configuration"
+    );
     let _leader = platform.start_leader(port);
     follower.wait_listening(Duration::from_secs(30));
     assert_eq!(platform.read("core/conf/core.yml"), "domain: pryv.me\n");
+    socket.set_nonblocking(false).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let received = socket.recv(&mut buffer).expect("readiness notification");
+    assert!(String::from_utf8_lossy(&buffer[..received]).contains("READY=1"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pryv_protocol::{AUTH_HEADER, NotifyRequest, NotifyResponse, key_from_authorization};
+use pryv_protocol::{AUTH_HEADER, NotifyRequest, NotifyResponse, request_credential};
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -39,12 +39,8 @@ async fn notify(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<NotifyResponse>, Error> {
-    let key = headers
-        .get(AUTH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(key_from_authorization)
-        .or(query.auth.as_deref())
-        .unwrap_or_default();
+    let authorization = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
+    let key = request_credential(authorization, query.auth.as_deref()).unwrap_or_default();
     if !follower.config.key.matches(key) {
         return Err(Error::InvalidKey);
     }

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use pryv_protocol::{AUTH_HEADER, key_from_authorization};
+use pryv_protocol::{AUTH_HEADER, request_credential};
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 
@@ -100,19 +100,11 @@ struct AuthQuery {
 
 /// The credential of a request: the `Authorization` header (raw or `Bearer`), else the `auth` query parameter.
 fn credential(parts: &Parts) -> Option<String> {
-    parts
-        .headers
-        .get(AUTH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(key_from_authorization)
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-        .or_else(|| {
-            Query::<AuthQuery>::try_from_uri(&parts.uri)
-                .ok()
-                .and_then(|q| q.0.auth)
-                .filter(|k| !k.is_empty())
-        })
+    let authorization = parts.headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
+    let query = Query::<AuthQuery>::try_from_uri(&parts.uri)
+        .ok()
+        .and_then(|q| q.0.auth);
+    request_credential(authorization, query.as_deref()).map(str::to_owned)
 }
 
 impl FromRequestParts<AppState> for Caller {

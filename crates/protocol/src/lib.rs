@@ -116,6 +116,18 @@ pub fn key_from_authorization(value: &str) -> &str {
     }
 }
 
+/// The credential of a request: the `Authorization` header (raw or `Bearer`) when present and not empty, else
+/// the `auth` query parameter (both are used in the field).
+pub fn request_credential<'a>(
+    authorization: Option<&'a str>,
+    query_auth: Option<&'a str>,
+) -> Option<&'a str> {
+    authorization
+        .map(key_from_authorization)
+        .filter(|k| !k.is_empty())
+        .or(query_auth.filter(|k| !k.is_empty()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +159,14 @@ mod tests {
         assert_eq!(key_from_authorization("abc"), "abc");
         assert_eq!(key_from_authorization("Bearer abc"), "abc");
         assert_eq!(key_from_authorization("bearer  abc "), "abc");
+    }
+
+    #[test]
+    fn header_wins_over_query_and_empty_values_do_not_count() {
+        assert_eq!(request_credential(Some("h"), Some("q")), Some("h"));
+        assert_eq!(request_credential(Some(""), Some("q")), Some("q"));
+        assert_eq!(request_credential(None, Some("")), None);
+        assert_eq!(request_credential(None, None), None);
     }
 
     #[test]

@@ -36,6 +36,7 @@ const USER_PERMISSIONS: &[&str] = &[
 const SETTINGS_PERMISSIONS: &[&str] = &["read", "update"];
 const FREE_FAILURES: u32 = 4;
 const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+const MAX_TRACKED: usize = 100_000;
 
 /// What an admin may do: `{"users": [...], "settings": [...]}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -287,6 +288,10 @@ impl Throttle {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Random usernames must not grow the map without bound: forget failures older than the longest lock.
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, (_, last)| last.elapsed() < MAX_LOCK);
+        }
         for key in keys {
             let entry = map.entry(key.clone()).or_insert((0, Instant::now()));
             entry.0 += 1;

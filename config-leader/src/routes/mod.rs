@@ -22,6 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use pryv_protocol::{AUTH_HEADER, request_credential};
 use serde::Deserialize;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::Admin;
@@ -34,6 +35,9 @@ pub use openapi::ApiDoc;
 
 /// Longest time a request may take (rendering, hashing, database).
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Requests handled at once (a fleet of thousands fetching together queues briefly, nothing is refused).
+pub const MAX_CONCURRENT_REQUESTS: usize = 4096;
 
 /// Largest request body accepted (settings documents are a few kilobytes).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -64,6 +68,8 @@ pub fn app(state: AppState) -> Router {
         .merge(fleet::routes())
         .fallback(|| async { Error::NotFound })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Beyond this many requests in progress, new ones wait for a slot instead of exhausting memory.
+        .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

@@ -407,20 +407,7 @@ async fn fleet_section(counts: &[usize]) {
         let config = platform(dir.path(), Some((count, &format!("http://{sim_addr}"))));
         let port = free_port();
         let leader_url = format!("http://127.0.0.1:{port}");
-        let child = Command::new(release_bin("config-leader"))
-            .arg("--config")
-            .arg(&config)
-            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let _leader = Proc(child);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let (_leader, _, _, pid) = start_leader(&config, port);
         let sim = Simulated {
             leader: leader_url.clone(),
             root: follower_dir.path().to_owned(),

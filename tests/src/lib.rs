@@ -59,6 +59,23 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Whether `program arg` runs and succeeds (a tool is installed and, for `docker info`, answering).
+pub fn available(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Reports a check that could not run, on the real stderr (not the captured test output) so the skip is
+/// visible in CI logs.
+pub fn skip(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}");
+}
+
 /// Installs rustls' ring provider for the test's reqwest clients.
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -3,37 +3,17 @@
 //! their libraries), since no registry is reachable. Skipped, and said so on stderr, when no engine answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pryv_e2e::{Daemon, bin, install_crypto, wait_until, write};
+use pryv_e2e::{Daemon, available, bin, install_crypto, skip, wait_until, write};
 use serde_json::{Value, json};
 
 const KEY: &str = "docker-follower-key-0123456789abcdef";
 
 fn docker_available() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new("docker-compose")
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-}
-
-fn skip(reason: &str) {
-    // Written to the real stderr (not the captured test output) so the skip is visible in CI logs.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED real_containers_restart_only_what_changed: {reason}"
-    );
+    available("docker", "info") && available("docker-compose", "version")
 }
 
 /// Everything the test creates in Docker, removed on drop (also when the test fails).
@@ -125,7 +105,9 @@ fn started_at(project: &str, compose_file: &Path, service: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn real_containers_restart_only_what_changed() {
     if !docker_available() {
-        skip("no Docker engine (or docker-compose) answers on this machine");
+        skip(
+            "real_containers_restart_only_what_changed: no Docker engine (or docker-compose) answers on this machine",
+        );
         return;
     }
     install_crypto();

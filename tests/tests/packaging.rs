@@ -4,12 +4,11 @@
 //! tool is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pryv_e2e::{bin, wait_until, write};
+use pryv_e2e::{available, bin, skip, wait_until, write};
 use serde_json::json;
 
 fn repo() -> PathBuf {
@@ -17,19 +16,6 @@ fn repo() -> PathBuf {
         .parent()
         .unwrap()
         .to_owned()
-}
-
-fn available(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn skip(what: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {what}");
 }
 
 #[test]

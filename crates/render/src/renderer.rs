@@ -30,10 +30,6 @@ impl Vars {
         Self(vars)
     }
 
-    pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.get(name)
-    }
-
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -83,7 +79,6 @@ pub enum FileContent {
 /// Renders templates with one set of variables. Cheap to share (`Arc`) across threads.
 #[derive(Debug)]
 pub struct Renderer {
-    names: Vec<String>,
     /// `None` when there is no variable at all.
     matcher: Option<AhoCorasick>,
     /// Fully expanded value of each variable, or why it cannot be expanded.
@@ -115,11 +110,7 @@ impl Renderer {
             Some(matcher) => Expander::run(matcher, &names, &raw),
             None => Vec::new(),
         };
-        Ok(Self {
-            names,
-            matcher,
-            expanded,
-        })
+        Ok(Self { matcher, expanded })
     }
 
     /// Substitutes every variable in `text`.
@@ -163,11 +154,6 @@ impl Renderer {
             }
         }
         seen.into_iter().cloned().collect()
-    }
-
-    /// The names this renderer substitutes, in definition order.
-    pub fn names(&self) -> &[String] {
-        &self.names
     }
 }
 

@@ -26,15 +26,22 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
         ));
     }
     let vars = pryv_render::Vars::new(&platform, &config.internals.0);
-    match pryv_render::Renderer::new(&vars) {
-        Ok(renderer) => problems.extend(
-            renderer
-                .problems()
-                .into_iter()
-                .map(|err| format!("{}: {err}", config.platform_config.display())),
-        ),
-        Err(err) => problems.push(format!("{}: {err}", config.platform_config.display())),
-    }
+    // One renderer for every role: the settings are read and compiled once.
+    let renderer = match pryv_render::Renderer::new(&vars) {
+        Ok(renderer) => {
+            problems.extend(
+                renderer
+                    .problems()
+                    .into_iter()
+                    .map(|err| format!("{}: {err}", config.platform_config.display())),
+            );
+            Some(renderer)
+        }
+        Err(err) => {
+            problems.push(format!("{}: {err}", config.platform_config.display()));
+            None
+        }
+    };
 
     let folders: BTreeSet<String> = tree::roles(&config.templates_path)?.into_iter().collect();
     for follower in &config.followers {
@@ -57,11 +64,12 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
             ));
         }
     }
-    let store = store_for(config);
-    for role in &folders {
-        match store.render_uncached(role) {
-            Ok((_, errors)) => problems.extend(errors.iter().map(ToString::to_string)),
-            Err(err) => problems.push(err.to_string()),
+    if let Some(renderer) = &renderer {
+        for role in &folders {
+            match tree::render_role(renderer, &config.templates_path, role) {
+                Ok((_, errors)) => problems.extend(errors.iter().map(ToString::to_string)),
+                Err(err) => problems.push(err.to_string()),
+            }
         }
     }
     // One cycle shows up in every file that uses it; say it once.

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -32,13 +32,8 @@ pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(),
     debouncer
         .watch(&data, RecursiveMode::NonRecursive)
         .map_err(|err| Error::Internal(format!("cannot watch {}: {err}", data.display())))?;
-    let mut add = |path: &Path, mode: RecursiveMode| {
-        if let Err(err) = debouncer.watch(path, mode) {
-            tracing::warn!(path = %path.display(), error = %err, "cannot watch");
-        }
-    };
     for service in service_dirs(&data) {
-        watch_service(&service, &mut add);
+        watch_service(&mut debouncer, &service);
     }
     tracing::info!(folder = %data.display(), "watching */conf/ for changes");
     tokio::spawn(async move {
@@ -59,18 +54,13 @@ pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(),
             let mut changed: Vec<PathBuf> = Vec::new();
             for event in events.iter().filter(|e| !is_read_only(&e.kind)) {
                 for path in &event.paths {
+                    // Logged once the watches are in place, so the line means "edits here are seen now".
                     if path.parent() == Some(data.as_path()) && path.is_dir() {
+                        watch_service(&mut debouncer, path);
                         tracing::info!(folder = %path.display(), "watching a new service folder");
-                        watch_service(path, &mut |p, m| {
-                            if let Err(err) = debouncer.watch(p, m) {
-                                tracing::warn!(path = %p.display(), error = %err, "cannot watch");
-                            }
-                        });
                     } else if is_conf_dir(&data, path) && path.is_dir() {
+                        watch_or_warn(&mut debouncer, path, RecursiveMode::Recursive);
                         tracing::info!(folder = %path.display(), "watching a new conf folder");
-                        if let Err(err) = debouncer.watch(path, RecursiveMode::Recursive) {
-                            tracing::warn!(path = %path.display(), error = %err, "cannot watch");
-                        }
                     }
                     if is_operator_change(&data, path, &follower) && !changed.contains(path) {
                         changed.push(path.clone());
@@ -103,14 +93,23 @@ fn service_dirs(data: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-fn watch_service(service: &Path, add: &mut dyn FnMut(&Path, RecursiveMode)) {
+type Watcher = Debouncer<RecommendedWatcher, RecommendedCache>;
+
+fn watch_or_warn(debouncer: &mut Watcher, path: &Path, mode: RecursiveMode) {
+    if let Err(err) = debouncer.watch(path, mode) {
+        tracing::warn!(path = %path.display(), error = %err, "cannot watch");
+    }
+}
+
+/// A service folder (for a `conf/` created later) and its `conf/` tree.
+fn watch_service(debouncer: &mut Watcher, service: &Path) {
     if is_hidden(service) {
         return;
     }
-    add(service, RecursiveMode::NonRecursive);
+    watch_or_warn(debouncer, service, RecursiveMode::NonRecursive);
     let conf = service.join("conf");
     if conf.is_dir() {
-        add(&conf, RecursiveMode::Recursive);
+        watch_or_warn(debouncer, &conf, RecursiveMode::Recursive);
     }
 }
 

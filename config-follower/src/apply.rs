@@ -16,6 +16,8 @@ use crate::paths::{EntryPath, SafePath, check_parents, classify};
 
 /// Folder (inside the data folder) holding the follower's own bookkeeping.
 pub const STATE_DIR: &str = ".config-follower";
+/// Name prefix of the staged copies validation commands run on (inside [`STATE_DIR`]).
+pub const STAGE_PREFIX: &str = "stage-";
 const MANIFEST: &str = "manifest.json";
 
 /// Identity of a file's current state: a rename, a write or a `touch` all change it.
@@ -73,13 +75,57 @@ struct Manifest {
     files: BTreeSet<String>,
 }
 
-/// Writes `files` under `data_folder`. One bad entry never stops the others; it is reported.
+/// How much of its own tree an apply may remove.
+#[derive(Debug, Clone, Copy)]
+pub struct RemovalGuard {
+    /// Largest share (percent) of the files written before that one tree may remove.
+    pub max_percent: u8,
+    /// The operator confirmed the removals: no limit.
+    pub confirmed: bool,
+}
+
+impl RemovalGuard {
+    pub const OFF: Self = Self {
+        max_percent: 100,
+        confirmed: true,
+    };
+
+    /// Why removing `stale` of `previous` files is refused, if it is.
+    fn refuses(&self, stale: usize, previous: usize) -> Option<String> {
+        if self.confirmed || stale == 0 {
+            return None;
+        }
+        if stale == previous {
+            return Some(format!(
+                "the leader's tree would remove every one of the {previous} files this follower wrote \
+                 (an empty or missing template folder?); nothing was changed. If that is intended, notify \
+                 with {{\"confirmRemovals\": true}}"
+            ));
+        }
+        let percent = stale * 100 / previous;
+        (percent > usize::from(self.max_percent)).then(|| {
+            format!(
+                "the leader's tree would remove {stale} of the {previous} files this follower wrote \
+                 ({percent} %, more than apply.maxRemovalPercent = {} %); nothing was changed. If that is \
+                 intended, notify with {{\"confirmRemovals\": true}}",
+                self.max_percent
+            )
+        })
+    }
+}
+
+/// Writes `files` under `data_folder`. One bad entry never stops the others; it is reported. A tree that
+/// removes more than `guard` allows is refused whole (`Err`, nothing touched). `before_changes` is called
+/// with every path about to be written or removed, before the first change, so the caller can persist what
+/// it must do about them (a crash mid-apply then loses nothing).
 pub fn apply(
     data_folder: &Path,
     files: &[ConfFile],
     validators: &BTreeMap<String, String>,
     own: &OwnWrites,
-) -> Applied {
+    guard: RemovalGuard,
+    before_changes: &dyn Fn(&[PathBuf]),
+) -> Result<Applied, String> {
     let mut applied = Applied::default();
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     let mut pending: Vec<(SafePath, Vec<u8>)> = Vec::new();
@@ -123,7 +169,26 @@ pub fn apply(
         }
     }
 
+    let previous = read_manifest(data_folder);
+    let stale: Vec<String> = previous.files.difference(&wanted).cloned().collect();
+    if let Some(reason) = guard.refuses(stale.len(), previous.files.len()) {
+        return Err(reason);
+    }
     let refused = validate_staged(data_folder, &pending, validators);
+    let about_to_change: Vec<PathBuf> = pending
+        .iter()
+        .filter(|(safe, _)| {
+            !safe
+                .service
+                .as_ref()
+                .is_some_and(|s| refused.contains_key(s))
+        })
+        .map(|(safe, _)| safe.absolute(data_folder))
+        .chain(stale.iter().map(|stale| data_folder.join(stale)))
+        .collect();
+    if !about_to_change.is_empty() {
+        before_changes(&about_to_change);
+    }
     for (safe, bytes) in pending {
         let entry_path = format!("/{}", safe.relative);
         if let Some(reason) = safe.service.as_ref().and_then(|s| refused.get(s)) {
@@ -145,8 +210,6 @@ pub fn apply(
         }
     }
 
-    let previous = read_manifest(data_folder);
-    let stale: Vec<String> = previous.files.difference(&wanted).cloned().collect();
     for stale in &stale {
         // Only what this follower wrote, and only inside the writable zones.
         let EntryPath::Writable(safe) = classify(&format!("/{stale}")) else {
@@ -172,7 +235,7 @@ pub fn apply(
     if let Err(err) = write_manifest(data_folder, &Manifest { files: wanted }) {
         tracing::warn!(error = %err, "cannot save the manifest of written files");
     }
-    applied
+    Ok(applied)
 }
 
 fn reject(applied: &mut Applied, path: &str, reason: String) {
@@ -220,7 +283,7 @@ fn stage_and_check(
     let state = data_folder.join(STATE_DIR);
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
     let stage = tempfile::Builder::new()
-        .prefix("stage-")
+        .prefix(STAGE_PREFIX)
         .tempdir_in(&state)
         .map_err(|e| e.to_string())?;
     let staged_service = stage.path().join(service);
@@ -324,7 +387,10 @@ mod tests {
             ],
             &none,
             &own,
-        );
+            RemovalGuard::OFF,
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!(first.report.files, ["/pryv.yml", "/core/conf/x.yml"]);
         assert!(
             !data.path().join("core/data").exists(),
@@ -335,7 +401,15 @@ mod tests {
         let mtime = std::fs::metadata(&written).unwrap().modified().unwrap();
 
         std::fs::write(data.path().join("core/conf/operator.yml"), "mine").unwrap();
-        let second = apply(data.path(), &[entry("/core/conf/x.yml", "b")], &none, &own);
+        let second = apply(
+            data.path(),
+            &[entry("/core/conf/x.yml", "b")],
+            &none,
+            &own,
+            RemovalGuard::OFF,
+            &|_| {},
+        )
+        .unwrap();
         assert!(second.report.files.is_empty());
         assert_eq!(second.report.unchanged, 1);
         assert_eq!(second.report.removed, ["/pryv.yml"]);
@@ -370,7 +444,10 @@ mod tests {
             ],
             &BTreeMap::new(),
             &OwnWrites::default(),
+            RemovalGuard::OFF,
+            &|_| {},
         )
+        .unwrap()
         .report;
         assert_eq!(report.rejected.len(), 2);
         assert_eq!(
@@ -393,7 +470,10 @@ mod tests {
             &[entry("/nginx/conf/n.conf", "good")],
             &validators,
             &own,
-        );
+            RemovalGuard::OFF,
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!(ok.report.files, ["/nginx/conf/n.conf"]);
         let bad = apply(
             data.path(),
@@ -403,7 +483,10 @@ mod tests {
             ],
             &validators,
             &own,
-        );
+            RemovalGuard::OFF,
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!(bad.report.files, ["/core/conf/c"]);
         assert!(
             bad.report.rejected[0]
@@ -414,5 +497,59 @@ mod tests {
             std::fs::read_to_string(data.path().join("nginx/conf/n.conf")).unwrap(),
             "good"
         );
+    }
+
+    #[test]
+    fn a_tree_that_removes_too_much_is_refused_whole_unless_confirmed() {
+        let data = tempfile::tempdir().unwrap();
+        let own = OwnWrites::default();
+        let none = BTreeMap::new();
+        let guard = RemovalGuard {
+            max_percent: 50,
+            confirmed: false,
+        };
+        let tree: Vec<ConfFile> = (0..4)
+            .map(|i| entry(&format!("/core/conf/{i}.yml"), "x"))
+            .collect();
+        apply(data.path(), &tree, &none, &own, guard, &|_| {}).unwrap();
+
+        let empty = apply(data.path(), &[], &none, &own, guard, &|_| {}).unwrap_err();
+        assert!(empty.contains("every one of the 4 files"), "{empty}");
+        let most = apply(data.path(), &tree[..1], &none, &own, guard, &|_| {}).unwrap_err();
+        assert!(most.contains("3 of the 4 files"), "{most}");
+        assert!(
+            data.path().join("core/conf/3.yml").exists(),
+            "nothing removed"
+        );
+
+        let half = apply(data.path(), &tree[..2], &none, &own, guard, &|_| {}).unwrap();
+        assert_eq!(half.report.removed.len(), 2, "50 % is allowed");
+        let confirmed = RemovalGuard {
+            confirmed: true,
+            ..guard
+        };
+        let all = apply(data.path(), &[], &none, &own, confirmed, &|_| {}).unwrap();
+        assert_eq!(all.report.removed.len(), 2);
+    }
+
+    #[test]
+    fn paths_are_announced_before_the_first_change() {
+        let data = tempfile::tempdir().unwrap();
+        let own = OwnWrites::default();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let target = data.path().join("core/conf/a.yml");
+        apply(
+            data.path(),
+            &[entry("/core/conf/a.yml", "new")],
+            &BTreeMap::new(),
+            &own,
+            RemovalGuard::OFF,
+            &|paths| {
+                assert!(!target.exists(), "announced before writing");
+                seen.borrow_mut().extend_from_slice(paths);
+            },
+        )
+        .unwrap();
+        assert_eq!(seen.into_inner(), [target]);
     }
 }

@@ -15,6 +15,8 @@ use pryv_protocol::Secret;
 pub const DEFAULT_PORT: u16 = 6000;
 const DEFAULT_DEBOUNCE_MS: u64 = 500;
 const DEFAULT_RESTART_TIMEOUT_S: u64 = 300;
+/// A tree that would remove more than this share of the files the follower wrote is refused unless forced.
+pub const DEFAULT_MAX_REMOVAL_PERCENT: u8 = 50;
 
 /// Values from flags or the environment; they win over the file.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +54,11 @@ pub struct Config {
     pub poll_interval: Option<Duration>,
     /// Per service: a shell command run on the staged new files before they replace the old ones.
     pub validate: BTreeMap<String, String>,
+    /// Refuse a tree that removes more than this percentage of the files written before (an empty or
+    /// truncated template folder on the leader), unless a notification says `confirmRemovals`.
+    pub max_removal_percent: u8,
+    /// Serve `/notify` over HTTPS with this certificate and key (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -71,6 +78,23 @@ struct RawConfig {
     poll: RawPoll,
     #[serde(default)]
     validate: BTreeMap<String, String>,
+    #[serde(default)]
+    apply: RawApply,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawApply {
+    max_removal_percent: Option<u8>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -213,6 +237,27 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
         );
     }
 
+    let tls = match raw.tls.as_ref().map(|t| (&t.cert_file, &t.key_file)) {
+        None => None,
+        Some((Some(cert), Some(key))) => Some((resolve(cert), resolve(key))),
+        Some(_) => {
+            problems.push("tls: give both certFile and keyFile (PEM), or neither".to_owned());
+            None
+        }
+    };
+    for file in tls.iter().flat_map(|(c, k)| [c, k]) {
+        if !file.is_file() {
+            problems.push(format!("tls: {} is not a file", file.display()));
+        }
+    }
+    let max_removal_percent = raw
+        .apply
+        .max_removal_percent
+        .unwrap_or(DEFAULT_MAX_REMOVAL_PERCENT);
+    if max_removal_percent > 100 {
+        problems.push("apply.maxRemovalPercent: give a percentage (0-100)".to_owned());
+    }
+
     let poll = overrides
         .poll_interval
         .or(raw.poll.interval_seconds)
@@ -236,6 +281,8 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
             debounce: Duration::from_millis(raw.watch.debounce_ms.unwrap_or(DEFAULT_DEBOUNCE_MS)),
             poll_interval: poll.map(Duration::from_secs),
             validate: raw.validate,
+            max_removal_percent,
+            tls,
         }),
         _ => Err(Error::Config {
             path: path.to_owned(),

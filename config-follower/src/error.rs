@@ -17,13 +17,13 @@ pub enum Error {
     /// The leader could not be reached or answered something unusable.
     #[error("cannot fetch configuration from the leader: {0}")]
     Leader(String),
-    #[error("unknown service(s) {}; this machine's services are: {}", unknown.join(", "), known.join(", "))]
-    UnknownServices {
-        unknown: Vec<String>,
-        known: Vec<String>,
-    },
+    /// The fetched tree is not (wholly) on disk: files refused or not writable, or the tree refused whole.
+    #[error("{0}")]
+    ApplyIncomplete(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("request body too large")]
+    PayloadTooLarge,
     #[error("missing or invalid key")]
     InvalidKey,
     #[error("no such resource")]
@@ -43,13 +43,14 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, id) = match &self {
             Error::Leader(_) => (StatusCode::BAD_GATEWAY, "leader-unavailable"),
-            Error::UnknownServices { .. } => (StatusCode::BAD_REQUEST, "unknown-services"),
+            Error::ApplyIncomplete(_) => (StatusCode::INTERNAL_SERVER_ERROR, "apply-incomplete"),
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request"),
+            Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
             Error::InvalidKey => (StatusCode::UNAUTHORIZED, "invalid-key"),
             Error::NotFound => (StatusCode::NOT_FOUND, "not-found"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "unexpected-error"),
         };
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        let message = if matches!(self, Error::Io { .. } | Error::Internal(_)) {
             tracing::error!(error = %self, "request failed");
             "unexpected error; see the follower's log".to_owned()
         } else {

@@ -1,24 +1,46 @@
 //! One fetch-apply-restart cycle ([`Follower::sync`]), shared by `POST /notify`, the start-up retry loop, the
-//! optional poll and nothing else. Cycles never overlap: a lock serializes them.
+//! optional poll and the background retry. Cycles never overlap: a lock serializes them.
+//!
+//! A revision becomes the follower's (`/status`, the next `If-None-Match`) only when every file of it is on
+//! disk; otherwise the cycle ends in [`Error::ApplyIncomplete`] and a background retry with backoff fetches
+//! and applies the whole tree again until it succeeds.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pryv_protocol::{NotifyRequest, NotifyResponse};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, OwnWrites};
+use crate::apply::{self, OwnWrites, RemovalGuard, STATE_DIR};
 use crate::client::{Fetched, LeaderClient};
 use crate::compose::{COMPOSE_FILE, Project};
 use crate::config::Config;
 use crate::error::Error;
-use crate::restart::{PROJECT, RestartJob, Restarter};
+use crate::restart::{RestartJob, Restarter};
 use crate::status::{StatusStore, now_unix};
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Whether a cycle restarts the services whose files it changed (not before the first start of a machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    Changed,
+    Nothing,
+}
+
+/// When a retry loop may stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The leader answered (the tree may still be incomplete on disk).
+    Fetched,
+    /// The whole tree is on disk.
+    Applied,
+}
 
 /// The follower's shared state.
 pub struct Follower {
@@ -28,16 +50,19 @@ pub struct Follower {
     pub restarter: Restarter,
     client: LeaderClient,
     cycle: tokio::sync::Mutex<()>,
+    retrying: AtomicBool,
+    shutdown: CancellationToken,
 }
 
 impl Follower {
-    /// Builds the client and starts the restart worker.
+    /// Builds the client and starts the restart worker (which resumes restarts a previous run left undone).
     pub fn new(config: Config, shutdown: &CancellationToken) -> Result<Self, Error> {
         let client = LeaderClient::new(&config)?;
         let status = Arc::new(StatusStore::new(config.leader_url.clone()));
         let restarter = Restarter::spawn(
             config.restart_command.clone(),
             config.data_folder.join(COMPOSE_FILE),
+            &config.data_folder.join(STATE_DIR),
             config.restart_timeout,
             status.clone(),
             shutdown.clone(),
@@ -49,6 +74,8 @@ impl Follower {
             restarter,
             client,
             cycle: tokio::sync::Mutex::new(()),
+            retrying: AtomicBool::new(false),
+            shutdown: shutdown.clone(),
         })
     }
 
@@ -60,25 +87,19 @@ impl Follower {
         })
     }
 
-    /// Fetches, writes, and (when `restart`) queues the restart of what changed, as `request` asks.
+    /// Fetches, writes, and (with [`Restart::Changed`]) queues the restart of what changed, as `request` asks.
+    /// Services named in `request` that this machine does not run are ignored (listed in the answer).
     pub async fn sync(
         &self,
         request: &NotifyRequest,
-        restart: bool,
+        restart: Restart,
     ) -> Result<NotifyResponse, Error> {
-        if let Some(listed) = &request.services {
-            let known = self.project().names();
-            let unknown: Vec<String> = listed
-                .iter()
-                .filter(|s| !known.contains(s))
-                .cloned()
-                .collect();
-            if !unknown.is_empty() {
-                return Err(Error::UnknownServices { unknown, known });
-            }
-        }
         let _one_cycle = self.cycle.lock().await;
         let project_before = self.project();
+        let (listed, ignored) = split_known(request.services.as_deref(), &project_before);
+        if !ignored.is_empty() {
+            tracing::info!(ignored = ?ignored, "notification names services this machine does not run");
+        }
         let revision = self.status.snapshot().revision;
         let fetched = match self.client.fetch(revision.as_deref()).await {
             Ok(fetched) => fetched,
@@ -88,90 +109,209 @@ impl Follower {
                 return Err(err);
             }
         };
-        let applied = match fetched {
-            Fetched::NotModified => apply::Applied::default(),
-            Fetched::Tree(tree) => {
-                let data_folder = self.config.data_folder.clone();
-                let validators = self.config.validate.clone();
-                let own = self.own_writes.clone();
-                let mut applied = tokio::task::spawn_blocking(move || {
-                    apply::apply(&data_folder, &tree.files, &validators, &own)
-                })
-                .await
-                .map_err(|err| Error::Internal(err.to_string()))?;
-                applied.report.revision = tree.revision;
-                applied
-            }
-        };
-        let revision = applied.report.revision.clone().or(revision);
         self.status.update(|s| {
             s.last_fetch = Some(now_unix());
             s.last_fetch_error = None;
-            s.revision.clone_from(&revision);
         });
-        let mut report = applied.report;
-        report.revision = revision;
-
-        let project = self.project();
-        let compose_file = self.config.data_folder.join(COMPOSE_FILE);
-        let mut job = RestartJob {
-            up: request.services.is_none() && applied.changed.contains(&compose_file),
-            services: project.affected(&applied.changed),
+        let (applied, tree_revision) = match fetched {
+            Fetched::NotModified => (apply::Applied::default(), revision.clone()),
+            Fetched::Tree(tree) => {
+                let outcome = self
+                    .apply_tree(tree.files, request, restart, &project_before)
+                    .await?;
+                match outcome {
+                    Ok(applied) => (applied, tree.revision),
+                    Err(reason) => {
+                        tracing::error!(reason = %reason, "configuration refused");
+                        self.record_incomplete(&reason, tree.revision);
+                        self.restarter.request(RestartJob::default());
+                        return Err(Error::ApplyIncomplete(reason));
+                    }
+                }
+            }
         };
-        if job.up {
-            // `up -d` creates or recreates these with their new files already in place.
-            let recreated = project.recreated_since(&project_before);
-            job.services.retain(|s| !recreated.contains(s));
-        }
-        if let Some(listed) = &request.services {
-            job.services.retain(|s| listed.contains(s));
-        }
-        if request.force {
-            let forced: BTreeSet<String> = match &request.services {
-                Some(listed) => listed.iter().cloned().collect(),
-                None => project.names().into_iter().collect(),
-            };
-            job.services.extend(forced);
-        }
+        let job = self.restart_job(request, listed.as_ref(), &project_before, &applied.changed);
+        let mut report = applied.report;
+        report.ignored = ignored;
+        report.restarted = match restart {
+            Restart::Changed => job.names(),
+            Restart::Nothing => Vec::new(),
+        };
+        // Queued (and persisted) whatever the outcome: files that did reach the disk must reach the services.
+        self.restarter.request(match restart {
+            Restart::Changed => job,
+            Restart::Nothing => RestartJob::default(),
+        });
         tracing::info!(
             written = report.files.len(),
             unchanged = report.unchanged,
             removed = report.removed.len(),
             rejected = report.rejected.len(),
-            revision = report.revision.as_deref().unwrap_or("-"),
+            revision = tree_revision.as_deref().unwrap_or("-"),
             "configuration applied"
         );
-        if restart {
-            report.restarted = job.services.iter().cloned().collect();
-            if job.up {
-                report.restarted.insert(0, PROJECT.to_owned());
-            }
-            self.restarter.request(job);
+        if report.rejected.is_empty() {
+            self.status.update(|s| {
+                s.revision.clone_from(&tree_revision);
+                s.last_apply = Some(now_unix());
+                s.last_apply_error = None;
+                s.failed_revision = None;
+            });
+            report.revision = tree_revision;
+            Ok(report)
+        } else {
+            let reason = incomplete_reason(&report);
+            self.record_incomplete(&reason, tree_revision);
+            Err(Error::ApplyIncomplete(reason))
         }
-        Ok(report)
     }
 
-    /// Retries [`Follower::sync`] with capped exponential backoff and jitter until it succeeds; false if
-    /// `shutdown` came first.
-    pub async fn sync_until_success(&self, restart: bool, shutdown: &CancellationToken) -> bool {
+    /// Applies `files` on a blocking thread. The outer error is a failure of the task itself; the inner one a
+    /// tree refused whole.
+    async fn apply_tree(
+        &self,
+        files: Vec<pryv_protocol::ConfFile>,
+        request: &NotifyRequest,
+        restart: Restart,
+        project_before: &Project,
+    ) -> Result<Result<apply::Applied, String>, Error> {
+        let data_folder = self.config.data_folder.clone();
+        let validators = self.config.validate.clone();
+        let own = self.own_writes.clone();
+        let guard = RemovalGuard {
+            max_percent: self.config.max_removal_percent,
+            confirmed: request.confirm_removals,
+        };
+        let restarter = self.restarter.clone();
+        let project = project_before.clone();
+        let compose_file = data_folder.join(COMPOSE_FILE);
+        tokio::task::spawn_blocking(move || {
+            let announce = |paths: &[PathBuf]| {
+                if restart == Restart::Changed {
+                    restarter.announce(RestartJob {
+                        up: paths.contains(&compose_file),
+                        services: project.affected(paths),
+                    });
+                }
+            };
+            apply::apply(&data_folder, &files, &validators, &own, guard, &announce)
+        })
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))
+    }
+
+    fn restart_job(
+        &self,
+        request: &NotifyRequest,
+        listed: Option<&Vec<String>>,
+        project_before: &Project,
+        changed: &[PathBuf],
+    ) -> RestartJob {
+        let project = self.project();
+        let compose_file = self.config.data_folder.join(COMPOSE_FILE);
+        let mut job = RestartJob {
+            up: listed.is_none() && changed.contains(&compose_file),
+            services: project.affected(changed),
+        };
+        if job.up {
+            // `up -d` creates or recreates these with their new files already in place.
+            let recreated = project.recreated_since(project_before);
+            job.services.retain(|s| !recreated.contains(s));
+        }
+        if let Some(listed) = listed {
+            job.services.retain(|s| listed.contains(s));
+        }
+        if request.force {
+            let forced: BTreeSet<String> = match listed {
+                Some(listed) => listed.iter().cloned().collect(),
+                None => project.names().into_iter().collect(),
+            };
+            job.services.extend(forced);
+        }
+        job
+    }
+
+    fn record_incomplete(&self, reason: &str, revision: Option<String>) {
+        self.status.update(|s| {
+            s.last_apply_error = Some(reason.to_owned());
+            s.failed_revision = revision;
+        });
+    }
+
+    /// Retries [`Follower::sync`] with capped exponential backoff and jitter until `until` holds; false if
+    /// shutdown came first.
+    pub async fn sync_until(&self, restart: Restart, until: Until) -> bool {
         let mut delay = FIRST_RETRY;
         let mut attempt = 0u32;
         loop {
-            match self.sync(&NotifyRequest::default(), restart).await {
-                Ok(_) => return true,
-                Err(err) => {
-                    attempt += 1;
-                    let wait = with_jitter(delay);
-                    tracing::warn!(attempt, retry_in_ms = wait.as_millis() as u64, error = %err, "fetch failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    delay = (delay * 2).min(MAX_RETRY);
+            let outcome = self.sync(&NotifyRequest::default(), restart).await;
+            let done = match (&outcome, until) {
+                (Ok(_), _) | (Err(Error::ApplyIncomplete(_)), Until::Fetched) => true,
+                (Err(_), _) => false,
+            };
+            if done {
+                return true;
+            }
+            if let Err(err) = outcome {
+                attempt += 1;
+                let wait = with_jitter(delay);
+                tracing::warn!(attempt, retry_in_ms = wait.as_millis() as u64, error = %err, "sync failed; retrying");
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(wait) => {}
                 }
+                delay = (delay * 2).min(MAX_RETRY);
             }
         }
     }
+
+    /// After a failed sync: retry in the background until the whole tree is on disk (one loop at a time).
+    pub fn retry_in_background(self: &Arc<Self>) {
+        if self.retrying.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let follower = self.clone();
+        tokio::spawn(async move {
+            if follower.sync_until(Restart::Changed, Until::Applied).await {
+                tracing::info!("converged with the leader");
+            }
+            follower.retrying.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// The listed services this machine runs (`None` = no list), and the ones it does not.
+fn split_known(
+    services: Option<&[String]>,
+    project: &Project,
+) -> (Option<Vec<String>>, Vec<String>) {
+    let Some(services) = services else {
+        return (None, Vec::new());
+    };
+    let known = project.names();
+    let (listed, ignored) = services.iter().cloned().partition(|s| known.contains(s));
+    (Some(listed), ignored)
+}
+
+fn incomplete_reason(report: &NotifyResponse) -> String {
+    let listed: Vec<String> = report
+        .rejected
+        .iter()
+        .take(10)
+        .map(|r| format!("{} ({})", r.path, r.reason))
+        .collect();
+    let more = report.rejected.len().saturating_sub(listed.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "{} file(s) of the leader's tree are not on disk: {}{more}; the revision is not taken and the next \
+         sync tries again",
+        report.rejected.len(),
+        listed.join("; ")
+    )
 }
 
 /// `delay` ± 25 %, so followers restarted together do not retry in lockstep.

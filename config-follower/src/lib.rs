@@ -16,31 +16,35 @@ pub mod routes;
 pub mod status;
 pub mod watch;
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::{Config, Overrides};
 pub use crate::error::Error;
-pub use crate::follower::Follower;
+pub use crate::follower::{Follower, Restart, Until};
 pub use crate::routes::app;
-
-/// Longest wait for in-flight requests after shutdown is requested.
-const DRAIN: Duration = Duration::from_secs(10);
 
 /// Runs the follower until `shutdown` is cancelled.
 ///
 /// With a tree from an earlier run on disk, it listens at once and converges in the background (a machine
-/// must boot while the leader is down); on a fresh machine it first waits for a successful fetch.
+/// must boot while the leader is down); on a fresh machine it first waits for the leader's answer.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let follower = Arc::new(Follower::new(config, &shutdown)?);
-    let data = follower.config.data_folder.clone();
+    let data = config.data_folder.clone();
     std::fs::create_dir_all(&data).map_err(|source| Error::Io {
         path: data.clone(),
         source,
     })?;
+    remove_stale_temp_files(&data);
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|(cert, key)| pryv_daemon::server_tls(cert, key))
+        .transpose()
+        .map_err(Error::Tls)?;
+    let follower = Arc::new(Follower::new(config, &shutdown)?);
     for (service, source) in follower.project().single_file_mounts(&data) {
         tracing::warn!(
             service,
@@ -51,16 +55,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
     if apply::has_previous_tree(&data) {
         let background = follower.clone();
-        let stop = shutdown.clone();
         tokio::spawn(async move {
-            if background.sync_until_success(true, &stop).await {
+            if background
+                .sync_until(Restart::Changed, Until::Applied)
+                .await
+            {
                 tracing::info!("converged with the leader");
             }
         });
     } else {
         tracing::info!(leader = %follower.config.leader_url, "no configuration on disk yet; fetching it before listening");
-        if !follower.sync_until_success(false, &shutdown).await {
+        if !follower.sync_until(Restart::Nothing, Until::Fetched).await {
             return Ok(());
+        }
+        if follower.status.snapshot().last_apply_error.is_some() {
+            follower.retry_in_background();
         }
     }
 
@@ -68,22 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         watch::spawn(follower.clone(), shutdown.clone())?;
     }
     if let Some(interval) = follower.config.poll_interval {
-        let poller = follower.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(err) = poller.sync(&pryv_protocol::NotifyRequest::default(), true).await {
-                            tracing::warn!(error = %err, "periodic fetch failed");
-                        }
-                    }
-                }
-            }
-        });
+        spawn_poll(follower.clone(), interval, shutdown.clone());
     }
 
     let listen = follower.config.listen;
@@ -96,18 +90,89 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let addr = listener
         .local_addr()
         .map_err(|err| Error::Internal(err.to_string()))?;
-    tracing::info!(%addr, leader = %follower.config.leader_url, "listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, leader = %follower.config.leader_url, "listening");
     pryv_daemon::notify_ready();
-    let server = axum::serve(listener, app(follower))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
-    shutdown.cancelled().await;
-    match tokio::time::timeout(DRAIN, server).await {
-        Ok(Ok(result)) => result.map_err(|err| Error::Internal(err.to_string()))?,
-        Ok(Err(join)) => return Err(Error::Internal(join.to_string())),
-        Err(_) => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
-    }
+    let options = pryv_daemon::ServeOptions {
+        tls,
+        ..pryv_daemon::ServeOptions::default()
+    };
+    let served = pryv_daemon::serve(listener, app(follower.clone()), options, shutdown).await;
+    // A restart command in progress finishes (within the drain time); what is still queued stays persisted.
+    follower.restarter.finish(pryv_daemon::DRAIN).await;
+    served.map_err(|err| Error::Internal(err.to_string()))?;
     pryv_daemon::notify_stopping();
     tracing::info!("stopped");
     Ok(())
+}
+
+fn spawn_poll(follower: Arc<Follower>, interval: std::time::Duration, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let request = pryv_protocol::NotifyRequest::default();
+                    if let Err(err) = follower.sync(&request, Restart::Changed).await {
+                        tracing::warn!(error = %err, "periodic fetch failed");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Removes what a killed run left: our temporary files in the folders the follower writes (the root, the
+/// bookkeeping folder, every `*/conf/**` and `*/templates/**`) and abandoned validation stages. Never walks
+/// the services' data folders, which can be large.
+fn remove_stale_temp_files(data: &Path) {
+    let mut folders = vec![data.to_owned(), data.join(apply::STATE_DIR)];
+    if let Ok(services) = std::fs::read_dir(data) {
+        for service in services.flatten() {
+            for zone in ["conf", "templates"] {
+                collect_folders(&service.path().join(zone), &mut folders, 0);
+            }
+        }
+    }
+    for folder in folders {
+        match pryv_fs::remove_stale_temp_files(&folder) {
+            Ok(removed) => {
+                for path in removed {
+                    tracing::info!(path = %path.display(), "removed a temporary file left by an interrupted write");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(folder = %folder.display(), error = %err, "cannot clean temporary files")
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(data.join(apply::STATE_DIR)) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(apply::STAGE_PREFIX)
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// `dir` and its sub-folders (not through symlinks), to a bounded depth.
+fn collect_folders(dir: &Path, out: &mut Vec<std::path::PathBuf>, depth: usize) {
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() || depth > 16 {
+        return;
+    }
+    out.push(dir.to_owned());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            collect_folders(&entry.path(), out, depth + 1);
+        }
+    }
 }

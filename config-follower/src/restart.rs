@@ -1,14 +1,19 @@
 //! Restarting services through the compose tool. Requests go through one queue worked by one task: requests
 //! that arrive while a command runs are merged, so a burst of changes gives one restart per service, and two
 //! restarts never run at once.
+//!
+//! The queue is persisted (`.config-follower/pending-restarts.json`) before a request returns and until its
+//! command has finished: a follower killed with files written but services not yet restarted restarts them
+//! on its next start. On shutdown the running command is allowed to finish within the drain time.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::process::Command;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::compose::{CONF_ROOT_VAR, default_conf_root};
@@ -16,9 +21,10 @@ use crate::status::{RestartRecord, StatusStore, now_unix};
 
 /// Key under which `up -d` of the whole project is recorded in the status.
 pub const PROJECT: &str = "(project)";
+const PENDING_FILE: &str = "pending-restarts.json";
 
 /// What to do: `up -d` the project (the compose file changed) and/or restart some services.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartJob {
     pub up: bool,
     pub services: BTreeSet<String>,
@@ -29,53 +35,211 @@ impl RestartJob {
         !self.up && self.services.is_empty()
     }
 
+    /// The services, with [`PROJECT`] first for `up -d`.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.services.iter().cloned().collect();
+        if self.up {
+            names.insert(0, PROJECT.to_owned());
+        }
+        names
+    }
+
     fn merge(&mut self, other: RestartJob) {
         self.up |= other.up;
         self.services.extend(other.services);
     }
 }
 
+/// Work not yet done: `queued` waits for the worker, `running` is the command in progress, `intent` what an
+/// apply in progress will ask for (written before its first file, replaced by the real request after).
+#[derive(Debug, Default)]
+struct Queue {
+    queued: RestartJob,
+    running: RestartJob,
+    intent: RestartJob,
+}
+
+impl Queue {
+    fn outstanding(&self) -> RestartJob {
+        let mut all = self.queued.clone();
+        all.merge(self.running.clone());
+        all.merge(self.intent.clone());
+        all
+    }
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Notify,
+    /// Where the outstanding work is persisted.
+    file: PathBuf,
+    status: Arc<StatusStore>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Saves what is outstanding (the lock is held so saves happen in order).
+    fn persist(&self, queue: &Queue) {
+        let outstanding = queue.outstanding();
+        let result = if outstanding.is_empty() {
+            match std::fs::remove_file(&self.file) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+                _ => Ok(()),
+            }
+        } else {
+            save(&self.file, &outstanding)
+        };
+        if let Err(err) = result {
+            tracing::error!(file = %self.file.display(), error = %err, "cannot persist the pending restarts; a crash now would lose them");
+        }
+        self.status
+            .update(|s| s.pending_restarts = outstanding.names());
+    }
+}
+
+fn save(file: &Path, job: &RestartJob) -> std::io::Result<()> {
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let bytes = serde_json::to_vec(job).map_err(std::io::Error::other)?;
+    pryv_fs::write_atomic(file, &bytes, 0o600)
+}
+
+/// The restarts a previous run left undone (none when the file is missing or unreadable).
+fn load(file: &Path) -> RestartJob {
+    match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+            tracing::warn!(file = %file.display(), error = %err, "unreadable pending restarts; restarting every service to be safe");
+            RestartJob { up: true, services: BTreeSet::new() }
+        }),
+        Err(_) => RestartJob::default(),
+    }
+}
+
 /// Handle to the restart queue.
 #[derive(Clone)]
 pub struct Restarter {
-    queue: mpsc::UnboundedSender<RestartJob>,
+    shared: Arc<Shared>,
+    worker: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Restarter {
     /// Starts the worker. `command` is the compose tool (`None` = detect `docker compose`, else
-    /// `docker-compose`).
+    /// `docker-compose`). Restarts persisted under `state_dir` by an earlier run are queued first.
     pub fn spawn(
         command: Option<Vec<String>>,
         compose_file: PathBuf,
+        state_dir: &Path,
         timeout: Duration,
         status: Arc<StatusStore>,
         shutdown: CancellationToken,
     ) -> Self {
-        let (queue, mut jobs) = mpsc::unbounded_channel::<RestartJob>();
-        tokio::spawn(async move {
-            let mut program: Option<Vec<String>> = command;
-            loop {
-                let mut job = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    job = jobs.recv() => match job { Some(job) => job, None => break },
-                };
-                while let Ok(more) = jobs.try_recv() {
-                    job.merge(more);
-                }
-                let program = match &program {
-                    Some(program) => program.clone(),
-                    None => program.insert(detect_compose().await).clone(),
-                };
-                run_job(&program, &compose_file, timeout, &job, &status).await;
-            }
+        let file = state_dir.join(PENDING_FILE);
+        let leftover = load(&file);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            file,
+            status,
         });
-        Self { queue }
+        if !leftover.is_empty() {
+            tracing::warn!(services = ?leftover.names(), "restarts left undone by the previous run; doing them now");
+            let mut queue = shared.lock();
+            queue.queued = leftover;
+            shared.persist(&queue);
+            shared.wake.notify_one();
+        }
+        let worker = tokio::spawn(work(
+            shared.clone(),
+            command,
+            compose_file,
+            timeout,
+            shutdown,
+        ));
+        Self {
+            shared,
+            worker: Arc::new(Mutex::new(Some(worker))),
+        }
     }
 
-    /// Queues a job (no-op when empty).
+    /// Records (persisted) what an apply about to start will restart, so a crash during it loses nothing.
+    pub fn announce(&self, job: RestartJob) {
+        let mut queue = self.shared.lock();
+        queue.intent.merge(job);
+        self.shared.persist(&queue);
+    }
+
+    /// Queues a job (persisted before this returns) and replaces any announced intent. An empty job only
+    /// clears the intent.
     pub fn request(&self, job: RestartJob) {
-        if !job.is_empty() && self.queue.send(job).is_err() {
-            tracing::warn!("restart requested while shutting down; ignored");
+        let mut queue = self.shared.lock();
+        queue.intent = RestartJob::default();
+        let wake = !job.is_empty();
+        queue.queued.merge(job);
+        self.shared.persist(&queue);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Waits (at most `within`) for the worker to finish the command it is running after shutdown.
+    pub async fn finish(&self, within: Duration) {
+        let worker = self
+            .worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(worker) = worker
+            && tokio::time::timeout(within, worker).await.is_err()
+        {
+            tracing::warn!(
+                "the restart command did not finish in time; it will be run again at the next start"
+            );
+        }
+    }
+}
+
+async fn work(
+    shared: Arc<Shared>,
+    mut program: Option<Vec<String>>,
+    compose_file: PathBuf,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = shared.wake.notified() => {}
+        }
+        loop {
+            let job = {
+                let mut queue = shared.lock();
+                if queue.queued.is_empty() {
+                    break;
+                }
+                queue.running = std::mem::take(&mut queue.queued);
+                queue.running.clone()
+            };
+            let tool = match &program {
+                Some(tool) => tool.clone(),
+                None => program.insert(detect_compose().await).clone(),
+            };
+            // Not cancelled by shutdown: a compose command cut in the middle leaves services half restarted.
+            run_job(&tool, &compose_file, timeout, &job, &shared.status).await;
+            {
+                let mut queue = shared.lock();
+                queue.running = RestartJob::default();
+                shared.persist(&queue);
+            }
+            if shutdown.is_cancelled() {
+                // What is still queued stays persisted for the next start.
+                return;
+            }
         }
     }
 }
@@ -130,6 +294,8 @@ async fn run(
         .arg("-f")
         .arg(compose_file)
         .args(args)
+        // Its own process group: a Ctrl-C meant for the follower does not cut the command short.
+        .process_group(0)
         .kill_on_drop(true);
     // Compose files mount `${PRYV_CONF_ROOT}/pryv/...`: give it the same default the follower uses.
     if std::env::var_os(CONF_ROOT_VAR).is_none()

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -12,7 +13,7 @@ use pryv_protocol::{AUTH_HEADER, NotifyRequest, NotifyResponse, request_credenti
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::follower::Follower;
+use crate::follower::{Follower, Restart};
 use crate::status::Status;
 
 /// The follower's router.
@@ -37,13 +38,17 @@ async fn notify(
     State(follower): State<Arc<Follower>>,
     Query(query): Query<AuthQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<NotifyResponse>, Error> {
     let authorization = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
     let key = request_credential(authorization, query.auth.as_deref()).unwrap_or_default();
     if !follower.config.key.matches(key) {
         return Err(Error::InvalidKey);
     }
+    let body = body.map_err(|rejection| match rejection {
+        BytesRejection::FailedToBufferBody(_) => Error::PayloadTooLarge,
+        other => Error::BadRequest(other.body_text()),
+    })?;
     let request: NotifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         NotifyRequest::default()
     } else {
@@ -54,7 +59,20 @@ async fn notify(
         })?
     };
     tracing::info!(services = ?request.services, force = request.force, "notification received");
-    follower.sync(&request, true).await.map(Json)
+    // The cycle runs in its own task: a caller that hangs up (a timeout, a cancelled admin notify) must not
+    // stop it between the writes and the restarts.
+    let worker = follower.clone();
+    let cycle = tokio::spawn(async move {
+        let outcome = worker.sync(&request, Restart::Changed).await;
+        if outcome.is_err() {
+            worker.retry_in_background();
+        }
+        outcome
+    });
+    cycle
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))?
+        .map(Json)
 }
 
 async fn status(State(follower): State<Arc<Follower>>) -> Json<Status> {

@@ -16,7 +16,17 @@ pub struct Status {
     pub last_fetch: Option<u64>,
     /// Why the last fetch failed, if it did (cleared on success).
     pub last_fetch_error: Option<String>,
+    /// The revision wholly on disk: every file of it written. Never a revision only partly applied.
     pub revision: Option<String>,
+    /// Unix seconds of the last apply that wrote every file.
+    pub last_apply: Option<u64>,
+    /// Why the last fetched tree is not (wholly) on disk: refused files, a refused tree. Cleared when a tree
+    /// is applied in full; until then every sync fetches and tries again.
+    pub last_apply_error: Option<String>,
+    /// The revision of that incomplete tree.
+    pub failed_revision: Option<String>,
+    /// Services (and `(project)` for `up -d`) whose restart is queued or running; persisted across restarts.
+    pub pending_restarts: Vec<String>,
     pub restarts: BTreeMap<String, RestartRecord>,
 }
 

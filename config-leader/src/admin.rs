@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::db::{Db, UserRow};
 use crate::error::Error;
 use crate::fleet::Fleet;
-use crate::identity::{self, Caller, INITIAL_USER, Permissions, Throttle, Tokens};
+use crate::identity::{self, Caller, INITIAL_USER, INVALID_TOKEN, Permissions, Throttle, Tokens};
 use crate::secret::{self, Secret};
 use crate::settings::{Settings, now};
 use crate::store::TreeStore;
@@ -37,6 +37,7 @@ impl Admin {
             db.clone(),
             store.clone(),
         );
+        settings.settle_after_crash()?;
         settings.sync_history()?;
         let admin = Self {
             db,
@@ -69,7 +70,8 @@ impl Admin {
         if let Some(parent) = credentials.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let text = format!("username: {INITIAL_USER}\npassword: {password}\n");
+        // The password alone, as the certificate service reads it (the whole file, trimmed).
+        let text = format!("{password}\n");
         pryv_fs::write_atomic(credentials, text.as_bytes(), 0o600).map_err(io)?;
         std::fs::set_permissions(credentials, std::fs::Permissions::from_mode(0o600))
             .map_err(io)?;
@@ -104,16 +106,17 @@ impl Admin {
         {
             return Ok(Caller::AdminKey);
         }
+        // Every refusal below says exactly INVALID_TOKEN: the web app logs out on that message only.
+        let invalid = || Error::Unauthenticated(INVALID_TOKEN.into());
         let claims = self.tokens.verify(credential)?;
         if self.db.is_revoked(&claims.jti)? {
-            return Err(Error::Unauthenticated(
-                "this token was revoked; log in again".into(),
-            ));
+            return Err(invalid());
         }
-        let user = self
-            .db
-            .user(&claims.sub)?
-            .ok_or_else(|| Error::Unauthenticated("this account no longer exists".into()))?;
+        if self.db.token_generation(&claims.sub)? != Some(claims.generation) {
+            // The password or permissions changed, or the account was deleted, since the token was issued.
+            return Err(invalid());
+        }
+        let user = self.db.user(&claims.sub)?.ok_or_else(invalid)?;
         Ok(Caller::User {
             username: user.username,
             permissions: Permissions::from_json(&user.permissions),

@@ -74,6 +74,13 @@ impl Db {
                      action TEXT NOT NULL, detail TEXT NOT NULL, remote TEXT NOT NULL);",
             )
             .map_err(sql)?;
+        // Columns added after the first release: a database from before gets them on open.
+        for (table, column, definition) in [
+            ("settings_history", "pending", "INTEGER NOT NULL DEFAULT 0"),
+            ("users", "token_generation", "INTEGER NOT NULL DEFAULT 0"),
+        ] {
+            add_column(&connection, table, column, definition)?;
+        }
         Ok(Self(Mutex::new(connection)))
     }
 
@@ -122,20 +129,24 @@ impl Db {
         let inserted = self
             .conn()
             .execute(
-                "INSERT OR IGNORE INTO users (username, password_hash, permissions, created_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO users (username, password_hash, permissions, created_at, token_generation)
+                 VALUES (?1, ?2, ?3, ?4, abs(random() % 1000000000000))",
                 params![user.username, user.password_hash, user.permissions, now],
             )
             .map_err(sql)?;
         Ok(inserted == 1)
     }
 
-    /// Inserts or replaces a user (the emergency account at start).
+    /// Inserts or replaces a user (the emergency account at start). Every change of a user's password or
+    /// permissions, and a new user of a deleted one's name, changes its token generation: the tokens issued
+    /// before stop working.
     pub fn upsert_user(&self, user: &UserRow, now: i64) -> Result<(), Error> {
         self.conn()
             .execute(
-                "INSERT INTO users (username, password_hash, permissions, created_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO users (username, password_hash, permissions, created_at, token_generation)
+                 VALUES (?1, ?2, ?3, ?4, abs(random() % 1000000000000))
                  ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash,
-                 permissions = excluded.permissions",
+                 permissions = excluded.permissions, token_generation = token_generation + 1",
                 params![user.username, user.password_hash, user.permissions, now],
             )
             .map_err(sql)?;
@@ -146,7 +157,8 @@ impl Db {
         let changed = self
             .conn()
             .execute(
-                "UPDATE users SET password_hash = ?2 WHERE username = ?1",
+                "UPDATE users SET password_hash = ?2, token_generation = token_generation + 1
+                 WHERE username = ?1",
                 params![username, hash],
             )
             .map_err(sql)?;
@@ -157,7 +169,8 @@ impl Db {
         let changed = self
             .conn()
             .execute(
-                "UPDATE users SET permissions = ?2 WHERE username = ?1",
+                "UPDATE users SET permissions = ?2, token_generation = token_generation + 1
+                 WHERE username = ?1",
                 params![username, permissions],
             )
             .map_err(sql)?;
@@ -201,11 +214,14 @@ impl Db {
     }
 
     pub fn latest_revision(&self) -> Result<Option<RevisionRow>, Error> {
-        self.revision_where("ORDER BY revision DESC LIMIT 1", params![])
+        self.revision_where(
+            "WHERE pending = 0 ORDER BY revision DESC LIMIT 1",
+            params![],
+        )
     }
 
     pub fn revision(&self, revision: i64) -> Result<Option<RevisionRow>, Error> {
-        self.revision_where("WHERE revision = ?1", params![revision])
+        self.revision_where("WHERE pending = 0 AND revision = ?1", params![revision])
     }
 
     fn revision_where(
@@ -229,7 +245,7 @@ impl Db {
     pub fn revisions(&self) -> Result<Vec<RevisionRow>, Error> {
         let conn = self.conn();
         let mut statement = conn
-            .prepare("SELECT revision, author, at, message, '' FROM settings_history ORDER BY revision DESC")
+            .prepare("SELECT revision, author, at, message, '' FROM settings_history WHERE pending = 0 ORDER BY revision DESC")
             .map_err(sql)?;
         let rows = statement.query_map([], revision_row).map_err(sql)?;
         rows.collect::<Result<_, _>>().map_err(sql)
@@ -243,14 +259,98 @@ impl Db {
         message: &str,
         content: &str,
     ) -> Result<i64, Error> {
+        self.insert_revision(author, at, message, content, false)
+    }
+
+    /// Appends a revision not yet written to disk (invisible until [`Db::confirm_revision`]): recorded before
+    /// the write so a crash between the two never credits the change to a hand edit.
+    pub fn add_pending_revision(
+        &self,
+        author: &str,
+        at: i64,
+        message: &str,
+        content: &str,
+    ) -> Result<i64, Error> {
+        self.insert_revision(author, at, message, content, true)
+    }
+
+    fn insert_revision(
+        &self,
+        author: &str,
+        at: i64,
+        message: &str,
+        content: &str,
+        pending: bool,
+    ) -> Result<i64, Error> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO settings_history (revision, author, at, message, content)
-             VALUES ((SELECT COALESCE(MAX(revision), 0) + 1 FROM settings_history), ?1, ?2, ?3, ?4)",
-            params![author, at, message, content],
+            "INSERT INTO settings_history (revision, author, at, message, content, pending)
+             VALUES ((SELECT COALESCE(MAX(revision), 0) + 1 FROM settings_history), ?1, ?2, ?3, ?4, ?5)",
+            params![author, at, message, content, pending],
         )
         .map_err(sql)?;
         Ok(conn.last_insert_rowid())
+    }
+
+    /// The write of a pending revision succeeded.
+    pub fn confirm_revision(&self, revision: i64) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "UPDATE settings_history SET pending = 0 WHERE revision = ?1",
+                params![revision],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    /// The write of a pending revision failed: forget it.
+    pub fn drop_revision(&self, revision: i64) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "DELETE FROM settings_history WHERE revision = ?1 AND pending = 1",
+                params![revision],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    /// After a crash: pending revisions whose content is what is on disk were written (confirmed, with their
+    /// author); the others never reached the disk (dropped).
+    pub fn settle_pending_revisions(&self, on_disk: &str) -> Result<(), Error> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE settings_history SET pending = 0 WHERE pending = 1 AND content = ?1
+             AND revision = (SELECT MAX(revision) FROM settings_history WHERE pending = 1)",
+            params![on_disk],
+        )
+        .map_err(sql)?;
+        conn.execute("DELETE FROM settings_history WHERE pending = 1", [])
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    /// Whether a save is between its record and its write.
+    pub fn has_pending_revision(&self) -> Result<bool, Error> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM settings_history WHERE pending = 1",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(sql)
+    }
+
+    /// The user's token generation: tokens carrying another one are no longer valid.
+    pub fn token_generation(&self, username: &str) -> Result<Option<i64>, Error> {
+        self.conn()
+            .query_row(
+                "SELECT token_generation FROM users WHERE username = ?1",
+                params![username],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql)
     }
 
     pub fn audit(
@@ -294,6 +394,31 @@ impl Db {
     }
 }
 
+/// Adds `column` to `table` unless it is there already.
+fn add_column(
+    connection: &Connection,
+    table: &str,
+    column: &str,
+    definition: &str,
+) -> Result<(), Error> {
+    let exists: bool = connection
+        .query_row(
+            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            params![column],
+            |row| row.get::<_, i64>(0),
+        )
+        .map_err(sql)?
+        > 0;
+    if !exists {
+        connection
+            .execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))
+            .map_err(sql)?;
+    }
+    Ok(())
+}
+
 fn revision_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RevisionRow> {
     Ok(RevisionRow {
         revision: row.get(0)?,
@@ -307,6 +432,7 @@ fn revision_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RevisionRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn users_revisions_audit_survive_reopening() {
@@ -336,5 +462,54 @@ mod tests {
             !db.is_revoked("jti-1").unwrap(),
             "expired revocations are purged"
         );
+    }
+
+    #[test]
+    fn pending_revisions_are_invisible_and_settled_by_the_disk_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        db.add_revision("initial", 1, "first", "a").unwrap();
+        let written = db.add_pending_revision("alice", 2, "change", "b").unwrap();
+        assert!(db.has_pending_revision().unwrap());
+        assert_eq!(db.latest_revision().unwrap().unwrap().content, "a");
+        assert_eq!(db.revisions().unwrap().len(), 1);
+        // The crash came after the write: the disk holds "b", alice keeps the credit.
+        db.settle_pending_revisions("b").unwrap();
+        let latest = db.latest_revision().unwrap().unwrap();
+        assert_eq!(
+            (latest.revision, latest.author.as_str()),
+            (written, "alice")
+        );
+
+        // The crash came before the write: the record is dropped.
+        db.add_pending_revision("bob", 3, "lost", "c").unwrap();
+        db.settle_pending_revisions("b").unwrap();
+        assert_eq!(db.latest_revision().unwrap().unwrap().author, "alice");
+        assert!(!db.has_pending_revision().unwrap());
+    }
+
+    #[test]
+    fn every_change_of_a_user_changes_its_token_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let user = UserRow {
+            username: "u".into(),
+            password_hash: "h".into(),
+            permissions: "{}".into(),
+        };
+        db.insert_user(&user, 1).unwrap();
+        let mut seen = vec![db.token_generation("u").unwrap().unwrap()];
+        db.set_password("u", "h2").unwrap();
+        seen.push(db.token_generation("u").unwrap().unwrap());
+        db.set_permissions("u", "{}").unwrap();
+        seen.push(db.token_generation("u").unwrap().unwrap());
+        db.upsert_user(&user, 2).unwrap();
+        seen.push(db.token_generation("u").unwrap().unwrap());
+        db.delete_user("u").unwrap();
+        assert_eq!(db.token_generation("u").unwrap(), None);
+        db.insert_user(&user, 3).unwrap();
+        seen.push(db.token_generation("u").unwrap().unwrap());
+        let distinct: BTreeSet<i64> = seen.iter().copied().collect();
+        assert_eq!(distinct.len(), seen.len(), "{seen:?}");
     }
 }

@@ -44,6 +44,10 @@ pub enum Error {
         file: String,
         source: pryv_render::Error,
     },
+    #[error(
+        "role '{0}': its templates folder has no file (moved, or being replaced?); followers keep the files they have until it is filled again"
+    )]
+    EmptyRole(String),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("missing or invalid key")]
@@ -85,7 +89,9 @@ impl Error {
             Error::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too-many-attempts"),
             Error::RoleNotFound(_) => (StatusCode::NOT_FOUND, "role-not-found"),
             Error::NotFound | Error::NotFoundNamed(_) => (StatusCode::NOT_FOUND, "not-found"),
-            Error::Render { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "render-failed"),
+            Error::Render { .. } | Error::EmptyRole(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "render-failed")
+            }
             Error::Platform { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "invalid-platform-settings",
@@ -108,7 +114,7 @@ impl Error {
         // Render and platform errors name a file and a reason an operator must fix, so they are shown; any
         // other 5xx is logged here once and answered generically.
         let message = match self {
-            Error::Render { .. } | Error::Platform { .. } => {
+            Error::Render { .. } | Error::Platform { .. } | Error::EmptyRole(_) => {
                 tracing::error!(error = %self, "cannot render configuration");
                 self.to_string()
             }

@@ -140,15 +140,14 @@ impl Fleet {
     pub async fn notify(
         &self,
         targets: Vec<(usize, Follower)>,
-        services: Option<Vec<String>>,
+        template: &NotifyRequest,
         revisions: &HashMap<String, Option<String>>,
     ) -> NotifyAnswer {
         let results: Vec<(usize, Follower, Result<(), String>)> = futures::stream::iter(targets)
             .map(|(index, follower)| {
                 let body = NotifyRequest {
-                    services: services.clone(),
-                    force: false,
                     revision: revisions.get(&follower.role).cloned().flatten(),
+                    ..template.clone()
                 };
                 async move {
                     let result = self.notify_one(&follower, &body).await;

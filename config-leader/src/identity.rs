@@ -34,11 +34,14 @@ const USER_PERMISSIONS: &[&str] = &[
     "changePermissions",
 ];
 const SETTINGS_PERMISSIONS: &[&str] = &["read", "update"];
+const PLATFORM_USERS_PERMISSIONS: &[&str] = &["read", "delete", "modify"];
+/// The one answer to a bad, expired or revoked token: the admin web app logs the operator out on exactly it.
+pub const INVALID_TOKEN: &str = "Invalid token";
 const FREE_FAILURES: u32 = 4;
 const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 const MAX_TRACKED: usize = 100_000;
 
-/// What an admin may do: `{"users": [...], "settings": [...]}`.
+/// What an admin may do: `{"users": [...], "settings": [...], "platformUsers": [...]}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Permissions {
@@ -46,27 +49,29 @@ pub struct Permissions {
     pub users: BTreeSet<String>,
     #[serde(default)]
     pub settings: BTreeSet<String>,
+    /// Pryv.io accounts administered through the register and the cores.
+    #[serde(default, rename = "platformUsers")]
+    pub platform_users: BTreeSet<String>,
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|p| (*p).to_owned()).collect()
 }
 
 impl Permissions {
     pub fn all() -> Self {
         Self {
-            users: USER_PERMISSIONS.iter().map(|p| (*p).to_owned()).collect(),
-            settings: SETTINGS_PERMISSIONS
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect(),
+            users: names(USER_PERMISSIONS),
+            settings: names(SETTINGS_PERMISSIONS),
+            platform_users: names(PLATFORM_USERS_PERMISSIONS),
         }
     }
 
     /// Every settings permission, none on users: what the static admin key grants.
     pub fn settings_only() -> Self {
         Self {
-            users: BTreeSet::new(),
-            settings: SETTINGS_PERMISSIONS
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect(),
+            settings: names(SETTINGS_PERMISSIONS),
+            ..Self::default()
         }
     }
 
@@ -83,22 +88,31 @@ impl Permissions {
                     .filter(|p| !SETTINGS_PERMISSIONS.contains(&p.as_str()))
                     .map(|p| format!("settings:{p}")),
             )
+            .chain(
+                self.platform_users
+                    .iter()
+                    .filter(|p| !PLATFORM_USERS_PERMISSIONS.contains(&p.as_str()))
+                    .map(|p| format!("platformUsers:{p}")),
+            )
             .collect();
         if unknown.is_empty() {
             Ok(())
         } else {
             Err(Error::BadRequest(format!(
-                "unknown permission(s) {}; known: users: {}; settings: {}",
+                "unknown permission(s) {}; known: users: {}; settings: {}; platformUsers: {}",
                 unknown.join(", "),
                 USER_PERMISSIONS.join(", "),
-                SETTINGS_PERMISSIONS.join(", ")
+                SETTINGS_PERMISSIONS.join(", "),
+                PLATFORM_USERS_PERMISSIONS.join(", ")
             )))
         }
     }
 
     /// Whether every permission of `other` is also held here.
     pub fn covers(&self, other: &Permissions) -> bool {
-        other.users.is_subset(&self.users) && other.settings.is_subset(&self.settings)
+        other.users.is_subset(&self.users)
+            && other.settings.is_subset(&self.settings)
+            && other.platform_users.is_subset(&self.platform_users)
     }
 
     pub fn to_json(&self) -> String {
@@ -115,6 +129,7 @@ impl Permissions {
 pub enum Need {
     Users(&'static str),
     Settings(&'static str),
+    PlatformUsers(&'static str),
 }
 
 /// The authenticated caller of an admin route.
@@ -143,6 +158,11 @@ impl Caller {
         let (held, scope, name) = match need {
             Need::Users(name) => (permissions.users.contains(name), "users", name),
             Need::Settings(name) => (permissions.settings.contains(name), "settings", name),
+            Need::PlatformUsers(name) => (
+                permissions.platform_users.contains(name),
+                "platformUsers",
+                name,
+            ),
         };
         if held {
             Ok(())
@@ -162,13 +182,19 @@ impl Caller {
     }
 }
 
-/// Claims of a login token.
+/// Claims of a login token. `username` and `permissions` are what the admin web app decodes to know who is
+/// logged in and which pages to show; the leader itself checks the user's current permissions on each call.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
+    pub username: String,
+    pub permissions: Permissions,
     pub exp: i64,
     pub iat: i64,
     pub jti: String,
+    /// The user's token generation when issued: a password, permission or account change moves it on.
+    #[serde(rename = "gen")]
+    pub generation: i64,
 }
 
 /// Signs and checks login tokens.
@@ -186,9 +212,18 @@ impl Tokens {
     }
 
     /// A new token for `username`; returns (token, claims).
-    pub fn issue(&self, username: &str, now: i64) -> Result<(String, Claims), Error> {
+    pub fn issue(
+        &self,
+        username: &str,
+        permissions: Permissions,
+        generation: i64,
+        now: i64,
+    ) -> Result<(String, Claims), Error> {
         let claims = Claims {
             sub: username.to_owned(),
+            username: username.to_owned(),
+            permissions,
+            generation,
             iat: now,
             exp: now + TOKEN_LIFETIME.as_secs() as i64,
             jti: secret::generate(),
@@ -204,7 +239,7 @@ impl Tokens {
         validation.leeway = 0;
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map(|data| data.claims)
-            .map_err(|_| Error::Unauthenticated("invalid or expired token; log in again".into()))
+            .map_err(|_| Error::Unauthenticated(INVALID_TOKEN.into()))
     }
 }
 
@@ -346,11 +381,16 @@ mod tests {
     fn tokens_round_trip_and_tampering_fails() {
         let tokens = Tokens::new("s3cret");
         let now = jsonwebtoken::get_current_timestamp() as i64;
-        let (token, claims) = tokens.issue("ada", now).unwrap();
+        let (token, claims) = tokens.issue("ada", Permissions::all(), 1, now).unwrap();
         assert_eq!(tokens.verify(&token).unwrap().jti, claims.jti);
         assert!(Tokens::new("other").verify(&token).is_err());
         let (expired, _) = tokens
-            .issue("ada", now - 2 * TOKEN_LIFETIME.as_secs() as i64)
+            .issue(
+                "ada",
+                Permissions::all(),
+                1,
+                now - 2 * TOKEN_LIFETIME.as_secs() as i64,
+            )
             .unwrap();
         assert!(tokens.verify(&expired).is_err());
     }

@@ -17,10 +17,8 @@ pub mod init;
 pub mod package;
 pub mod routes;
 pub mod secret;
-pub mod server;
 pub mod settings;
 pub mod store;
-pub mod tls;
 pub mod tree;
 pub mod watch;
 
@@ -46,7 +44,12 @@ impl Leader {
         for key in &config.unknown_keys {
             tracing::warn!(key, file = %config.path.display(), "unknown configuration key ignored");
         }
-        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|files| pryv_daemon::server_tls(&files.cert_file, &files.key_file))
+            .transpose()
+            .map_err(Error::Tls)?;
         let roles = tree::roles(&config.templates_path)?;
         for follower in &config.followers {
             if !roles.contains(&follower.role) {
@@ -89,14 +92,13 @@ impl Leader {
             .map_err(|err| Error::Internal(err.to_string()))?;
         tracing::info!(%addr, scheme, followers = self.state.followers.len(), "listening");
         pryv_daemon::notify_ready();
-        server::serve(
-            listener,
-            app(self.state.clone()),
-            self.tls.clone(),
-            shutdown,
-        )
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))?;
+        let options = pryv_daemon::ServeOptions {
+            tls: self.tls.clone(),
+            ..pryv_daemon::ServeOptions::default()
+        };
+        pryv_daemon::serve(listener, app(self.state.clone()), options, shutdown)
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))?;
         pryv_daemon::notify_stopping();
         tracing::info!("stopped");
         Ok(())

@@ -110,9 +110,18 @@ impl Settings {
         })
     }
 
+    /// At start: settles the revisions a crash left between record and write (see [`Db::settle_pending_revisions`]).
+    pub fn settle_after_crash(&self) -> Result<(), Error> {
+        self.db.settle_pending_revisions(&self.read_text()?)
+    }
+
     /// Records the file on disk as a revision if history does not end with it (revision 1 at first start,
     /// author `disk` for hand edits).
     pub fn sync_history(&self) -> Result<(), Error> {
+        if self.db.has_pending_revision()? {
+            // A save is between its record and its write: the file on disk is not a hand edit.
+            return Ok(());
+        }
         let text = self.read_text()?;
         match self.db.latest_revision()? {
             None => {
@@ -308,6 +317,9 @@ impl Settings {
 
     /// Renders every role with `platform`; every error is collected.
     fn validate(&self, platform: &PlatformFile) -> Result<(), Error> {
+        platform
+            .ensure_settings()
+            .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
         let renderer = Renderer::new(&Vars::new(platform, &self.internals.0))
             .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
         let mut problems: Vec<String> = Vec::new();
@@ -329,8 +341,16 @@ impl Settings {
         let text = platform
             .to_yaml()
             .map_err(|err| Error::Internal(err.to_string()))?;
-        self.write(&text)?;
-        self.db.add_revision(author, now(), message, &text)
+        // Recorded first (pending), then written, then confirmed: a crash in between never loses the author.
+        let revision = self
+            .db
+            .add_pending_revision(author, now(), message, &text)?;
+        if let Err(err) = self.write(&text) {
+            self.db.drop_revision(revision)?;
+            return Err(err);
+        }
+        self.db.confirm_revision(revision)?;
+        Ok(revision)
     }
 
     fn write(&self, text: &str) -> Result<(), Error> {

@@ -44,6 +44,18 @@ struct Inner {
     trees: RwLock<HashMap<String, Cached<ServedTree>>>,
     /// Serializes re-renders so a burst of requests after a change renders once, not once per request.
     rebuild: tokio::sync::Mutex<()>,
+    /// Roles whose last render failed.
+    problems: RwLock<HashMap<String, RenderProblem>>,
+}
+
+/// A role whose templates or settings stopped rendering.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderProblem {
+    /// Why the last render failed.
+    pub error: String,
+    /// The revision still served instead (the last good tree), if there is one.
+    pub serving: Option<String>,
 }
 
 impl TreeStore {
@@ -57,8 +69,14 @@ impl TreeStore {
                 renderer: RwLock::new(None),
                 trees: RwLock::new(HashMap::new()),
                 rebuild: tokio::sync::Mutex::new(()),
+                problems: RwLock::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The templates folder (one sub-folder per role).
+    pub fn templates(&self) -> PathBuf {
+        self.inner.templates.clone()
     }
 
     /// Marks every cached tree stale: the next request re-renders. Called by the watcher and after the
@@ -81,6 +99,17 @@ impl TreeStore {
         tokio::task::spawn_blocking(move || inner.rebuild(&role))
             .await
             .unwrap_or_else(|join| Err(Arc::new(Error::Internal(join.to_string()))))
+    }
+
+    /// Roles whose last render failed, by role.
+    pub fn problems(&self) -> std::collections::BTreeMap<String, RenderProblem> {
+        self.inner
+            .problems
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(role, problem)| (role.clone(), problem.clone()))
+            .collect()
     }
 
     /// Renders without caching (for `check`/`render`), returning every error.
@@ -106,6 +135,8 @@ impl Inner {
         }
     }
 
+    /// Renders `role` again. When that fails and the role had a good tree, the good tree stays in service
+    /// (never a half-rendered or empty one) and the failure is kept for `/admin/status` and the log.
     fn rebuild(&self, role: &str) -> Result<Arc<ServedTree>, Arc<Error>> {
         // Read the generation before the files: a change during rendering bumps it again, so this result is
         // never taken as fresh for a state it did not see.
@@ -113,17 +144,47 @@ impl Inner {
         let result = self
             .renderer_for(generation)
             .and_then(|renderer| render_tree(&renderer, &self.templates, role).map_err(Arc::new));
-        match &result {
-            Ok(tree) => {
-                tracing::info!(role, revision = %tree.revision, files = tree.file_count, "rendered configuration")
-            }
-            Err(err) => tracing::error!(role, error = %err, "cannot render configuration"),
-        }
-        self.trees
+        let mut trees = self
+            .trees
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(role.to_owned(), (generation, result.clone()));
-        result
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut problems = self
+            .problems
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let served = match result {
+            Ok(tree) => {
+                tracing::info!(role, revision = %tree.revision, files = tree.file_count, "rendered configuration");
+                problems.remove(role);
+                Ok(tree)
+            }
+            Err(err) => match trees.get(role) {
+                Some((_, Ok(good))) => {
+                    tracing::error!(role, error = %err, revision = %good.revision, "cannot render configuration; still serving the last good tree");
+                    problems.insert(
+                        role.to_owned(),
+                        RenderProblem {
+                            error: err.to_string(),
+                            serving: Some(good.revision.clone()),
+                        },
+                    );
+                    Ok(good.clone())
+                }
+                _ => {
+                    tracing::error!(role, error = %err, "cannot render configuration");
+                    problems.insert(
+                        role.to_owned(),
+                        RenderProblem {
+                            error: err.to_string(),
+                            serving: None,
+                        },
+                    );
+                    Err(err)
+                }
+            },
+        };
+        trees.insert(role.to_owned(), (generation, served.clone()));
+        served
     }
 
     fn renderer_for(&self, generation: u64) -> Result<Arc<Renderer>, Arc<Error>> {
@@ -280,5 +341,46 @@ mod tests {
         assert_ne!(a, revision_of(&[file("/a", "bd")]));
         assert_eq!(a, revision_of(&[file("/a", "bc")]));
         assert_eq!(a.len(), 32);
+    }
+
+    #[tokio::test]
+    async fn a_broken_source_keeps_the_last_good_tree_in_service() {
+        let (dir, store) = fixture();
+        let good = store.get("core").await.unwrap();
+        for broken in ["", "vars:\n"] {
+            std::fs::write(dir.path().join("platform.yml"), broken).unwrap();
+            store.invalidate();
+            let served = store.get("core").await.unwrap();
+            assert_eq!(served.revision, good.revision, "{broken:?}");
+            let problem = &store.problems()["core"];
+            assert!(problem.error.contains("no settings"), "{problem:?}");
+            assert_eq!(problem.serving.as_deref(), Some(good.revision.as_str()));
+        }
+        std::fs::write(
+            dir.path().join("platform.yml"),
+            "vars:\n  G:\n    settings:\n      DOMAIN:\n        value: pryv.me\n",
+        )
+        .unwrap();
+        // An emptied role folder is refused the same way.
+        std::fs::remove_file(dir.path().join("data/core/core/conf/core.yml")).unwrap();
+        store.invalidate();
+        assert_eq!(store.get("core").await.unwrap().revision, good.revision);
+        assert!(store.problems()["core"].error.contains("has no file"));
+        std::fs::write(
+            dir.path().join("data/core/core/conf/core.yml"),
+            "d: DOMAIN\n",
+        )
+        .unwrap();
+        store.invalidate();
+        assert_ne!(store.get("core").await.unwrap().revision, good.revision);
+        assert!(store.problems().is_empty(), "recovered");
+    }
+
+    #[tokio::test]
+    async fn without_a_good_tree_an_empty_source_is_an_error() {
+        let (dir, store) = fixture();
+        std::fs::write(dir.path().join("platform.yml"), "").unwrap();
+        let err = store.get("core").await.unwrap_err();
+        assert!(err.to_string().contains("no settings"), "{err}");
     }
 }

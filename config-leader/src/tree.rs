@@ -100,7 +100,12 @@ pub fn render_role(
     let dir = role_dir(templates, role)?;
     let mut files = Vec::new();
     let mut errors = Vec::new();
-    for (relative, path) in list_files(&dir)? {
+    let listed = list_files(&dir)?;
+    if listed.is_empty() {
+        // Served, it would make every follower of the role delete its whole tree.
+        errors.push(Error::EmptyRole(role.to_owned()));
+    }
+    for (relative, path) in listed {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(source) => {

@@ -1,6 +1,7 @@
 //! Watches the templates folder (recursively) and the folder of `platform.yml`, and marks the rendered trees
-//! stale on any change, so hand edits show without a restart. The folder of `platform.yml` is watched rather
-//! than the file because editors save by renaming.
+//! stale on a change of a template or of `platform.yml` itself, so hand edits show without a restart. The
+//! folder of `platform.yml` is watched rather than the file because editors save by renaming onto it; other
+//! files in that folder (logs, the database, backups) are not changes of the configuration.
 
 use std::path::Path;
 use std::time::Duration;
@@ -43,16 +44,30 @@ pub fn start(
     }
 }
 
+/// Whether `event` touches a template or `platform.yml` (as itself or as a rename's source or target). An
+/// event without paths (a rescan) may hide anything, so it counts.
+fn concerns(event: &notify::Event, templates: &Path, platform_file: &Path) -> bool {
+    let platform_name = platform_file.file_name();
+    event.paths.is_empty()
+        || event.paths.iter().any(|path| {
+            // Only the platform folder is watched besides the templates: its file name is enough.
+            path.starts_with(templates) || path.file_name() == platform_name
+        })
+}
+
 fn notify_watcher(
     store: &TreeStore,
     templates: &Path,
     platform_config: &Path,
 ) -> notify::Result<RecommendedWatcher> {
     let store = store.clone();
+    let templates_root = templates.to_owned();
+    let platform_file = platform_config.to_owned();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
-            Ok(_) => store.invalidate(),
+            Ok(event) if concerns(&event, &templates_root, &platform_file) => store.invalidate(),
+            Ok(_) => {}
             // A lost event (queue overflow) may hide a change: re-render to be safe.
             Err(_) => store.invalidate(),
         })?;
@@ -63,4 +78,58 @@ fn notify_watcher(
         .unwrap_or(Path::new("."));
     watcher.watch(platform_dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, ModifyKind, RenameMode};
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
+        let mut event = notify::Event::new(kind);
+        for path in paths {
+            event = event.add_path(path.into());
+        }
+        event
+    }
+
+    #[test]
+    fn only_templates_and_the_platform_file_count() {
+        let templates = Path::new("/p/data");
+        let platform = Path::new("/p/conf/platform.yml");
+        let write = EventKind::Modify(ModifyKind::Any);
+        assert!(concerns(
+            &event(write, &["/p/conf/platform.yml"]),
+            templates,
+            platform
+        ));
+        assert!(concerns(
+            &event(write, &["/p/data/core/x.yml"]),
+            templates,
+            platform
+        ));
+        assert!(!concerns(
+            &event(write, &["/p/conf/leader.log"]),
+            templates,
+            platform
+        ));
+        assert!(!concerns(
+            &event(
+                EventKind::Create(CreateKind::File),
+                &["/p/conf/.pryv-tmp-abc"]
+            ),
+            templates,
+            platform
+        ));
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(concerns(
+            &event(
+                rename,
+                &["/p/conf/.platform.yml.swp", "/p/conf/platform.yml"]
+            ),
+            templates,
+            platform
+        ));
+        assert!(concerns(&event(write, &[]), templates, platform), "rescan");
+    }
 }

@@ -73,10 +73,10 @@ async fn call(
 }
 
 fn initial_password(fixture: &Fixture) -> String {
-    let text = std::fs::read_to_string(fixture.root().join("credentials.txt")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("password: "))
+    // As the certificate service reads it: the whole file, trimmed.
+    std::fs::read_to_string(fixture.root().join("credentials.txt"))
         .unwrap()
+        .trim()
         .to_owned()
 }
 
@@ -234,7 +234,7 @@ async fn users_permissions_and_tokens() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         one["permissions"],
-        json!({"users": [], "settings": ["read"]})
+        json!({"users": [], "settings": ["read"], "platformUsers": []})
     );
     assert_eq!(
         call(&h.app, Method::GET, "/users/nobody", Some(&root), None)
@@ -243,7 +243,7 @@ async fn users_permissions_and_tokens() {
         StatusCode::NOT_FOUND
     );
 
-    // Permission change applies to existing tokens at once.
+    // A permission change ends the user's sessions: the old token is refused as the web app expects.
     let (status, _) = call(
         &h.app,
         Method::PUT,
@@ -253,6 +253,10 @@ async fn users_permissions_and_tokens() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    let (status, refused) = call(&h.app, Method::GET, "/admin/settings", Some(&reader), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused["error"]["message"], "Invalid token");
+    let reader = login(&h.app, "reader", "reader-pass-1").await;
     for (method, path, body) in [
         (Method::GET, "/admin/settings", None),
         (Method::GET, "/admin/settings/history", None),
@@ -285,7 +289,15 @@ async fn users_permissions_and_tokens() {
     )
     .await;
     let new_password = reset["password"].as_str().unwrap().to_owned();
+    let (status, refused) = call(&h.app, Method::GET, "/users/reader", Some(&reader), None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a reset ends the sessions"
+    );
+    assert_eq!(refused["error"]["message"], "Invalid token");
     let reader = login(&h.app, "reader", &new_password).await;
+    let second_session = login(&h.app, "reader", &new_password).await;
 
     // Change own password: old one required; the current token is revoked.
     let change = |old: &str, new: &str| json!({"oldPassword": old, "newPassword": new});
@@ -316,12 +328,12 @@ async fn users_permissions_and_tokens() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        call(&h.app, Method::GET, "/users/reader", Some(&reader), None)
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
+    for session in [&reader, &second_session] {
+        let (status, refused) =
+            call(&h.app, Method::GET, "/users/reader", Some(session), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "every session ends");
+        assert_eq!(refused["error"]["message"], "Invalid token");
+    }
     login(&h.app, "reader", "another-pass").await;
 
     // Logout revokes; delete removes the account and its access.

@@ -246,7 +246,8 @@ async fn restarts_exactly_what_changed() {
     let actions = platform.docker.wait_for("restart core", |a| a.len() >= 3);
     assert_eq!(actions, ["restart mail", "restart nginx", "restart core"]);
 
-    // A forced restart of a listed service; an unknown service is refused with the known names.
+    // A forced restart of a listed service; a service this machine does not run is ignored (the certificate
+    // service notifies every machine with the same list).
     let (status, body) = notify(
         &follower,
         KEY,
@@ -257,13 +258,17 @@ async fn restarts_exactly_what_changed() {
     assert_eq!(strings(&body["restarted"]), ["mail"]);
     let actions = platform.docker.wait_for("forced restart", |a| a.len() >= 4);
     assert_eq!(actions[3], "restart mail");
-    let (status, body) = notify(&follower, KEY, Some(json!({"services": ["nope"]}))).await;
-    assert_eq!(status, 400);
-    let message = body["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("nope") && message.contains("core, mail, nginx"),
-        "{message}"
-    );
+    let (status, body) = notify(
+        &follower,
+        KEY,
+        Some(json!({"services": ["dns", "reverse_proxy", "mail"], "force": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(strings(&body["ignored"]), ["dns", "reverse_proxy"]);
+    assert_eq!(strings(&body["restarted"]), ["mail"]);
+    let actions = platform.docker.wait_for("forced restart", |a| a.len() >= 5);
+    assert_eq!(actions[4], "restart mail");
 
     // A domain change touches every service mounting a file with the domain: one command for all.
     let revision = leader_revision(&leader).await;
@@ -271,8 +276,8 @@ async fn restarts_exactly_what_changed() {
     wait_leader_change(&leader, &revision).await;
     let (_, body) = notify(&follower, KEY, None).await;
     assert_eq!(strings(&body["restarted"]), ["core", "mail", "nginx"]);
-    let actions = platform.docker.wait_for("domain restart", |a| a.len() >= 5);
-    assert_eq!(actions[4], "restart core mail nginx");
+    let actions = platform.docker.wait_for("domain restart", |a| a.len() >= 6);
+    assert_eq!(actions[5], "restart core mail nginx");
 
     // A restriction to some services only restarts those.
     let revision = leader_revision(&leader).await;
@@ -331,9 +336,27 @@ async fn hostile_leader_writes_nothing_outside_the_data_folder() {
     let mut follower = platform.spawn_follower(port);
     follower.wait_listening(Duration::from_secs(20));
     assert_eq!(platform.read("core/conf/ok.yml"), "fine");
+    // Refused entries mean the tree is not on disk: the notify fails and says why, the revision is not taken.
     let (status, body) = notify(&follower, KEY, None).await;
-    assert_eq!(status, 200);
-    assert_eq!(body["rejected"].as_array().unwrap().len(), 6, "{body}");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["id"], "apply-incomplete");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("6 file(s)") && message.contains("/../escape.txt"),
+        "{message}"
+    );
+    let status = reqwest::get(format!("{}/status", follower.url()))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(
+        status["lastApplyError"]
+            .as_str()
+            .unwrap()
+            .contains("6 file(s)")
+    );
     assert!(
         std::fs::read_dir(&outside).unwrap().next().is_none(),
         "nothing written through the symlink"
@@ -360,7 +383,7 @@ async fn fresh_follower_waits_for_the_leader_then_converges() {
     wait_until("a failed attempt", Duration::from_secs(10), || {
         follower
             .logs()
-            .contains("fetch failed; retrying")
+            .contains("sync failed; retrying")
             .then_some(())
     });
     assert!(follower.addr.is_none());

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiJson, AppState, Remote};
 use crate::error::Error;
-use crate::identity::{self, Caller};
+use crate::identity::{self, Caller, Permissions};
 use crate::settings::now;
 
 pub fn routes() -> Router<AppState> {
@@ -53,7 +53,17 @@ pub async fn login(
     match user {
         Some(user) if valid => {
             state.admin.throttle.succeeded(&keys[0]);
-            let (token, _) = state.admin.tokens.issue(&user.username, now())?;
+            let generation = state
+                .admin
+                .db
+                .token_generation(&user.username)?
+                .unwrap_or(0);
+            let permissions = Permissions::from_json(&user.permissions);
+            let (token, _) =
+                state
+                    .admin
+                    .tokens
+                    .issue(&user.username, permissions, generation, now())?;
             state.admin.audit(&user.username, "login", "", &remote);
             Ok(Json(TokenBody { token }))
         }

@@ -27,6 +27,9 @@ pub struct NotifyBody {
     pub services: Option<Vec<String>>,
     /// Notify only the followers of these roles.
     pub roles: Option<Vec<String>>,
+    /// Passed on to the followers: apply a tree even if it removes most of their files.
+    #[serde(default, rename = "confirmRemovals")]
+    pub confirm_removals: bool,
 }
 
 #[derive(Deserialize)]
@@ -35,8 +38,11 @@ pub struct NotifyQuery {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct FleetView {
     pub followers: Vec<FollowerStatus>,
+    /// Roles whose templates or settings stopped rendering, and the last good revision still served.
+    pub render_problems: std::collections::BTreeMap<String, crate::store::RenderProblem>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +97,19 @@ pub async fn notify(
     };
     let mut roles: Vec<String> = body.roles.unwrap_or_default();
     roles.extend(query.role);
+    let known: Vec<String> = crate::tree::roles(&state.store.templates())?;
+    let unknown: Vec<&String> = roles.iter().filter(|r| !known.contains(r)).collect();
+    if !unknown.is_empty() {
+        return Err(Error::BadRequest(format!(
+            "unknown role(s) {}; the roles are: {}",
+            unknown
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            known.join(", ")
+        )));
+    }
     // Whatever changed on disk a moment ago is rendered before anyone is told to fetch.
     state.store.invalidate();
     let revisions = current_revisions(&state).await;
@@ -105,7 +124,15 @@ pub async fn notify(
     let answer = state
         .admin
         .fleet
-        .notify(targets, body.services, &revisions)
+        .notify(
+            targets,
+            &pryv_protocol::NotifyRequest {
+                services: body.services,
+                confirm_removals: body.confirm_removals,
+                ..pryv_protocol::NotifyRequest::default()
+            },
+            &revisions,
+        )
         .await;
     state.admin.audit(
         &caller.name(),
@@ -130,6 +157,7 @@ pub async fn status(
     let revisions = current_revisions(&state).await;
     Ok(Json(FleetView {
         followers: state.admin.fleet.status(state.followers.all(), &revisions),
+        render_problems: state.store.problems(),
     }))
 }
 

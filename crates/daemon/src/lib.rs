@@ -1,11 +1,16 @@
 //! Process plumbing shared by both daemons: log set-up, turning SIGTERM/SIGINT into a cancellation, systemd
-//! readiness, exit codes, and the TLS client settings of outgoing requests. No HTTP server, no configuration
-//! format.
+//! readiness, exit codes, the TLS settings, and the accept loop with its connection limits. No routes, no
+//! configuration format.
 
 mod logging;
+mod serve;
 mod tls;
 
 pub use logging::{LogFormat, init_logging};
+pub use serve::{
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DRAIN, ServeOptions, connection_cap, serve,
+    server_tls,
+};
 pub use tls::{client_tls, error_chain};
 use tokio_util::sync::CancellationToken;
 

@@ -9,6 +9,8 @@ use std::path::Path;
 
 /// Mode given to files that did not exist before (an existing file keeps its own).
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
+/// Name prefix of the temporary files [`write_atomic`] creates (0600 until the rename) beside their target.
+pub const TEMP_PREFIX: &str = ".pryv-tmp-";
 
 /// Replaces `path` with `bytes` atomically: temporary file in the same folder, write, `fsync`, rename over the
 /// target, `fsync` the folder. An existing target keeps its permission bits; a new one gets `new_mode`.
@@ -20,7 +22,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], new_mode: u32) -> io::Result<()> 
         Err(err) => return Err(err),
     };
     let mut tmp = tempfile::Builder::new()
-        .prefix(".pryv-tmp-")
+        .prefix(TEMP_PREFIX)
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file()
@@ -28,6 +30,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8], new_mode: u32) -> io::Result<()> 
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|err| err.error)?;
     sync_dir(dir)
+}
+
+/// Removes the temporary files a killed writer left directly in `dir` (ours only: [`TEMP_PREFIX`]), and returns
+/// them. They may hold secrets (a copy of `platform.yml`) and sit in folders mounted into containers. Call it
+/// at start, before anything of this process writes there. A missing folder has none.
+pub fn remove_stale_temp_files(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let ours = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+        if ours && entry.file_type()?.is_file() {
+            fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
 }
 
 /// Flushes a folder's entries (a rename or an unlink) to disk.
@@ -115,5 +138,34 @@ mod tests {
         done.store(true, Ordering::Release);
         let reads = reader.join().unwrap();
         assert!(reads > 0, "the reader must have raced the writer");
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}abc")), "secret").unwrap();
+        fs::write(dir.path().join("platform.yml"), "kept").unwrap();
+        let removed = remove_stale_temp_files(dir.path()).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(dir.path().join("platform.yml").exists());
+        assert!(
+            remove_stale_temp_files(&dir.path().join("missing"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn temp_files_are_private_while_written() {
+        // The temporary copy is created 0600: a copy of a secret file is never readable by others.
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir.path())
+            .unwrap();
+        assert_eq!(
+            fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

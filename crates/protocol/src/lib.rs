@@ -50,6 +50,14 @@ pub struct NotifyRequest {
     /// Revision the leader expects the follower to fetch (added by our leader, ignored by old followers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// Apply a tree even if it removes more of the follower's files than its guard allows (the operator
+    /// really emptied a role).
+    #[serde(
+        default,
+        rename = "confirmRemovals",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub confirm_removals: bool,
 }
 
 /// Body of a successful `POST /notify` on a follower.
@@ -72,6 +80,9 @@ pub struct NotifyResponse {
     /// Services restarted (or about to be) because of this notification.
     #[serde(default)]
     pub restarted: Vec<String>,
+    /// Services named in the notification that this machine does not run (nothing to do for them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
 }
 
 /// A file entry the follower refused to write.

@@ -46,14 +46,29 @@ pub struct Setting {
 }
 
 impl PlatformFile {
-    /// Parses the YAML text of a `platform.yml`. An empty file is an empty platform.
+    /// Parses the YAML text of a `platform.yml`. A file without a single setting (empty, truncated, or
+    /// `vars:` alone) is an error: rendering with it would send every template with its raw variable names.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
+        let parsed: Option<Self> = if text.trim().is_empty() {
+            None
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|err| Error::Platform(err.to_string()))?
+        };
+        let platform = parsed.unwrap_or_default();
+        platform.ensure_settings()?;
+        Ok(platform)
+    }
+
+    /// An error when the platform has no setting at all.
+    pub fn ensure_settings(&self) -> Result<(), Error> {
+        if self.settings().next().is_none() {
+            return Err(Error::Platform(
+                "no settings at all (an empty or truncated file?); the previous configuration stays in \
+                 service until the file has its settings again"
+                    .to_owned(),
+            ));
         }
-        let parsed: Option<Self> =
-            serde_yaml_ng::from_str(text).map_err(|err| Error::Platform(err.to_string()))?;
-        Ok(parsed.unwrap_or_default())
+        Ok(())
     }
 
     /// Serializes back to YAML (comments are not kept; names, descriptions and unknown keys are).
@@ -144,6 +159,15 @@ vars:
     fn bad_shape_is_reported() {
         let err = PlatformFile::parse("vars: [1, 2]").unwrap_err();
         assert!(matches!(err, Error::Platform(_)), "{err}");
-        assert_eq!(PlatformFile::parse("").unwrap(), PlatformFile::default());
+        for empty in [
+            "",
+            "  \n",
+            "vars:\n",
+            "vars:\n  G:\n    settings: {}\n",
+            "other: 1\n",
+        ] {
+            let err = PlatformFile::parse(empty).unwrap_err();
+            assert!(err.to_string().contains("no settings"), "{empty:?}: {err}");
+        }
     }
 }

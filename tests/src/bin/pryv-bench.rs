@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
-use config_follower::apply::{OwnWrites, apply};
+use config_follower::apply::{OwnWrites, RemovalGuard, apply};
 use pryv_protocol::ConfResponse;
 use serde_json::{Value, json};
 
@@ -375,7 +375,10 @@ async fn simulated_notify(
             &tree.files,
             &Default::default(),
             &OwnWrites::default(),
+            RemovalGuard::OFF,
+            &|_| {},
         )
+        .unwrap()
     })
     .await
     .unwrap();

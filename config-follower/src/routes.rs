@@ -26,6 +26,7 @@ pub fn app(follower: Arc<Follower>) -> Router {
         )
         .route("/status", get(status))
         .fallback(|| async { Error::NotFound })
+        .layer(axum::middleware::from_fn(pryv_daemon::json_errors))
         .with_state(follower)
 }
 

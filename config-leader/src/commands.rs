@@ -78,6 +78,38 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
     Ok(problems)
 }
 
+/// What an operator should know but that does not stop the leader: follower URLs over plain HTTP to
+/// another machine, where each notification carries the follower's key in clear text.
+pub fn warnings(config: &Config) -> Vec<String> {
+    config
+        .followers
+        .iter()
+        .filter(|f| cleartext_to_another_machine(&f.url))
+        .map(|f| {
+            format!(
+                "follower {} ({}) is notified over http://: its key crosses the network in clear text; serve \
+                 the follower over HTTPS (its tls.certFile/keyFile) and use an https:// URL",
+                f.url, f.role
+            )
+        })
+        .collect()
+}
+
+fn cleartext_to_another_machine(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    if parsed.scheme() != "http" {
+        return false;
+    }
+    let host = parsed.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_loopback(),
+        Err(_) => !host.is_empty() && host != "localhost",
+    }
+}
+
 /// Writes `role`'s rendered tree under `out`; returns the number of files written.
 pub fn render(config: &Config, role: &str, out: &Path) -> Result<usize, Error> {
     let (files, mut errors) = store_for(config).render_uncached(role)?;
@@ -110,4 +142,23 @@ fn store_for(config: &Config) -> TreeStore {
         config.platform_config.clone(),
         config.internals.clone(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cleartext_urls_to_other_machines_are_flagged() {
+        for (url, flagged) in [
+            ("http://10.0.0.5:6000", true),
+            ("http://co1.pryv.me:6000/", true),
+            ("https://co1.pryv.me:6000", false),
+            ("http://127.0.0.1:6000", false),
+            ("http://localhost:6000", false),
+            ("http://[::1]:6000", false),
+        ] {
+            assert_eq!(cleartext_to_another_machine(url), flagged, "{url}");
+        }
+    }
 }

@@ -44,6 +44,10 @@ impl Leader {
         for key in &config.unknown_keys {
             tracing::warn!(key, file = %config.path.display(), "unknown configuration key ignored");
         }
+        for warning in commands::warnings(config) {
+            tracing::warn!("{warning}");
+        }
+        remove_stale_temp_files(config);
         let tls = config
             .tls
             .as_ref()
@@ -102,6 +106,29 @@ impl Leader {
         pryv_daemon::notify_stopping();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Removes the temporary files a killed write left beside the files the leader writes (`platform.yml` holds
+/// the SMTP password; `config-leader.json` the keys).
+fn remove_stale_temp_files(config: &Config) {
+    let folders = [config.platform_config.parent(), config.path.parent()];
+    for folder in folders.into_iter().flatten() {
+        let folder = if folder.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            folder
+        };
+        match pryv_fs::remove_stale_temp_files(folder) {
+            Ok(removed) => {
+                for path in removed {
+                    tracing::info!(path = %path.display(), "removed a temporary file left by an interrupted write");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(folder = %folder.display(), error = %err, "cannot clean temporary files")
+            }
+        }
     }
 }
 

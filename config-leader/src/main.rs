@@ -101,6 +101,9 @@ fn run_init(options: &InitOptions) -> ExitCode {
 }
 
 fn check(config: &Config) -> ExitCode {
+    for warning in commands::warnings(config) {
+        println!("warning: {warning}");
+    }
     match commands::check(config) {
         Ok(problems) if problems.is_empty() => {
             println!("ok: every role renders and no setting is left to fill in");

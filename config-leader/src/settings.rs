@@ -50,9 +50,9 @@ pub struct SettingChange {
     pub name: String,
     /// `added`, `removed` or `changed`.
     pub change: String,
-    #[schema(value_type = Object)]
+    /// Any YAML value (string, number, object...), or null when the setting did not exist.
     pub before: Option<Value>,
-    #[schema(value_type = Object)]
+    /// Any YAML value, or null when the setting was removed.
     pub after: Option<Value>,
 }
 

@@ -1027,6 +1027,46 @@ async fn limits_errors_and_openapi() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["id"], "not-found");
+
+    // What the framework rejects by itself answers the JSON shape too (`call` reads the body as JSON).
+    let root = login(&h.app, "initial_user", &initial_password(&h.fixture)).await;
+    for (method, path) in [
+        (Method::GET, "/admin/settings/history/9223372036854775808"),
+        (Method::PUT, "/admin/settings?allowNew=null"),
+        (Method::GET, "/users/%FF%FE"),
+        (Method::DELETE, "/admin/settings"),
+    ] {
+        let (status, body) = call(
+            &h.app,
+            method.clone(),
+            path,
+            Some(&root),
+            Some(json!({"settings": {}})),
+        )
+        .await;
+        assert!(status.is_client_error(), "{method} {path}: {status}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{method} {path}: {body}"
+        );
+    }
+    let (status, body) = call(
+        &h.app,
+        Method::POST,
+        "/admin/notify?role=galaxy",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("galaxy") && message.contains("core"),
+        "{message}"
+    );
+
     let (status, doc) = call(&h.app, Method::GET, "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     for path in [

@@ -2,6 +2,8 @@
 //! ports, a fake `docker` that records its arguments, and waiting for conditions with deadlines.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+pub mod platform;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -198,6 +200,33 @@ impl FakeDocker {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         Self { bin_dir, log }
+    }
+
+    /// Like [`FakeDocker::new`], but each `restart` takes `seconds`, and its end is recorded in
+    /// [`FakeDocker::finished`] (so a test can tell a command cut short from one that completed).
+    pub fn slow(root: &Path, seconds: f32) -> Self {
+        let docker = Self::new(root);
+        let finished = docker.finished_log();
+        let script = format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\ncase \"$*\" in *\" restart \"*) sleep {seconds}; echo \"$*\" >> '{}';; esac\nexit 0\n",
+            docker.log.display(),
+            finished.display()
+        );
+        std::fs::write(docker.bin_dir.join("docker"), script).unwrap();
+        docker
+    }
+
+    fn finished_log(&self) -> PathBuf {
+        self.log.with_file_name("docker-finished.log")
+    }
+
+    /// The restart commands of a slow fake that ran to their end (same form as [`FakeDocker::actions`]).
+    pub fn finished(&self) -> Vec<String> {
+        std::fs::read_to_string(self.finished_log())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_once("/pryv.yml ").map(|(_, r)| r.to_owned()))
+            .collect()
     }
 
     /// `PATH` with the fake first.

@@ -31,7 +31,9 @@ const BAD_CREDENTIALS: &str = "invalid username or password";
 
 /// Log in; the token goes in `Authorization` afterwards (24 h).
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
-    responses((status = 200, body = TokenBody), (status = 401, body = pryv_protocol::ErrorBody),
+    responses((status = 200, body = TokenBody),
+        (status = 400, description = "the body is not {username, password}", body = pryv_protocol::ErrorBody),
+        (status = 401, body = pryv_protocol::ErrorBody),
         (status = 429, description = "too many failed attempts; see Retry-After", body = pryv_protocol::ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,

@@ -70,6 +70,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Beyond this many requests in progress, new ones wait for a slot instead of exhausting memory.
         .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+        .layer(middleware::from_fn(pryv_daemon::json_errors))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

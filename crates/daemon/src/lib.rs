@@ -2,10 +2,12 @@
 //! readiness, exit codes, the TLS settings, and the accept loop with its connection limits. No routes, no
 //! configuration format.
 
+mod json_errors;
 mod logging;
 mod serve;
 mod tls;
 
+pub use json_errors::json_errors;
 pub use logging::{LogFormat, init_logging};
 pub use serve::{
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DRAIN, ServeOptions, connection_cap, serve,

@@ -1,0 +1,240 @@
+//! The platform most end-to-end tests share: a leader folder with role `core` (three services) and a
+//! follower data folder in one temporary `PRYV_CONF_ROOT`, a fake `docker`, and small HTTP helpers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::{Daemon, FakeDocker, bin, install_crypto, write};
+
+pub const KEY: &str = "core-follower-key-0123456789abcdefgh";
+
+pub const PLATFORM: &str = "vars:
+  MAIN:
+    name: Main
+    settings:
+      DOMAIN:
+        value: pryv.me
+  MAIL:
+    name: Mail
+    settings:
+      MAIL_HOST:
+        value: smtp.pryv.me
+";
+
+pub const COMPOSE: &str = "services:
+  core:
+    image: core
+    volumes:
+      - ${PRYV_CONF_ROOT}/pryv/core/conf/:/app/conf/:ro
+      - ${PRYV_CONF_ROOT}/pryv/core/data/:/app/data/
+  nginx:
+    image: nginx
+    volumes:
+      - ./nginx/conf/:/etc/nginx/:ro
+  mail:
+    image: mail
+    volumes:
+      - ./mail/conf/:/app/conf/:ro
+";
+
+/// A leader folder with role `core` and a follower data folder, in one temporary `PRYV_CONF_ROOT`.
+pub struct Platform {
+    pub root: tempfile::TempDir,
+    pub docker: FakeDocker,
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Platform {
+    pub fn new() -> Self {
+        install_crypto();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        write(r, "config-leader/conf/platform.yml", PLATFORM);
+        write(r, "config-leader/data/core/pryv.yml", COMPOSE);
+        write(
+            r,
+            "config-leader/data/core/core/conf/core.yml",
+            "domain: DOMAIN\n",
+        );
+        write(r, "config-leader/data/core/core/data/.gitkeep", "");
+        write(
+            r,
+            "config-leader/data/core/nginx/conf/nginx.conf",
+            "server_name *.DOMAIN;\n",
+        );
+        write(
+            r,
+            "config-leader/data/core/mail/conf/mail.yml",
+            "host: MAIL_HOST\ndomain: DOMAIN\n",
+        );
+        write(
+            r,
+            "config-leader/conf/config-leader.json",
+            &json!({
+                "http": {"ip": "127.0.0.1", "port": 7000},
+                "templatesPath": "../data",
+                "platformSettings": {"platformConfig": "platform.yml"},
+                "internals": {},
+                "followers": {KEY: {"url": "http://127.0.0.1:1/", "role": "core"}}
+            })
+            .to_string(),
+        );
+        let docker = FakeDocker::new(r);
+        Self { root, docker }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root.path().join(relative)
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.path("pryv")
+    }
+
+    pub fn start_leader(&self, port: u16) -> Daemon {
+        let mut command = Command::new(bin("config-leader"));
+        command
+            .arg("--config")
+            .arg(self.path("config-leader/conf/config-leader.json"))
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()]);
+        let mut leader = Daemon::spawn(command);
+        leader.wait_listening(Duration::from_secs(20));
+        leader
+    }
+
+    pub fn follower_config(&self, leader_port: u16, extra: &Value) -> PathBuf {
+        let path = self.path("config-follower/conf/config-follower.json");
+        let mut config = json!({
+            "http": {"ip": "127.0.0.1", "port": 0},
+            "leader": {"url": format!("http://127.0.0.1:{leader_port}"), "auth": KEY},
+            "paths": {"dataFolder": self.data()},
+            "watch": {"debounceMs": 150}
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        write(
+            self.root.path(),
+            "config-follower/conf/config-follower.json",
+            &config.to_string(),
+        );
+        path
+    }
+
+    pub fn spawn_follower(&self, leader_port: u16) -> Daemon {
+        self.spawn_follower_with(leader_port, &json!({}))
+    }
+
+    pub fn spawn_follower_with(&self, leader_port: u16, extra: &Value) -> Daemon {
+        let mut command = Command::new(bin("config-follower"));
+        command
+            .arg("--config")
+            .arg(self.follower_config(leader_port, extra))
+            .env("PATH", self.docker.path_env())
+            .env_remove("PRYV_CONF_ROOT");
+        Daemon::spawn(command)
+    }
+
+    pub fn set_platform(&self, from: &str, to: &str) {
+        let path = self.path("config-leader/conf/platform.yml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(from, to);
+        std::fs::write(path, text).unwrap();
+    }
+
+    pub fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.data().join(relative)).unwrap_or_default()
+    }
+}
+
+pub async fn leader_revision(leader: &Daemon) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/conf", leader.url()))
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["revision"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits for the leader to serve a tree other than `old` (its watcher saw the hand edit).
+pub async fn wait_leader_change(leader: &Daemon, old: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let revision = leader_revision(leader).await;
+        if revision != old {
+            return revision;
+        }
+        assert!(Instant::now() < deadline, "leader did not pick up the edit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn notify(follower: &Daemon, key: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/notify", follower.url()))
+        .header("authorization", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+pub fn touch(path: &Path) {
+    let file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(1))
+        .unwrap();
+}
+
+pub fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The follower's `GET /status`.
+pub async fn follower_status(follower: &Daemon) -> Value {
+    reqwest::get(format!("{}/status", follower.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls the follower's `/status` until `predicate` holds (15 s at most); returns that status.
+pub async fn wait_status(
+    follower: &Daemon,
+    what: &str,
+    predicate: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = follower_status(follower).await;
+        if predicate(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last status {status}\nlogs:\n{}",
+            follower.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

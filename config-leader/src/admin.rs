@@ -42,7 +42,11 @@ impl Admin {
         let admin = Self {
             db,
             settings,
-            fleet: Fleet::new(config.notify_timeout, config.notify_concurrency)?,
+            fleet: Fleet::new(
+                config.notify_timeout,
+                config.notify_concurrency,
+                config.notify_ca_file.as_deref(),
+            )?,
             tokens: Tokens::new(identity::token_secret(&config.internals).expose()),
             admin_key: config.admin_key.clone().filter(|k| !k.expose().is_empty()),
             throttle: Throttle::default(),

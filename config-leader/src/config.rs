@@ -57,6 +57,8 @@ pub struct Config {
     pub notify_timeout: std::time::Duration,
     /// Notifications in flight at once.
     pub notify_concurrency: usize,
+    /// Extra CA for `https://` follower URLs.
+    pub notify_ca_file: Option<PathBuf>,
     /// Top-level keys nobody knows; warned about once at start.
     pub unknown_keys: Vec<String>,
 }
@@ -142,6 +144,8 @@ struct RawFollower {
 struct RawNotify {
     timeout_seconds: Option<f64>,
     concurrency: Option<usize>,
+    /// PEM CA trusted (besides the system's) for followers served over HTTPS with a private certificate.
+    ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -364,6 +368,13 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
         ));
     }
 
+    let notify_ca_file = raw.notify.ca_file.as_deref().map(resolve);
+    if let Some(ca) = &notify_ca_file
+        && !ca.is_file()
+    {
+        problems.push(format!("notify.caFile: {} is not a file", ca.display()));
+    }
+
     let known: BTreeSet<&str> = ACCEPTED_KEYS.iter().copied().collect();
     let unknown_keys = raw
         .other
@@ -391,6 +402,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
                 .concurrency
                 .unwrap_or(DEFAULT_NOTIFY_CONCURRENCY)
                 .max(1),
+            notify_ca_file,
             unknown_keys,
         }),
         _ => Err(Error::Config {

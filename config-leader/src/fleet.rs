@@ -74,9 +74,13 @@ pub struct FollowerStatus {
 }
 
 impl Fleet {
-    pub fn new(timeout: Duration, concurrency: usize) -> Result<Self, Error> {
+    pub fn new(
+        timeout: Duration,
+        concurrency: usize,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
         let client = reqwest::Client::builder()
-            .use_preconfigured_tls(pryv_daemon::client_tls(None).map_err(Error::Tls)?)
+            .use_preconfigured_tls(pryv_daemon::client_tls(ca_file).map_err(Error::Tls)?)
             .connect_timeout(timeout)
             .timeout(timeout)
             .build()

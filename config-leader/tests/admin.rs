@@ -980,6 +980,13 @@ async fn a_restart_keeps_users_history_and_audit() {
         old_password,
         "the emergency password changes at every start"
     );
+    let (status, refused) = call(&h.app, Method::GET, "/users", Some(&root), None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the old emergency session ends"
+    );
+    assert_eq!(refused["error"]["message"], "Invalid token");
     login(&h.app, "keeper", "keeper-pass").await;
     let (_, history) = call(
         &h.app,

@@ -271,3 +271,62 @@ async fn the_follower_refuses_a_tree_that_removes_everything_unless_confirmed() 
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["id"], "payload-too-large");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_follower_serves_https_and_the_leader_notifies_it_with_its_ca() {
+    let platform = Platform::new();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    write(platform.root.path(), "tls/cert.pem", &cert.cert.pem());
+    write(
+        platform.root.path(),
+        "tls/key.pem",
+        &cert.key_pair.serialize_pem(),
+    );
+    let follower_port = free_port();
+    let admin_key = "admin-key-0123456789abcdefghijkl";
+    let leader_config = platform.path("config-leader/conf/config-leader.json");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&leader_config).unwrap()).unwrap();
+    config["followers"][KEY]["url"] = json!(format!("https://localhost:{follower_port}"));
+    config["notify"] = json!({"caFile": platform.path("tls/cert.pem")});
+    config["adminKey"] = json!(admin_key);
+    std::fs::write(&leader_config, config.to_string()).unwrap();
+
+    let port = free_port();
+    let leader = platform.start_leader(port);
+    let mut follower = platform.spawn_follower_with(
+        port,
+        &json!({
+            "http": {"ip": "127.0.0.1", "port": follower_port},
+            "tls": {"certFile": platform.path("tls/cert.pem"), "keyFile": platform.path("tls/key.pem")}
+        }),
+    );
+    follower.wait_listening(Duration::from_secs(30));
+    assert!(
+        follower.logs().contains("scheme=\"https\""),
+        "{}",
+        follower.logs()
+    );
+
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/admin/notify", leader.url()))
+        .header("authorization", admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["successes"].as_array().unwrap().len(), 1, "{answer}");
+    assert!(
+        answer["failures"].as_array().unwrap().is_empty(),
+        "{answer}"
+    );
+    // Plain HTTP to the follower's port does not get an answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{follower_port}/health"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}

@@ -81,7 +81,9 @@ pub async fn login(
 
 /// Revoke the token used for this request.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth",
-    responses((status = 200, description = "`{}`"), (status = 401, body = pryv_protocol::ErrorBody)))]
+    responses((status = 200, description = "`{}`"),
+        (status = 400, description = "the admin key is not a session", body = pryv_protocol::ErrorBody),
+        (status = 401, body = pryv_protocol::ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
     Remote(remote): Remote,

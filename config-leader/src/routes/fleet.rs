@@ -162,7 +162,8 @@ pub async fn status(
 }
 
 /// Audit log, newest first (settings:read).
-#[utoipa::path(get, path = "/admin/audit", tag = "fleet", params(("limit" = Option<i64>, Query)), responses((status = 200, body = AuditView)))]
+#[utoipa::path(get, path = "/admin/audit", tag = "fleet", params(("limit" = Option<i64>, Query)),
+    responses((status = 200, body = AuditView), (status = 400, description = "limit is not an integer", body = pryv_protocol::ErrorBody)))]
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,

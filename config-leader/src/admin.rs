@@ -23,6 +23,9 @@ pub struct Admin {
     pub tokens: Tokens,
     pub admin_key: Option<Secret>,
     pub throttle: Throttle,
+    /// Browser origins allowed on the admin routes (`None` = `https://adm.<DOMAIN>`).
+    pub cors_origins: Option<Vec<String>>,
+    pub platform_users: crate::platform_users::PlatformUsers,
 }
 
 impl Admin {
@@ -50,6 +53,8 @@ impl Admin {
             tokens: Tokens::new(identity::token_secret(&config.internals).expose()),
             admin_key: config.admin_key.clone().filter(|k| !k.expose().is_empty()),
             throttle: Throttle::default(),
+            cors_origins: config.cors_origins.clone(),
+            platform_users: crate::platform_users::PlatformUsers::new(config)?,
         };
         admin.create_initial_user(&config.credentials_file)?;
         Ok(admin)

@@ -81,7 +81,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
 /// What an operator should know but that does not stop the leader: follower URLs over plain HTTP to
 /// another machine, where each notification carries the follower's key in clear text.
 pub fn warnings(config: &Config) -> Vec<String> {
-    config
+    let mut warnings: Vec<String> = config
         .followers
         .iter()
         .filter(|f| cleartext_to_another_machine(&f.url))
@@ -92,7 +92,19 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 f.url, f.role
             )
         })
-        .collect()
+        .collect();
+    for role in tree::roles(&config.templates_path).unwrap_or_default() {
+        let Ok(dir) = tree::role_dir(&config.templates_path, &role) else {
+            continue;
+        };
+        let listed = tree::list_files(&dir).unwrap_or_default();
+        for file in tree::superseded(&listed) {
+            warnings.push(format!(
+                "role '{role}': {file} is not served: a file of the same name in a newer format is beside it"
+            ));
+        }
+    }
+    warnings
 }
 
 fn cleartext_to_another_machine(url: &str) -> bool {

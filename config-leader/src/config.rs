@@ -23,7 +23,9 @@ const DEFAULT_NOTIFY_TIMEOUT_S: f64 = 10.0;
 const DEFAULT_NOTIFY_CONCURRENCY: usize = 64;
 
 /// Keys of the legacy file the leader accepts without using them (or not yet).
-const ACCEPTED_KEYS: &[&str] = &["logs", "registerUrl", "gitRepoPath"];
+/// Where the core answers on a single-node machine (its compose service name and port).
+const DEFAULT_SINGLE_NODE_CORE_URL: &str = "http://core:3000";
+const ACCEPTED_KEYS: &[&str] = &["logs", "gitRepoPath"];
 
 /// Values given on the command line or in the environment; they win over the file.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +61,15 @@ pub struct Config {
     pub notify_concurrency: usize,
     /// Extra CA for `https://` follower URLs.
     pub notify_ca_file: Option<PathBuf>,
+    /// Origins allowed to call the admin routes from a browser; `None` = `https://adm.<DOMAIN>`.
+    pub cors_origins: Option<Vec<String>>,
+    /// The register's base URL (legacy `registerUrl`), for the platform-users routes.
+    pub register_url: Option<String>,
+    /// Core API URLs for the platform-users routes; `None` = the URLs of the followers of role `core`.
+    pub core_urls: Option<Vec<String>>,
+    /// The core's URL on a single-node machine (followers of role `singlenode`).
+    pub single_node_core_url: String,
+    pub platform_users_timeout: std::time::Duration,
     /// Top-level keys nobody knows; warned about once at start.
     pub unknown_keys: Vec<String>,
 }
@@ -109,8 +120,27 @@ struct RawConfig {
     tls: Option<RawTls>,
     #[serde(default)]
     notify: RawNotify,
+    #[serde(default)]
+    cors: RawCors,
+    register_url: Option<String>,
+    #[serde(default)]
+    platform_users: RawPlatformUsers,
     #[serde(flatten)]
     other: IndexMap<String, Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawCors {
+    allowed_origins: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawPlatformUsers {
+    core_urls: Option<Vec<String>>,
+    single_node_core_url: Option<String>,
+    timeout_seconds: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -403,6 +433,19 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
                 .unwrap_or(DEFAULT_NOTIFY_CONCURRENCY)
                 .max(1),
             notify_ca_file,
+            cors_origins: raw.cors.allowed_origins,
+            register_url: raw.register_url.map(|u| u.trim_end_matches('/').to_owned()),
+            core_urls: raw.platform_users.core_urls,
+            single_node_core_url: raw
+                .platform_users
+                .single_node_core_url
+                .unwrap_or_else(|| DEFAULT_SINGLE_NODE_CORE_URL.to_owned()),
+            platform_users_timeout: std::time::Duration::from_secs_f64(
+                raw.platform_users
+                    .timeout_seconds
+                    .unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S)
+                    .clamp(0.1, 600.0),
+            ),
             unknown_keys,
         }),
         _ => Err(Error::Config {

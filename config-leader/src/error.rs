@@ -68,6 +68,9 @@ pub enum Error {
     /// New settings would break rendering; nothing was saved.
     #[error("the new settings do not render: {}", .0.join("; "))]
     InvalidSettings(Vec<String>),
+    /// A peer the leader calls (register, core) is unreachable, misconfigured or failing.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("no such resource")]
     NotFound,
     #[error("{0}")]
@@ -89,6 +92,7 @@ impl Error {
             Error::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too-many-attempts"),
             Error::RoleNotFound(_) => (StatusCode::NOT_FOUND, "role-not-found"),
             Error::NotFound | Error::NotFoundNamed(_) => (StatusCode::NOT_FOUND, "not-found"),
+            Error::Unavailable(_) => (StatusCode::BAD_GATEWAY, "upstream-unavailable"),
             Error::Render { .. } | Error::EmptyRole(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "render-failed")
             }
@@ -114,6 +118,10 @@ impl Error {
         // Render and platform errors name a file and a reason an operator must fix, so they are shown; any
         // other 5xx is logged here once and answered generically.
         let message = match self {
+            Error::Unavailable(_) => {
+                tracing::warn!(error = %self, "a platform peer failed");
+                self.to_string()
+            }
             Error::Render { .. } | Error::Platform { .. } | Error::EmptyRole(_) => {
                 tracing::error!(error = %self, "cannot render configuration");
                 self.to_string()

@@ -25,6 +25,36 @@ pub struct SettingsPatch {
     pub message: Option<String>,
 }
 
+impl SettingsPatch {
+    /// Reads either body `PUT /admin/settings` accepts: ours, `{"settings": {GROUP: ...}, "message"?}`, or the
+    /// legacy one that the admin web app and the certificate service send, the bare groups object
+    /// `{GROUP: {name, settings: {NAME: {value, description}}}}`.
+    pub fn from_body(body: Value) -> Result<Self, Error> {
+        let Value::Object(object) = body else {
+            return Err(Error::BadRequest(
+                "the body must be a JSON object: {\"settings\": {GROUP: {\"settings\": {NAME: {\"value\": ...}}}}} \
+                 or the groups object itself"
+                    .into(),
+            ));
+        };
+        let ours = object.get("settings").is_some_and(Value::is_object)
+            && object.keys().all(|k| k == "settings" || k == "message");
+        let shape_error = |err: serde_json::Error| {
+            Error::BadRequest(format!(
+                "settings must be GROUP: {{\"settings\": {{NAME: {{\"value\": ...}}}}}}: {err}"
+            ))
+        };
+        if ours {
+            serde_json::from_value(Value::Object(object)).map_err(shape_error)
+        } else {
+            Ok(Self {
+                settings: serde_json::from_value(Value::Object(object)).map_err(shape_error)?,
+                message: None,
+            })
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct GroupPatch {
     #[serde(default)]
@@ -56,13 +86,18 @@ pub struct SettingChange {
     pub after: Option<Value>,
 }
 
-/// What a newer template brings.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+/// The migration of `platform.yml` to the template's version: the steps (what the admin web app reads) and
+/// what they change.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct MigrationPlan {
-    /// Settings the template adds, with their default values.
-    pub added: Vec<SettingChange>,
-    /// Settings the platform has and the template no longer lists (kept when applying).
-    pub removed: Vec<SettingChange>,
+    /// Steps from the platform's version to the template's; empty when both are the same.
+    pub migrations: Vec<crate::migrations::StepView>,
+    pub platform_version: String,
+    pub template_version: String,
+    pub deployment_type: crate::migrations::DeploymentType,
+    /// Every setting the migration adds, removes or changes.
+    pub changes: Vec<SettingChange>,
 }
 
 /// The settings service.
@@ -222,58 +257,45 @@ impl Settings {
         )
     }
 
-    /// Settings the template adds or no longer has.
-    pub fn migrations(&self) -> Result<MigrationPlan, Error> {
+    /// The migration to the template's version, and the platform it gives.
+    fn migration(&self) -> Result<(MigrationPlan, PlatformFile), Error> {
         let template = self.template()?;
         let current = self.current()?;
-        let mut plan = MigrationPlan::default();
-        for (group, name, value) in template.settings() {
-            if !has_setting(&current, name) {
-                plan.added
-                    .push(change(group, name, "added", None, Some(value)));
-            }
-        }
-        for (group, name, value) in current.settings() {
-            if !has_setting(&template, name) {
-                plan.removed
-                    .push(change(group, name, "removed", Some(value), None));
-            }
-        }
-        Ok(plan)
+        let plan = crate::migrations::plan(&current, &template)?;
+        let migrated = crate::migrations::migrate(&current, &template, &plan);
+        let summary = MigrationPlan {
+            migrations: plan.views(),
+            platform_version: plan.from_version.clone(),
+            template_version: plan.to_version.clone(),
+            deployment_type: plan.deployment,
+            changes: diff(&current, &migrated),
+        };
+        Ok((summary, migrated))
     }
 
-    /// Adds the template's new settings with their defaults; every existing value is kept.
+    /// What a migration to the template's version would do.
+    pub fn migrations(&self) -> Result<MigrationPlan, Error> {
+        self.migration().map(|(plan, _)| plan)
+    }
+
+    /// Migrates `platform.yml` to the template's version: one history entry (rollback undoes it).
     pub async fn apply_migrations(
         &self,
         author: &str,
     ) -> Result<(MigrationPlan, Option<i64>), Error> {
         let _one = self.mutation.lock().await;
         self.sync_history()?;
-        let plan = self.migrations()?;
-        if plan.added.is_empty() {
+        let (plan, migrated) = self.migration()?;
+        if plan.migrations.is_empty() {
             return Ok((plan, None));
         }
-        let template = self.template()?;
-        let mut platform = self.current()?;
-        for added in &plan.added {
-            let template_group = &template.vars[&added.group];
-            let group = platform
-                .vars
-                .entry(added.group.clone())
-                .or_insert_with(|| Group {
-                    name: template_group.name.clone(),
-                    description: template_group.description.clone(),
-                    ..Group::default()
-                });
-            group.settings.insert(
-                added.name.clone(),
-                template_group.settings[&added.name].clone(),
-            );
-        }
         let revision = self.save(
-            &platform,
+            &migrated,
             author,
-            &format!("migration: {} setting(s) added", plan.added.len()),
+            &format!(
+                "migration from {} to {}",
+                plan.platform_version, plan.template_version
+            ),
         )?;
         Ok((plan, Some(revision)))
     }
@@ -293,6 +315,24 @@ impl Settings {
             path: path.clone(),
             source,
         })
+    }
+
+    /// The platform's `DOMAIN` setting, if it is a string.
+    pub fn domain(&self) -> Option<String> {
+        let platform = self.current().ok()?;
+        platform
+            .settings()
+            .find(|(_, name, _)| *name == "DOMAIN")
+            .and_then(|(_, _, value)| value.as_str().map(str::to_owned))
+    }
+
+    /// A setting's value, by name.
+    pub fn value_of(&self, name: &str) -> Option<Value> {
+        let platform = self.current().ok()?;
+        platform
+            .settings()
+            .find(|(_, n, _)| *n == name)
+            .map(|(_, _, value)| value.clone())
     }
 
     /// History, newest first.
@@ -367,10 +407,6 @@ impl Settings {
         self.store.invalidate();
         Ok(())
     }
-}
-
-fn has_setting(platform: &PlatformFile, name: &str) -> bool {
-    platform.settings().any(|(_, n, _)| n == name)
 }
 
 fn change(

@@ -41,6 +41,30 @@ pub fn role_dir(templates: &Path, role: &str) -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
+/// The `.json` files of `listed` that a file of the same base name in the same folder supersedes
+/// (`x.json` beside `x.yml`): how services moved from JSON to YAML configuration. Only that one is served.
+pub fn superseded(listed: &[(String, PathBuf)]) -> std::collections::BTreeSet<String> {
+    use std::collections::BTreeSet;
+    let split = |relative: &str| -> Option<(String, String)> {
+        let (folder, name) = relative.rsplit_once('/')?;
+        let (stem, extension) = name.rsplit_once('.')?;
+        Some((format!("{folder}/{stem}"), extension.to_ascii_lowercase()))
+    };
+    let others: BTreeSet<String> = listed
+        .iter()
+        .filter_map(|(relative, _)| split(relative))
+        .filter(|(_, extension)| extension != "json")
+        .map(|(base, _)| base)
+        .collect();
+    listed
+        .iter()
+        .filter(|(relative, _)| {
+            split(relative).is_some_and(|(base, ext)| ext == "json" && others.contains(&base))
+        })
+        .map(|(relative, _)| relative.clone())
+        .collect()
+}
+
 /// Every file under `dir` as (`/relative/path`, absolute path), depth first, names in byte order.
 pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut files = Vec::new();
@@ -100,7 +124,9 @@ pub fn render_role(
     let dir = role_dir(templates, role)?;
     let mut files = Vec::new();
     let mut errors = Vec::new();
-    let listed = list_files(&dir)?;
+    let mut listed = list_files(&dir)?;
+    let superseded = superseded(&listed);
+    listed.retain(|(relative, _)| !superseded.contains(relative));
     if listed.is_empty() {
         // Served, it would make every follower of the role delete its whole tree.
         errors.push(Error::EmptyRole(role.to_owned()));
@@ -183,5 +209,22 @@ mod tests {
             render_role(&renderer, dir.path(), ".."),
             Err(Error::RoleNotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_json_file_is_superseded_by_its_newer_format_in_the_same_folder_only() {
+        let listed: Vec<(String, PathBuf)> = [
+            "/core/conf/core.json",
+            "/core/conf/core.yml",
+            "/hfs/conf/core.json",
+            "/mail/conf/mail.json",
+            "/x/conf/a.b.json",
+            "/x/conf/a.b.yaml",
+        ]
+        .iter()
+        .map(|p| ((*p).to_owned(), PathBuf::from(p)))
+        .collect();
+        let gone: Vec<String> = superseded(&listed).into_iter().collect();
+        assert_eq!(gone, ["/core/conf/core.json", "/x/conf/a.b.json"]);
     }
 }

@@ -240,7 +240,7 @@ fn check_reports_every_problem_and_render_writes_a_tree() {
         "conf/platform.yml",
         &format!("{PLATFORM}  MAIL:\n    settings:\n      MAIL_HOST:\n        value: REPLACE_ME\n      CYCLE_ONE:\n        value: x-CYCLE_TWO\n      CYCLE_TWO:\n        value: CYCLE_ONE\n"),
     );
-    fixture.write("data/static/bad.json", "{TRUSTED_AUTH_URLS");
+    fixture.write("data/static/broken.json", "{TRUSTED_AUTH_URLS");
     fixture.write("data/static/bad.yml", "a: [DOMAIN");
     let output = Command::new(BIN)
         .arg("--config")
@@ -253,7 +253,7 @@ fn check_reports_every_problem_and_render_writes_a_tree() {
     for expected in [
         "MAIL.MAIL_HOST is still REPLACE_ME",
         "CYCLE_ONE -> CYCLE_TWO -> CYCLE_ONE",
-        "/bad.json",
+        "/broken.json",
         "/bad.yml",
         "role 'reg-slave'",
     ] {

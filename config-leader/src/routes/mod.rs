@@ -4,8 +4,10 @@
 
 mod auth;
 mod conf;
+mod cors;
 mod fleet;
 mod openapi;
+mod platform_users;
 mod settings;
 mod users;
 
@@ -53,19 +55,26 @@ pub struct AppState {
 /// The leader's router.
 pub fn app(state: AppState) -> Router {
     // Every route but the notification fan-out (bounded by its own per-follower timeout) has a deadline.
-    let bounded = Router::new()
+    let deadline = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT);
+    let public = Router::new()
         .merge(conf::routes())
-        .merge(auth::routes())
-        .merge(users::routes())
-        .merge(settings::routes())
         .merge(openapi::routes())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ));
-    Router::new()
-        .merge(bounded)
+        .layer(deadline());
+    // The admin API, called by the admin web app from another origin: CORS for the allowed origins only.
+    let admin = Router::new()
+        .merge(
+            Router::new()
+                .merge(auth::routes())
+                .merge(users::routes())
+                .merge(settings::routes())
+                .layer(deadline()),
+        )
         .merge(fleet::routes())
+        .merge(platform_users::routes())
+        .layer(cors::layer(&state));
+    Router::new()
+        .merge(public)
+        .merge(admin)
         .fallback(|| async { Error::NotFound })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Beyond this many requests in progress, new ones wait for a slot instead of exhausting memory.

@@ -34,6 +34,9 @@ use super::AppState;
         super::fleet::notify,
         super::fleet::status,
         super::fleet::audit,
+        super::platform_users::read,
+        super::platform_users::remove,
+        super::platform_users::remove_mfa,
     ),
     components(schemas(pryv_protocol::ErrorBody, pryv_protocol::ErrorDetail))
 )]

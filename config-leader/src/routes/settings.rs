@@ -17,7 +17,8 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/settings/history", get(history))
         .route("/admin/settings/history/{revision}", get(revision))
         .route("/admin/settings/rollback", post(rollback))
-        .route("/admin/migrations", get(migrations))
+        // POST /admin/migrations is the legacy leader's path of the same action.
+        .route("/admin/migrations", get(migrations).post(apply_migrations))
         .route("/admin/migrations/apply", post(apply_migrations))
 }
 
@@ -93,9 +94,13 @@ pub async fn update(
     Remote(remote): Remote,
     caller: Caller,
     Query(query): Query<UpdateQuery>,
-    ApiJson(patch): ApiJson<SettingsPatch>,
+    body: axum::body::Bytes,
 ) -> Result<Json<SettingsView>, Error> {
+    // The permission comes before the body: a read-only user gets 403 whatever it sends.
     caller.require(Need::Settings("update"))?;
+    let body: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| Error::BadRequest(format!("the body is not JSON: {err}")))?;
+    let patch = SettingsPatch::from_body(body)?;
     let revision = state
         .admin
         .settings
@@ -168,7 +173,8 @@ pub async fn rollback(
     view(&state, Some(revision))
 }
 
-/// Settings a newer template platform file adds or no longer has (settings:read).
+/// The steps from the platform's template version to the template platform file's, and what they would change
+/// (settings:read).
 #[utoipa::path(get, path = "/admin/migrations", tag = "settings", responses((status = 200, body = MigrationPlan), (status = 400, body = pryv_protocol::ErrorBody)))]
 pub async fn migrations(
     State(state): State<AppState>,
@@ -178,7 +184,8 @@ pub async fn migrations(
     Ok(Json(state.admin.settings.migrations()?))
 }
 
-/// Add the template's new settings with their defaults, keeping every value (settings:update).
+/// Migrate platform.yml to the template's version (settings:update): one history entry. The answer lists the
+/// steps applied (empty when there was nothing to do).
 #[utoipa::path(post, path = "/admin/migrations/apply", tag = "settings", responses((status = 200, body = MigrationResult), (status = 400, body = pryv_protocol::ErrorBody)))]
 pub async fn apply_migrations(
     State(state): State<AppState>,
@@ -194,7 +201,13 @@ pub async fn apply_migrations(
     state.admin.audit(
         &caller.name(),
         "migrations-apply",
-        &format!("{} added", plan.added.len()),
+        &format!(
+            "{} -> {}: {} step(s), {} setting(s) changed",
+            plan.platform_version,
+            plan.template_version,
+            plan.migrations.len(),
+            plan.changes.len()
+        ),
         &remote,
     );
     Ok(Json(MigrationResult { plan, revision }))

@@ -23,10 +23,27 @@ pub fn routes() -> Router<AppState> {
         .route("/users/{username}/change-password", post(change_password))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Clone, utoipa::ToSchema)]
 pub struct UserView {
     pub username: String,
     pub permissions: Permissions,
+}
+
+/// One user, with the same object again under `user` (what the admin web app reads).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserAnswer {
+    #[serde(flatten)]
+    pub view: UserView,
+    pub user: UserView,
+}
+
+impl From<UserView> for UserAnswer {
+    fn from(view: UserView) -> Self {
+        Self {
+            user: view.clone(),
+            view,
+        }
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -43,13 +60,21 @@ pub struct NewUser {
     pub permissions: Permissions,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Clone, utoipa::ToSchema)]
 pub struct CreatedUser {
     pub username: String,
     pub permissions: Permissions,
     /// Present when generated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+}
+
+/// The created user, also under `user` (the legacy answer).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedAnswer {
+    #[serde(flatten)]
+    pub created: CreatedUser,
+    pub user: CreatedUser,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -59,6 +84,7 @@ pub struct PermissionsBody {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PasswordBody {
+    pub username: String,
     pub password: String,
 }
 
@@ -67,6 +93,13 @@ pub struct PasswordBody {
 pub struct ChangePassword {
     pub old_password: String,
     pub new_password: String,
+    /// The repeated new password the web app sends; when present it must equal `newPassword`.
+    pub new_password_check: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeletedUser {
+    pub username: String,
 }
 
 fn view(row: UserRow) -> UserView {
@@ -107,30 +140,30 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 
 /// Read one admin user (users:read).
 #[utoipa::path(get, path = "/users/{username}", tag = "users", params(("username" = String, Path)),
-    responses((status = 200, body = UserView), (status = 403, body = pryv_protocol::ErrorBody), (status = 404, body = pryv_protocol::ErrorBody)))]
+    responses((status = 200, body = UserAnswer), (status = 403, body = pryv_protocol::ErrorBody), (status = 404, body = pryv_protocol::ErrorBody)))]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(username): Path<String>,
-) -> Result<Json<UserView>, Error> {
+) -> Result<Json<UserAnswer>, Error> {
     caller.require(Need::Users("read"))?;
     let user = state
         .admin
         .db
         .user(&username)?
         .ok_or_else(|| not_found(&username))?;
-    Ok(Json(view(user)))
+    Ok(Json(view(user).into()))
 }
 
 /// Create an admin user (users:create; only permissions the caller holds).
 #[utoipa::path(post, path = "/users", tag = "users", request_body = NewUser,
-    responses((status = 201, body = CreatedUser), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody), (status = 409, body = pryv_protocol::ErrorBody)))]
+    responses((status = 201, body = CreatedAnswer), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody), (status = 409, body = pryv_protocol::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Remote(remote): Remote,
     caller: Caller,
     ApiJson(body): ApiJson<NewUser>,
-) -> Result<(StatusCode, Json<CreatedUser>), Error> {
+) -> Result<(StatusCode, Json<CreatedAnswer>), Error> {
     caller.require(Need::Users("create"))?;
     identity::validate_username(&body.username)?;
     grantable(&caller, &body.permissions)?;
@@ -158,26 +191,30 @@ pub async fn create(
     state
         .admin
         .audit(&caller.name(), "user-create", &body.username, &remote);
+    let created = CreatedUser {
+        username: body.username,
+        permissions: body.permissions,
+        password: generated,
+    };
     Ok((
         StatusCode::CREATED,
-        Json(CreatedUser {
-            username: body.username,
-            permissions: body.permissions,
-            password: generated,
+        Json(CreatedAnswer {
+            user: created.clone(),
+            created,
         }),
     ))
 }
 
 /// Replace a user's permissions (users:changePermissions; only permissions the caller holds).
 #[utoipa::path(put, path = "/users/{username}/permissions", tag = "users", params(("username" = String, Path)), request_body = PermissionsBody,
-    responses((status = 200, body = UserView), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody), (status = 404, body = pryv_protocol::ErrorBody)))]
+    responses((status = 200, body = UserAnswer), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody), (status = 404, body = pryv_protocol::ErrorBody)))]
 pub async fn set_permissions(
     State(state): State<AppState>,
     Remote(remote): Remote,
     caller: Caller,
     Path(username): Path<String>,
     ApiJson(body): ApiJson<PermissionsBody>,
-) -> Result<Json<UserView>, Error> {
+) -> Result<Json<UserAnswer>, Error> {
     caller.require(Need::Users("changePermissions"))?;
     grantable(&caller, &body.permissions)?;
     if !state
@@ -190,10 +227,13 @@ pub async fn set_permissions(
     state
         .admin
         .audit(&caller.name(), "user-permissions", &username, &remote);
-    Ok(Json(UserView {
-        username,
-        permissions: body.permissions,
-    }))
+    Ok(Json(
+        UserView {
+            username,
+            permissions: body.permissions,
+        }
+        .into(),
+    ))
 }
 
 /// Give a user a new random password, returned once (users:resetPassword).
@@ -217,7 +257,7 @@ pub async fn reset_password(
     state
         .admin
         .audit(&caller.name(), "user-reset-password", &username, &remote);
-    Ok(Json(PasswordBody { password }))
+    Ok(Json(PasswordBody { username, password }))
 }
 
 /// Change one's own password (old password required); the current token is revoked.
@@ -244,6 +284,15 @@ pub async fn change_password(
     if own != &username {
         return Err(Error::Forbidden(
             "you can only change your own password".into(),
+        ));
+    }
+    if body
+        .new_password_check
+        .as_ref()
+        .is_some_and(|check| check != &body.new_password)
+    {
+        return Err(Error::BadRequest(
+            "newPasswordCheck differs from newPassword; type the same new password twice".into(),
         ));
     }
     identity::validate_password(&body.new_password)?;
@@ -273,13 +322,13 @@ pub async fn change_password(
 
 /// Delete an admin user (users:delete). The emergency account cannot be deleted (it is recreated at start).
 #[utoipa::path(delete, path = "/users/{username}", tag = "users", params(("username" = String, Path)),
-    responses((status = 200, description = "`{}`"), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody), (status = 404, body = pryv_protocol::ErrorBody)))]
+    responses((status = 200, body = DeletedUser), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody), (status = 404, body = pryv_protocol::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Remote(remote): Remote,
     caller: Caller,
     Path(username): Path<String>,
-) -> Result<Json<serde_json::Value>, Error> {
+) -> Result<Json<DeletedUser>, Error> {
     caller.require(Need::Users("delete"))?;
     if username == INITIAL_USER {
         return Err(Error::BadRequest(format!(
@@ -292,5 +341,5 @@ pub async fn delete(
     state
         .admin
         .audit(&caller.name(), "user-delete", &username, &remote);
-    Ok(Json(serde_json::json!({})))
+    Ok(Json(DeletedUser { username }))
 }

@@ -292,11 +292,14 @@ async fn cluster_from_init_to_rollback() {
     let (_, answer) = api(reqwest::Method::POST, &notify_url, "", None).await;
     assert_eq!(answer["successes"].as_array().unwrap().len(), 5, "{answer}");
     let expected: [&[&str]; 5] = [
-        &["restart mail", "restart mail nginx register"],
-        &["restart core nginx"],
-        &["restart core nginx"],
-        &["restart nginx"],
-        &["restart register"],
+        &[
+            "restart mail",
+            "restart admin_panel dns mail register reverse_proxy",
+        ],
+        &["restart core reverse_proxy"],
+        &["restart core reverse_proxy"],
+        &["restart reverse_proxy"],
+        &["restart dns register"],
     ];
     for (machine, expected) in machines.iter().zip(expected) {
         let actions = machine

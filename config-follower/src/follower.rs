@@ -51,7 +51,9 @@ pub struct Follower {
     client: LeaderClient,
     cycle: tokio::sync::Mutex<()>,
     retrying: AtomicBool,
-    shutdown: CancellationToken,
+    pub shutdown: CancellationToken,
+    /// The `*/conf/` watcher, switched at run time by `PUT /watch` (`watch-config`).
+    pub watch: crate::watch::WatchSwitch,
 }
 
 impl Follower {
@@ -68,7 +70,6 @@ impl Follower {
             shutdown.clone(),
         );
         Ok(Self {
-            config,
             status,
             own_writes: Arc::new(OwnWrites::default()),
             restarter,
@@ -76,6 +77,8 @@ impl Follower {
             cycle: tokio::sync::Mutex::new(()),
             retrying: AtomicBool::new(false),
             shutdown: shutdown.clone(),
+            watch: crate::watch::WatchSwitch::new(&config.data_folder),
+            config,
         })
     }
 

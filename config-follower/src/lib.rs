@@ -73,9 +73,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         }
     }
 
-    if follower.config.watch {
-        watch::spawn(follower.clone(), shutdown.clone())?;
-    }
+    // The operator's last `watch-config` choice wins over the configuration file.
+    let watching = follower.watch.persisted().unwrap_or(follower.config.watch);
+    follower.watch.set(&follower, watching, false, &shutdown)?;
     if let Some(interval) = follower.config.poll_interval {
         spawn_poll(follower.clone(), interval, shutdown.clone());
     }

@@ -25,6 +25,7 @@ pub fn app(follower: Arc<Follower>) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/status", get(status))
+        .route("/watch", get(watch_state).put(set_watch))
         .fallback(|| async { Error::NotFound })
         .layer(axum::middleware::from_fn(pryv_daemon::json_errors))
         .with_state(follower)
@@ -41,11 +42,7 @@ async fn notify(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<NotifyResponse>, Error> {
-    let authorization = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
-    let key = request_credential(authorization, query.auth.as_deref()).unwrap_or_default();
-    if !follower.config.key.matches(key) {
-        return Err(Error::InvalidKey);
-    }
+    authorize(&follower, &query, &headers)?;
     let body = body.map_err(|rejection| match rejection {
         BytesRejection::FailedToBufferBody(_) => Error::PayloadTooLarge,
         other => Error::BadRequest(other.body_text()),
@@ -74,6 +71,49 @@ async fn notify(
         .await
         .map_err(|err| Error::Internal(err.to_string()))?
         .map(Json)
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct WatchBody {
+    enabled: bool,
+}
+
+fn authorize(follower: &Follower, query: &AuthQuery, headers: &HeaderMap) -> Result<(), Error> {
+    let authorization = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
+    let key = request_credential(authorization, query.auth.as_deref()).unwrap_or_default();
+    if follower.config.key.matches(key) {
+        Ok(())
+    } else {
+        Err(Error::InvalidKey)
+    }
+}
+
+/// Whether the `*/conf/` watcher runs.
+async fn watch_state(State(follower): State<Arc<Follower>>) -> Json<WatchBody> {
+    Json(WatchBody {
+        enabled: follower.watch.is_on(),
+    })
+}
+
+/// Turns the `*/conf/` watcher on or off (`watch-config --no-hup` / `--stop-watch`); kept across restarts.
+async fn set_watch(
+    State(follower): State<Arc<Follower>>,
+    Query(query): Query<AuthQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<WatchBody>, Error> {
+    authorize(&follower, &query, &headers)?;
+    let body = body.map_err(|_| Error::PayloadTooLarge)?;
+    let wanted: WatchBody = serde_json::from_slice(&body).map_err(|err| {
+        Error::BadRequest(format!("body must be {{\"enabled\": true|false}}: {err}"))
+    })?;
+    follower
+        .watch
+        .set(&follower, wanted.enabled, true, &follower.shutdown)?;
+    tracing::info!(enabled = wanted.enabled, "watcher switched by the operator");
+    Ok(Json(WatchBody {
+        enabled: follower.watch.is_on(),
+    }))
 }
 
 async fn status(State(follower): State<Arc<Follower>>) -> Json<Status> {

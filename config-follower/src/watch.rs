@@ -17,6 +17,88 @@ use crate::error::Error;
 use crate::follower::Follower;
 use crate::restart::RestartJob;
 
+/// Where the operator's choice (`watch-config --no-hup` / `--stop-watch`) is kept across restarts.
+const SWITCH_FILE: &str = "watch.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SwitchState {
+    enabled: bool,
+}
+
+/// Turns the watcher on and off while the follower runs; the choice is persisted in the bookkeeping folder
+/// and wins over `watch.enabled` at the next start.
+pub struct WatchSwitch {
+    running: std::sync::Mutex<Option<CancellationToken>>,
+    file: PathBuf,
+}
+
+impl WatchSwitch {
+    pub fn new(data_folder: &Path) -> Self {
+        Self {
+            running: std::sync::Mutex::new(None),
+            file: data_folder.join(crate::apply::STATE_DIR).join(SWITCH_FILE),
+        }
+    }
+
+    /// The persisted choice, if the operator made one.
+    pub fn persisted(&self) -> Option<bool> {
+        let bytes = std::fs::read(&self.file).ok()?;
+        serde_json::from_slice::<SwitchState>(&bytes)
+            .ok()
+            .map(|s| s.enabled)
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<CancellationToken>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts or stops the watcher (a no-op when already so); `persist` records the choice first.
+    pub fn set(
+        &self,
+        follower: &Arc<Follower>,
+        enabled: bool,
+        persist: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
+        if persist {
+            let bytes = serde_json::to_vec(&SwitchState { enabled })
+                .map_err(|err| Error::Internal(err.to_string()))?;
+            if let Some(parent) = self.file.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+            pryv_fs::write_atomic(&self.file, &bytes, 0o600).map_err(|source| Error::Io {
+                path: self.file.clone(),
+                source,
+            })?;
+        }
+        let mut running = self.lock();
+        match (enabled, running.is_some()) {
+            (true, false) => {
+                let token = shutdown.child_token();
+                spawn(follower.clone(), token.clone())?;
+                *running = Some(token);
+            }
+            (false, true) => {
+                if let Some(token) = running.take() {
+                    token.cancel();
+                }
+                tracing::info!("stopped watching */conf/");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Starts the watcher task.
 pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(), Error> {
     let data = follower.config.data_folder.clone();

@@ -84,9 +84,13 @@ pub enum Command {
     /// Lay out a new platform from our templates: the leader's folder and one follower configuration per
     /// machine, with matching random keys.
     Init {
-        /// single-node or cluster.
+        /// single-node or cluster (with --from: taken from the release when omitted).
         #[arg(long, value_enum)]
-        topology: crate::init::Topology,
+        topology: Option<crate::init::Topology>,
+        /// A Pryv.io release's templates (a .tgz or a folder holding config-leader/conf/template-platform.yml
+        /// and config-leader/data/<role>/...) instead of our own.
+        #[arg(long)]
+        from: Option<PathBuf>,
         /// Number of core machines (cluster).
         #[arg(long, default_value_t = 1)]
         cores: usize,

@@ -95,7 +95,116 @@ pub fn machine_root(out: &Path, machine: &Machine) -> PathBuf {
     }
 }
 
-/// Lays everything out; returns the files written.
+/// A Pryv.io release's templates, read from its tarball or unpacked folder: the template platform file and
+/// the role trees, and what the release holds elsewhere (reported, not placed).
+#[derive(Debug, Default)]
+pub struct Release {
+    pub platform: String,
+    /// `(path under data/, bytes)`.
+    pub data: Vec<(PathBuf, Vec<u8>)>,
+    pub unplaced: Vec<String>,
+}
+
+const RELEASE_PLATFORM: &str = "config-leader/conf/template-platform.yml";
+const RELEASE_DATA: &str = "config-leader/data/";
+
+impl Release {
+    /// Reads a `.tgz`/`.tar.gz`/`.tar` file or a folder in the release layout.
+    pub fn read(source: &Path) -> Result<Self, Error> {
+        let io = |source_err| Error::Io {
+            path: source.to_owned(),
+            source: source_err,
+        };
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        if source.is_dir() {
+            walk_folder(source, source, &mut entries).map_err(io)?;
+        } else {
+            let file = std::fs::File::open(source).map_err(io)?;
+            let name = source.to_string_lossy();
+            let reader: Box<dyn std::io::Read> = if name.ends_with(".tar") {
+                Box::new(file)
+            } else {
+                Box::new(flate2::read::GzDecoder::new(file))
+            };
+            let mut archive = tar::Archive::new(reader);
+            for entry in archive.entries().map_err(io)? {
+                let mut entry = entry.map_err(io)?;
+                if !entry.header().entry_type().is_file() {
+                    continue;
+                }
+                let path = entry.path().map_err(io)?.to_string_lossy().into_owned();
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(io)?;
+                entries.push((path, bytes));
+            }
+        }
+        let mut release = Self::default();
+        for (path, bytes) in entries {
+            // Releases are packed with or without a leading folder (`pryv.io-1.9.2/config-leader/...`).
+            let path = path.trim_start_matches("./").to_owned();
+            let at = path
+                .find("config-leader/")
+                .map_or(path.as_str(), |i| &path[i..]);
+            if at == RELEASE_PLATFORM {
+                release.platform = String::from_utf8(bytes).map_err(|_| Error::Config {
+                    path: source.to_owned(),
+                    problems: vec![format!("{RELEASE_PLATFORM} is not UTF-8 text")],
+                })?;
+            } else if let Some(relative) = at.strip_prefix(RELEASE_DATA)
+                && !relative.split('/').any(|c| c == ".." || c.is_empty())
+            {
+                release.data.push((PathBuf::from(relative), bytes));
+            } else {
+                release.unplaced.push(path);
+            }
+        }
+        if release.platform.is_empty() {
+            return Err(Error::Config {
+                path: source.to_owned(),
+                problems: vec![format!(
+                    "no {RELEASE_PLATFORM} in this release; give a Pryv.io release tarball or its unpacked folder"
+                )],
+            });
+        }
+        if release.data.is_empty() {
+            return Err(Error::Config {
+                path: source.to_owned(),
+                problems: vec![format!(
+                    "no role templates under {RELEASE_DATA} in this release"
+                )],
+            });
+        }
+        Ok(release)
+    }
+
+    /// Single node when the release has a `singlenode` role, else cluster.
+    pub fn topology(&self) -> Topology {
+        if self.data.iter().any(|(p, _)| p.starts_with("singlenode")) {
+            Topology::SingleNode
+        } else {
+            Topology::Cluster
+        }
+    }
+}
+
+fn walk_folder(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let path = entry.path();
+        if path.is_dir() {
+            walk_folder(root, &path, out)?;
+        } else if let Ok(relative) = path.strip_prefix(root) {
+            out.push((
+                relative.to_string_lossy().into_owned(),
+                std::fs::read(&path)?,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Lays everything out from our embedded templates; returns the files written.
 pub fn init(options: &InitOptions) -> Result<Vec<PathBuf>, Error> {
     let topology = TEMPLATES
         .get_dir(options.topology.folder())
@@ -105,16 +214,48 @@ pub fn init(options: &InitOptions) -> Result<Vec<PathBuf>, Error> {
                 options.topology.folder()
             ))
         })?;
-    let machines = machines(options.topology, options.cores, options.reg_slave);
-    let mut plan: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-    let leader_dir = options.out.join("config-leader");
-
-    collect(topology, &leader_dir.join("data"), "data", &mut plan);
+    let mut data = Vec::new();
+    collect(topology, Path::new(""), "data", &mut data);
     let platform = topology
         .get_file(format!("{}/platform.yml", options.topology.folder()))
         .ok_or_else(|| Error::Internal("embedded platform.yml missing".into()))?;
-    let platform_text = String::from_utf8_lossy(platform.contents()).into_owned();
-    let platform_text = with_cores(&platform_text, options.cores)?;
+    let release = Release {
+        platform: String::from_utf8_lossy(platform.contents()).into_owned(),
+        data,
+        unplaced: Vec::new(),
+    };
+    init_from(options, &release)
+}
+
+/// Lays everything out from a release's templates, exactly as from ours; returns the files written.
+pub fn init_from(options: &InitOptions, release: &Release) -> Result<Vec<PathBuf>, Error> {
+    let machines = machines(options.topology, options.cores, options.reg_slave);
+    let mut plan: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let leader_dir = options.out.join("config-leader");
+    let roles: std::collections::BTreeSet<String> = release
+        .data
+        .iter()
+        .filter_map(|(p, _)| p.iter().next().map(|r| r.to_string_lossy().into_owned()))
+        .collect();
+    let missing: Vec<&str> = machines
+        .iter()
+        .map(|m| m.role.as_str())
+        .filter(|r| !roles.contains(*r))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Config {
+            path: options.out.clone(),
+            problems: vec![format!(
+                "the templates have no folder for role(s) {}; they have: {}",
+                missing.join(", "),
+                roles.iter().cloned().collect::<Vec<_>>().join(", ")
+            )],
+        });
+    }
+    for (relative, bytes) in &release.data {
+        plan.push((leader_dir.join("data").join(relative), bytes.clone()));
+    }
+    let platform_text = with_cores(&release.platform, options.cores)?;
     plan.push((
         leader_dir.join("conf/platform.yml"),
         platform_text.clone().into_bytes(),

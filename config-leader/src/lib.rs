@@ -18,6 +18,7 @@ pub mod migrations;
 pub mod package;
 pub mod platform_users;
 pub mod routes;
+pub mod scripts;
 pub mod secret;
 pub mod settings;
 pub mod store;

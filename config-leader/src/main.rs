@@ -1,6 +1,7 @@
 //! Entry point: parse the command line, set up logs, run the command, map failures to exit codes
 //! (78 = bad configuration, 1 = anything else).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -16,19 +17,24 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Init {
             topology,
+            from,
             cores,
             reg_slave,
             out,
             leader_url,
             force,
-        } => run_init(&InitOptions {
-            topology,
-            cores,
-            reg_slave,
-            out,
-            leader_url,
-            force,
-        }),
+        } => run_init(
+            &InitOptions {
+                topology: topology.unwrap_or(init::Topology::SingleNode),
+                cores,
+                reg_slave,
+                out,
+                leader_url,
+                force,
+            },
+            topology.is_some(),
+            from,
+        ),
         command => {
             let config = match load(&cli.global) {
                 Ok(config) => config,
@@ -75,8 +81,29 @@ fn load(global: &GlobalArgs) -> Result<Config, ExitCode> {
     })
 }
 
-fn run_init(options: &InitOptions) -> ExitCode {
-    match init::init(options) {
+fn run_init(options: &InitOptions, topology_given: bool, from: Option<PathBuf>) -> ExitCode {
+    let laid_out = match from {
+        None if !topology_given => {
+            eprintln!("config-leader init: give --topology single-node|cluster, or --from <release>");
+            return ExitCode::from(2);
+        }
+        None => init::init(options),
+        Some(release) => init::Release::read(&release).and_then(|release| {
+            for path in &release.unplaced {
+                println!("not placed (outside config-leader/conf/template-platform.yml and config-leader/data/): {path}");
+            }
+            let options = InitOptions {
+                topology: if topology_given {
+                    options.topology
+                } else {
+                    release.topology()
+                },
+                ..options.clone()
+            };
+            init::init_from(&options, &release)
+        }),
+    };
+    match laid_out {
         Ok(files) => {
             println!(
                 "wrote {} file(s) under {}",

@@ -1,7 +1,10 @@
 //! `config-leader package`: one archive per machine (`<name>.tgz`) holding what that machine needs, with paths
-//! relative to its `PRYV_CONF_ROOT`: its follower configuration, and for the leader's machine the leader's folder
-//! (configuration, platform settings, templates; never the database or the credentials file). Certificates put
-//! in `data/<role>/nginx/conf/secret/` reach the other machines through `/conf`, not through the archives.
+//! relative to its `PRYV_CONF_ROOT`: its follower configuration (0600) and the compose file that runs the
+//! follower, an empty `pryv/` for the follower to write, the install guide's scripts (executable), the systemd
+//! units; and for the leader's machine the leader's folder (configuration, platform settings, templates, empty
+//! `database/` and `log/`; never the database's content or the credentials file) with its compose file and
+//! scripts. Modes are kept; owners and times are not (reproducible archives). Certificates put in
+//! `data/<role>/nginx/conf/secret/` reach the other machines through `/conf`, not through the archives.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use flate2::write::GzEncoder;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::scripts::{InstallFile, machine_files};
 
 /// Folders of the leader's directory that stay on the leader machine only.
 const LEADER_PRIVATE: &[&str] = &["database", "credentials.txt"];
@@ -54,15 +58,24 @@ pub fn package(config: &Config, out: &Path) -> Result<Vec<PathBuf>, Error> {
         let archive_path = out.join(format!("{name}.tgz"));
         let file = File::create(&archive_path).map_err(io(&archive_path))?;
         let mut archive = tar::Builder::new(GzEncoder::new(file, Compression::default()));
-        archive.mode(tar::HeaderMode::Deterministic);
-        archive
-            .append_path_with_name(
-                &follower_config,
-                "config-follower/conf/config-follower.json",
-            )
-            .map_err(io(&follower_config))?;
+        let follower_bytes = std::fs::read(&follower_config).map_err(io(&follower_config))?;
+        append_file(
+            &mut archive,
+            "config-follower/conf/config-follower.json",
+            &follower_bytes,
+            0o600,
+        )
+        .map_err(io(&archive_path))?;
+        append_dir(&mut archive, "pryv/").map_err(io(&archive_path))?;
+        let owned = owned_folders(&config.templates_path, &follower.role);
+        for InstallFile { path, text, mode } in machine_files(&follower.role, runs_leader, &owned) {
+            append_file(&mut archive, &path, text.as_bytes(), mode).map_err(io(&archive_path))?;
+        }
         if runs_leader {
             append_leader(&mut archive, &root.join("config-leader"))?;
+            for folder in ["config-leader/database/", "config-leader/log/"] {
+                append_dir(&mut archive, folder).map_err(io(&archive_path))?;
+            }
         }
         archive
             .into_inner()
@@ -97,27 +110,85 @@ fn follower_key_of(path: &Path) -> Option<String> {
     json["leader"]["auth"].as_str().map(str::to_owned)
 }
 
-fn append_leader(
-    archive: &mut tar::Builder<GzEncoder<File>>,
-    leader_dir: &Path,
-) -> Result<(), Error> {
+/// The folders the role's containers write: every `<service>/data` and `<service>/log` of its templates, as
+/// paths under `PRYV_CONF_ROOT`.
+fn owned_folders(templates: &Path, role: &str) -> Vec<String> {
+    let mut owned = Vec::new();
+    let Ok(services) = std::fs::read_dir(templates.join(role)) else {
+        return owned;
+    };
+    let mut services: Vec<_> = services.flatten().filter(|e| e.path().is_dir()).collect();
+    services.sort_by_key(std::fs::DirEntry::file_name);
+    for service in services {
+        for zone in ["data", "log"] {
+            if service.path().join(zone).is_dir() {
+                owned.push(format!(
+                    "pryv/{}/{zone}",
+                    service.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    owned
+}
+
+type Archive = tar::Builder<GzEncoder<File>>;
+
+/// A file with an explicit mode, owner root, time 0.
+fn append_file(archive: &mut Archive, path: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    archive.append_data(&mut header, path, bytes)
+}
+
+fn append_dir(archive: &mut Archive, path: &str) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(0);
+    header.set_mode(0o755);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Directory);
+    archive.append_data(&mut header, path, std::io::empty())
+}
+
+/// The leader's folder, each file with its mode on disk (keys and credentials stay 0600).
+fn append_leader(archive: &mut Archive, leader_dir: &Path) -> Result<(), Error> {
     let entries = std::fs::read_dir(leader_dir).map_err(|source| Error::Io {
         path: leader_dir.to_owned(),
         source,
     })?;
-    for entry in entries.flatten() {
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         if LEADER_PRIVATE.contains(&name.as_str()) {
             continue;
         }
-        let path = entry.path();
-        let inside = format!("config-leader/{name}");
-        let appended = if path.is_dir() {
-            archive.append_dir_all(&inside, &path)
-        } else {
-            archive.append_path_with_name(&path, &inside)
-        };
-        appended.map_err(|source| Error::Io { path, source })?;
+        append_tree(archive, &entry.path(), &format!("config-leader/{name}"))?;
     }
     Ok(())
+}
+
+fn append_tree(archive: &mut Archive, path: &Path, inside: &str) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_dir() {
+        append_dir(archive, &format!("{inside}/")).map_err(io)?;
+        let mut children: Vec<_> = std::fs::read_dir(path).map_err(io)?.flatten().collect();
+        children.sort_by_key(std::fs::DirEntry::file_name);
+        for child in children {
+            let name = child.file_name().to_string_lossy().into_owned();
+            append_tree(archive, &child.path(), &format!("{inside}/{name}"))?;
+        }
+        Ok(())
+    } else {
+        let bytes = std::fs::read(path).map_err(io)?;
+        append_file(archive, inside, &bytes, meta.permissions().mode() & 0o777).map_err(io)
+    }
 }

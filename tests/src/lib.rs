@@ -106,13 +106,14 @@ impl Daemon {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Logged before the address is announced: a test that saw it listening sees the line too.
+                sink.lock().unwrap().push(line.clone());
                 if line.contains("listening")
                     && let Some(addr) = line.split("addr=").nth(1)
                     && let Ok(addr) = addr.split_whitespace().next().unwrap_or_default().parse()
                 {
                     let _ = tx.send(addr);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         Self {

@@ -59,7 +59,7 @@ fn compose_files_parse() {
         skip("docker-compose config: docker-compose is not installed");
         return;
     }
-    for file in ["leader.compose.yml", "follower.compose.yml"] {
+    for file in ["config-leader.yml", "config-follower.yml"] {
         let output = Command::new("docker-compose")
             .arg("-f")
             .arg(repo().join("docker").join(file))

@@ -145,33 +145,31 @@ impl PlatformUsers {
             ));
         }
         let calls = self.core_urls.iter().map(|core| async move {
-            let answer = self
-                .call(
-                    reqwest::Method::DELETE,
-                    &format!("{core}/users/{username}"),
-                    Some(core_key),
-                    "a core",
-                )
-                .await?;
-            match answer.status {
-                s if s.is_success() || s == reqwest::StatusCode::NOT_FOUND => Ok(()),
-                other => Err(unexpected("the core", core, other, &answer.body)),
-            }
+            let url = format!("{core}/users/{username}");
+            self.delete_on(core, &url, core_key, "the core").await
         });
         for outcome in futures::future::join_all(calls).await {
             outcome?;
         }
+        let url = format!("{register}/users/{username}?onlyReg=true");
+        self.delete_on(register, &url, register_key, "the register")
+            .await
+    }
+
+    /// A deletion on one peer; a 404 means the account is not (or no longer) there, which is fine.
+    async fn delete_on(
+        &self,
+        base: &str,
+        url: &str,
+        key: &Secret,
+        peer: &str,
+    ) -> Result<(), Error> {
         let answer = self
-            .call(
-                reqwest::Method::DELETE,
-                &format!("{register}/users/{username}?onlyReg=true"),
-                Some(register_key),
-                "the register",
-            )
+            .call(reqwest::Method::DELETE, url, Some(key), peer)
             .await?;
         match answer.status {
             s if s.is_success() || s == reqwest::StatusCode::NOT_FOUND => Ok(()),
-            other => Err(unexpected("the register", register, other, &answer.body)),
+            other => Err(unexpected(peer, base, other, &answer.body)),
         }
     }
 

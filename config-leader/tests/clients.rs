@@ -13,10 +13,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use base64::Engine;
 use common::*;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 const REGISTER_SYSTEM_KEY: &str = "register-system-key-0123456789ab";
 const CORE_SYSTEM_KEY: &str = "core-system-key-0123456789abcdef";
@@ -71,31 +69,7 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> (StatusCode, HeaderMap, Value) {
-        let mut request = Request::builder().method(method).uri(path);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let body = match body {
-            Some(body) => {
-                request = request.header("content-type", "application/json");
-                Body::from(body.to_string())
-            }
-            None => Body::empty(),
-        };
-        let response = self
-            .app
-            .clone()
-            .oneshot(request.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            headers,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        request(&self.app, method, path, headers, body).await
     }
 
     async fn call(

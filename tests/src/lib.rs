@@ -287,3 +287,32 @@ pub fn write(root: &Path, relative: &str, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
 }
+
+/// The machines of the cluster the end-to-end tests lay out (2 cores and a reg-slave): (name, role).
+pub const CLUSTER_MACHINES: [(&str, &str); 5] = [
+    ("reg-master", "reg-master"),
+    ("core-1", "core"),
+    ("core-2", "core"),
+    ("static", "static"),
+    ("reg-slave", "reg-slave"),
+];
+
+/// The real follower with the configuration file `config`, on loopback port `port` (0 = any), reaching the
+/// leader at `leader_url`, with `docker` first on `PATH` and `PRYV_CONF_ROOT` unset.
+pub fn follower_command(
+    config: &Path,
+    leader_url: &str,
+    port: u16,
+    docker: &FakeDocker,
+) -> Command {
+    let mut command = Command::new(bin("config-follower"));
+    command
+        .arg("--config")
+        .arg(config)
+        .env("CONFIG_FOLLOWER_HTTP_IP", "127.0.0.1")
+        .env("CONFIG_FOLLOWER_HTTP_PORT", port.to_string())
+        .env("CONFIG_FOLLOWER_LEADER_URL", leader_url)
+        .env("PATH", docker.path_env())
+        .env_remove("PRYV_CONF_ROOT");
+    command
+}

@@ -11,13 +11,7 @@ use std::time::{Duration, Instant};
 use pryv_e2e::{Daemon, FakeDocker, bin, free_port, install_crypto, wait_until};
 use serde_json::{Value, json};
 
-const MACHINES: [(&str, &str); 5] = [
-    ("reg-master", "reg-master"),
-    ("core-1", "core"),
-    ("core-2", "core"),
-    ("static", "static"),
-    ("reg-slave", "reg-slave"),
-];
+const MACHINES: [(&str, &str); 5] = pryv_e2e::CLUSTER_MACHINES;
 
 struct Machine {
     name: &'static str,
@@ -31,15 +25,7 @@ struct Machine {
 
 impl Machine {
     fn start(&mut self, leader_url: &str) {
-        let mut command = Command::new(bin("config-follower"));
-        command
-            .arg("--config")
-            .arg(&self.config)
-            .env("CONFIG_FOLLOWER_HTTP_IP", "127.0.0.1")
-            .env("CONFIG_FOLLOWER_HTTP_PORT", self.port.to_string())
-            .env("CONFIG_FOLLOWER_LEADER_URL", leader_url)
-            .env("PATH", self.docker.path_env())
-            .env_remove("PRYV_CONF_ROOT");
+        let command = pryv_e2e::follower_command(&self.config, leader_url, self.port, &self.docker);
         let mut daemon = Daemon::spawn(command);
         daemon.wait_listening(Duration::from_secs(30));
         self.daemon = Some(daemon);

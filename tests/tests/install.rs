@@ -12,13 +12,7 @@ use std::time::Duration;
 
 use pryv_e2e::{Daemon, FakeDocker, bin, free_port, install_crypto, write};
 
-const MACHINES: [(&str, &str); 5] = [
-    ("reg-master", "reg-master"),
-    ("core-1", "core"),
-    ("core-2", "core"),
-    ("static", "static"),
-    ("reg-slave", "reg-slave"),
-];
+const MACHINES: [(&str, &str); 5] = pryv_e2e::CLUSTER_MACHINES;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

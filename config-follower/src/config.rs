@@ -59,6 +59,8 @@ pub struct Config {
     pub max_removal_percent: u8,
     /// Serve `/notify` over HTTPS with this certificate and key (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Bearer token required on `GET /metrics` (`None` = open).
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -82,6 +84,13 @@ struct RawConfig {
     apply: RawApply,
     #[serde(default)]
     tls: Option<RawTls>,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+struct RawMetrics {
+    token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -283,6 +292,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
             validate: raw.validate,
             max_removal_percent,
             tls,
+            metrics_token: raw.metrics.token.filter(|t| !t.is_empty()),
         }),
         _ => Err(Error::Config {
             path: path.to_owned(),

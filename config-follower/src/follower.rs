@@ -104,7 +104,21 @@ impl Follower {
             tracing::info!(ignored = ?ignored, "notification names services this machine does not run");
         }
         let revision = self.status.snapshot().revision;
-        let fetched = match self.client.fetch(revision.as_deref()).await {
+        let started = std::time::Instant::now();
+        let fetched = self.client.fetch(revision.as_deref()).await;
+        metrics::histogram!(crate::metrics::FETCH_DURATION).record(started.elapsed().as_secs_f64());
+        let outcome = match &fetched {
+            Ok(Fetched::Tree(_)) => "changed",
+            Ok(Fetched::NotModified) => "not_modified",
+            Err(_) => "failed",
+        };
+        metrics::counter!(crate::metrics::FETCHES, "outcome" => outcome).increment(1);
+        metrics::gauge!(crate::metrics::LEADER_REACHABLE).set(if fetched.is_ok() {
+            1.0
+        } else {
+            0.0
+        });
+        let fetched = match fetched {
             Ok(fetched) => fetched,
             Err(err) => {
                 self.status
@@ -125,6 +139,8 @@ impl Follower {
                 match outcome {
                     Ok(applied) => (applied, tree.revision),
                     Err(reason) => {
+                        metrics::counter!(crate::metrics::APPLIES, "outcome" => "refused")
+                            .increment(1);
                         tracing::error!(reason = %reason, "configuration refused");
                         self.record_incomplete(&reason, tree.revision);
                         self.restarter.request(RestartJob::default());
@@ -145,6 +161,14 @@ impl Follower {
             Restart::Changed => job,
             Restart::Nothing => RestartJob::default(),
         });
+        for (result, count) in [
+            ("written", report.files.len()),
+            ("unchanged", report.unchanged),
+            ("removed", report.removed.len()),
+            ("rejected", report.rejected.len()),
+        ] {
+            metrics::counter!(crate::metrics::FILES, "result" => result).increment(count as u64);
+        }
         tracing::info!(
             written = report.files.len(),
             unchanged = report.unchanged,
@@ -153,7 +177,10 @@ impl Follower {
             revision = tree_revision.as_deref().unwrap_or("-"),
             "configuration applied"
         );
-        if report.rejected.is_empty() {
+        let complete = report.rejected.is_empty();
+        let outcome = if complete { "complete" } else { "incomplete" };
+        metrics::counter!(crate::metrics::APPLIES, "outcome" => outcome).increment(1);
+        if complete {
             self.status.update(|s| {
                 s.revision.clone_from(&tree_revision);
                 s.last_apply = Some(now_unix());

@@ -10,6 +10,7 @@ pub mod compose;
 pub mod config;
 pub mod error;
 pub mod follower;
+pub mod metrics;
 pub mod paths;
 pub mod restart;
 pub mod routes;

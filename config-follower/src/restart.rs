@@ -322,6 +322,11 @@ fn record<'a>(
     outcome: &Result<(), String>,
 ) {
     let services: Vec<&String> = services.collect();
+    let result = if outcome.is_ok() { "ok" } else { "failed" };
+    for service in &services {
+        metrics::counter!(crate::metrics::RESTARTS, "service" => (*service).clone(), "outcome" => result)
+            .increment(1);
+    }
     match outcome {
         Ok(()) => tracing::info!(action, services = ?services, "restart command succeeded"),
         Err(err) => {

@@ -18,7 +18,14 @@ use crate::status::Status;
 
 /// The follower's router.
 pub fn app(follower: Arc<Follower>) -> Router {
+    crate::metrics::describe();
+    let scraped = follower.clone();
+    let metrics = pryv_daemon::metrics::route(
+        follower.config.metrics_token.clone(),
+        Arc::new(move || crate::metrics::refresh(&scraped)),
+    );
     Router::new()
+        .merge(metrics)
         .route("/notify", post(notify))
         .route(
             "/health",

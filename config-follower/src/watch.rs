@@ -152,6 +152,7 @@ pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(),
             if changed.is_empty() {
                 continue;
             }
+            metrics::counter!(crate::metrics::WATCHER_EVENTS).increment(changed.len() as u64);
             let services = follower.project().affected(&changed);
             tracing::info!(files = ?changed, services = ?services, "configuration edited on this machine");
             follower.restarter.request(RestartJob {

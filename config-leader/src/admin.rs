@@ -26,6 +26,8 @@ pub struct Admin {
     /// Browser origins allowed on the admin routes (`None` = `https://adm.<DOMAIN>`).
     pub cors_origins: Option<Vec<String>>,
     pub platform_users: crate::platform_users::PlatformUsers,
+    /// Bearer token required on `/metrics`, when set.
+    pub metrics_token: Option<String>,
 }
 
 impl Admin {
@@ -55,7 +57,9 @@ impl Admin {
             throttle: Throttle::default(),
             cors_origins: config.cors_origins.clone(),
             platform_users: crate::platform_users::PlatformUsers::new(config)?,
+            metrics_token: config.metrics_token.clone(),
         };
+        crate::metrics::describe();
         admin.create_initial_user(&config.credentials_file)?;
         Ok(admin)
     }

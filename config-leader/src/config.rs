@@ -61,6 +61,8 @@ pub struct Config {
     pub notify_concurrency: usize,
     /// Extra CA for `https://` follower URLs.
     pub notify_ca_file: Option<PathBuf>,
+    /// Bearer token required on `GET /metrics` (`None` = open, like most exporters).
+    pub metrics_token: Option<String>,
     /// Origins allowed to call the admin routes from a browser; `None` = `https://adm.<DOMAIN>`.
     pub cors_origins: Option<Vec<String>>,
     /// The register's base URL (legacy `registerUrl`), for the platform-users routes.
@@ -122,11 +124,18 @@ struct RawConfig {
     notify: RawNotify,
     #[serde(default)]
     cors: RawCors,
+    #[serde(default)]
+    metrics: RawMetrics,
     register_url: Option<String>,
     #[serde(default)]
     platform_users: RawPlatformUsers,
     #[serde(flatten)]
     other: IndexMap<String, Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawMetrics {
+    token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -434,6 +443,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
                 .max(1),
             notify_ca_file,
             cors_origins: raw.cors.allowed_origins,
+            metrics_token: raw.metrics.token.filter(|t| !t.is_empty()),
             register_url: raw.register_url.map(|u| u.trim_end_matches('/').to_owned()),
             core_urls: raw.platform_users.core_urls,
             single_node_core_url: raw

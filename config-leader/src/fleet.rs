@@ -164,6 +164,8 @@ impl Fleet {
         let mut answer = NotifyAnswer::default();
         self.with(|seen| {
             for (index, follower, result) in results {
+                let outcome = if result.is_ok() { "ok" } else { "failed" };
+                metrics::counter!(crate::metrics::NOTIFICATIONS, "outcome" => outcome).increment(1);
                 seen.entry(index).or_default().last_notify = Some(NotifyOutcome {
                     at: now(),
                     ok: result.is_ok(),

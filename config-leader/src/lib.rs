@@ -14,6 +14,7 @@ pub mod error;
 pub mod fleet;
 pub mod identity;
 pub mod init;
+pub mod metrics;
 pub mod migrations;
 pub mod package;
 pub mod platform_users;

@@ -248,12 +248,10 @@ impl Settings {
             .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
         let platform = self.parse(&old.content)?;
         self.validate(&platform)?;
-        self.write(&old.content)?;
-        self.db.add_revision(
-            author,
-            now(),
-            &format!("rollback to revision {revision}"),
+        self.commit(
             &old.content,
+            author,
+            &format!("rollback to revision {revision}"),
         )
     }
 
@@ -381,11 +379,14 @@ impl Settings {
         let text = platform
             .to_yaml()
             .map_err(|err| Error::Internal(err.to_string()))?;
-        // Recorded first (pending), then written, then confirmed: a crash in between never loses the author.
-        let revision = self
-            .db
-            .add_pending_revision(author, now(), message, &text)?;
-        if let Err(err) = self.write(&text) {
+        self.commit(&text, author, message)
+    }
+
+    /// Writes `text` as `platform.yml` and records it: first as a pending revision, then the write, then the
+    /// confirmation, so a crash in between never credits the change to a hand edit.
+    fn commit(&self, text: &str, author: &str, message: &str) -> Result<i64, Error> {
+        let revision = self.db.add_pending_revision(author, now(), message, text)?;
+        if let Err(err) = self.write(text) {
             self.db.drop_revision(revision)?;
             return Err(err);
         }

@@ -101,6 +101,21 @@ impl TreeStore {
             .unwrap_or_else(|join| Err(Arc::new(Error::Internal(join.to_string()))))
     }
 
+    /// The revision each role serves now, from the cache only (never renders).
+    pub fn cached_revisions(&self) -> HashMap<String, String> {
+        self.inner
+            .trees
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(|(role, (_, tree))| {
+                tree.as_ref()
+                    .ok()
+                    .map(|t| (role.clone(), t.revision.clone()))
+            })
+            .collect()
+    }
+
     /// Roles whose last render failed, by role.
     pub fn problems(&self) -> std::collections::BTreeMap<String, RenderProblem> {
         self.inner
@@ -141,9 +156,15 @@ impl Inner {
         // Read the generation before the files: a change during rendering bumps it again, so this result is
         // never taken as fresh for a state it did not see.
         let generation = self.generation.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
         let result = self
             .renderer_for(generation)
             .and_then(|renderer| render_tree(&renderer, &self.templates, role).map_err(Arc::new));
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics::counter!(crate::metrics::RENDERS, "role" => role.to_owned(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(crate::metrics::RENDER_DURATION, "role" => role.to_owned())
+            .record(started.elapsed().as_secs_f64());
         let mut trees = self
             .trees
             .write()

@@ -41,7 +41,10 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Json<TokenBody>, Error> {
     let keys = [format!("user:{}", body.username), format!("addr:{remote}")];
-    state.admin.throttle.check(&keys)?;
+    if let Err(throttled) = state.admin.throttle.check(&keys) {
+        metrics::counter!(crate::metrics::LOGINS, "outcome" => "throttled").increment(1);
+        return Err(throttled);
+    }
     let user = state.admin.db.user(&body.username)?;
     let password = body.password.clone();
     let hash = user.as_ref().map_or_else(
@@ -54,6 +57,7 @@ pub async fn login(
         .map_err(|err| Error::Internal(err.to_string()))?;
     match user {
         Some(user) if valid => {
+            metrics::counter!(crate::metrics::LOGINS, "outcome" => "success").increment(1);
             state.admin.throttle.succeeded(&keys[0]);
             let generation = state
                 .admin
@@ -70,6 +74,7 @@ pub async fn login(
             Ok(Json(TokenBody { token }))
         }
         _ => {
+            metrics::counter!(crate::metrics::LOGINS, "outcome" => "failure").increment(1);
             state.admin.throttle.failed(&keys);
             state
                 .admin

@@ -27,7 +27,14 @@ pub fn routes() -> Router<AppState> {
         (status = 404, description = "no templates folder for the follower's role", body = pryv_protocol::ErrorBody),
         (status = 500, description = "a template does not render; names the file", body = pryv_protocol::ErrorBody)))]
 pub async fn get_conf(State(state): State<AppState>, parts: Parts) -> Result<Response, Response> {
-    let key = credential(&parts).ok_or_else(|| Error::InvalidKey.into_response())?;
+    let started = std::time::Instant::now();
+    let answer = conf_answer(&state, &parts).await;
+    metrics::histogram!(crate::metrics::CONF_DURATION).record(started.elapsed().as_secs_f64());
+    answer
+}
+
+async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Response> {
+    let key = credential(parts).ok_or_else(|| Error::InvalidKey.into_response())?;
     let (index, follower) = state
         .followers
         .find(&key)
@@ -47,6 +54,7 @@ pub async fn get_conf(State(state): State<AppState>, parts: Parts) -> Result<Res
     let mut response = if etag_matches(&parts.headers, &tree.revision) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
+        metrics::counter!(crate::metrics::CONF_BYTES).increment(tree.body.len() as u64);
         let mut response = tree.body.clone().into_response();
         response
             .headers_mut()

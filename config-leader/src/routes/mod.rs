@@ -72,9 +72,15 @@ pub fn app(state: AppState) -> Router {
         .merge(fleet::routes())
         .merge(platform_users::routes())
         .layer(cors::layer(&state));
+    let refresh_state = state.clone();
+    let metrics = pryv_daemon::metrics::route(
+        state.admin.metrics_token.clone(),
+        std::sync::Arc::new(move || crate::metrics::refresh(&refresh_state)),
+    );
     Router::new()
         .merge(public)
         .merge(admin)
+        .merge(metrics)
         .fallback(|| async { Error::NotFound })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Beyond this many requests in progress, new ones wait for a slot instead of exhausting memory.
@@ -92,7 +98,18 @@ async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The route pattern, never the path itself: a label must stay bounded.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let response = next.run(request).await;
+    metrics::counter!(
+        crate::metrics::HTTP_REQUESTS,
+        "route" => route,
+        "status" => response.status().as_str().to_owned()
+    )
+    .increment(1);
     let role = response
         .extensions()
         .get::<ServedRole>()

@@ -111,6 +111,7 @@ pub async fn update(
         .iter()
         .flat_map(|(group, g)| g.settings.keys().map(move |name| format!("{group}.{name}")))
         .collect();
+    metrics::counter!(crate::metrics::SETTINGS_CHANGES, "kind" => "update").increment(1);
     state.admin.audit(
         &caller.name(),
         "settings-update",
@@ -164,6 +165,7 @@ pub async fn rollback(
         .settings
         .rollback(body.revision, &caller.name())
         .await?;
+    metrics::counter!(crate::metrics::SETTINGS_CHANGES, "kind" => "rollback").increment(1);
     state.admin.audit(
         &caller.name(),
         "settings-rollback",
@@ -198,6 +200,9 @@ pub async fn apply_migrations(
         .settings
         .apply_migrations(&caller.name())
         .await?;
+    if revision.is_some() {
+        metrics::counter!(crate::metrics::SETTINGS_CHANGES, "kind" => "migration").increment(1);
+    }
     state.admin.audit(
         &caller.name(),
         "migrations-apply",

@@ -4,10 +4,18 @@
 
 mod json_errors;
 mod logging;
+pub mod metrics;
 mod serve;
 mod tls;
 
 pub use json_errors::json_errors;
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 pub use logging::{LogFormat, init_logging};
 pub use serve::{
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DRAIN, ServeOptions, connection_cap, serve,

@@ -21,7 +21,8 @@ use crate::compose::{COMPOSE_FILE, Project};
 use crate::config::Config;
 use crate::error::Error;
 use crate::restart::{RestartJob, Restarter};
-use crate::status::{StatusStore, now_unix};
+use crate::status::StatusStore;
+use pryv_daemon::now_unix;
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);

@@ -28,11 +28,15 @@ pub use crate::error::Error;
 pub use crate::follower::{Follower, Restart, Until};
 pub use crate::routes::app;
 
-/// Runs the follower until `shutdown` is cancelled.
+/// Runs the follower on `listener` (bound by the caller) until `shutdown` is cancelled.
 ///
-/// With a tree from an earlier run on disk, it listens at once and converges in the background (a machine
+/// With a tree from an earlier run on disk, it serves at once and converges in the background (a machine
 /// must boot while the leader is down); on a fresh machine it first waits for the leader's answer.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let data = config.data_folder.clone();
     std::fs::create_dir_all(&data).map_err(|source| Error::Io {
         path: data.clone(),
@@ -81,13 +85,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         spawn_poll(follower.clone(), interval, shutdown.clone());
     }
 
-    let listen = follower.config.listen;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| Error::Io {
-            path: format!("listen address {listen}").into(),
-            source,
-        })?;
     let addr = listener
         .local_addr()
         .map_err(|err| Error::Internal(err.to_string()))?;

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use config_follower::cli::Cli;
 use config_follower::{Config, Error};
-use pryv_daemon::{EXIT_CONFIG, cancel_on_signal, init_logging};
-use tokio_util::sync::CancellationToken;
+use pryv_daemon::{EXIT_CONFIG, init_logging, run_until_signal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,17 +23,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("config-follower: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        match config_follower::run(config, shutdown).await {
+    run_until_signal("config-follower", |shutdown| async move {
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!(
+                    "config-follower: cannot listen on {}: {err}; free the port or set http.port / --port",
+                    config.listen
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        match config_follower::run(config, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("config-follower: {err}");

@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::compose::{CONF_ROOT_VAR, default_conf_root};
-use crate::status::{RestartRecord, StatusStore, now_unix};
+use crate::status::{RestartRecord, StatusStore};
+use pryv_daemon::now_unix;
 
 /// Key under which `up -d` of the whole project is recorded in the status.
 pub const PROJECT: &str = "(project)";

@@ -5,37 +5,49 @@ use std::collections::HashMap;
 
 use pryv_protocol::key_digest;
 
-use crate::config::Follower;
+use crate::config::FollowerEntry;
+
+/// A follower's position in the configuration: how the leader's fleet records refer to it (never by key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FollowerId(pub usize);
 
 /// Followers in configuration order, and their positions by key digest.
 #[derive(Debug, Default)]
 pub struct FollowerIndex {
-    followers: Vec<Follower>,
-    by_digest: HashMap<[u8; 32], usize>,
+    followers: Vec<FollowerEntry>,
+    by_digest: HashMap<[u8; 32], FollowerId>,
 }
 
 impl FollowerIndex {
-    pub fn new(followers: &[Follower]) -> Self {
+    pub fn new(followers: &[FollowerEntry]) -> Self {
         Self {
             followers: followers.to_vec(),
             by_digest: followers
                 .iter()
                 .enumerate()
-                .map(|(index, f)| (key_digest(f.key.expose()), index))
+                .map(|(index, f)| (key_digest(f.key.expose()), FollowerId(index)))
                 .collect(),
         }
     }
 
     /// The follower owning `key`, with its position.
-    pub fn find(&self, key: &str) -> Option<(usize, &Follower)> {
-        let index = *self.by_digest.get(&key_digest(key))?;
-        let follower = &self.followers[index];
-        follower.key.matches(key).then_some((index, follower))
+    pub fn find(&self, key: &str) -> Option<(FollowerId, &FollowerEntry)> {
+        let id = *self.by_digest.get(&key_digest(key))?;
+        let follower = self.followers.get(id.0)?;
+        follower.key.matches(key).then_some((id, follower))
     }
 
     /// Every follower, in configuration order.
-    pub fn all(&self) -> &[Follower] {
+    pub fn all(&self) -> &[FollowerEntry] {
         &self.followers
+    }
+
+    /// Every follower with its id, in configuration order.
+    pub fn with_ids(&self) -> impl Iterator<Item = (FollowerId, &FollowerEntry)> {
+        self.followers
+            .iter()
+            .enumerate()
+            .map(|(index, f)| (FollowerId(index), f))
     }
 
     pub fn len(&self) -> usize {
@@ -54,7 +66,7 @@ mod tests {
 
     #[test]
     fn finds_only_exact_keys() {
-        let index = FollowerIndex::new(&[Follower {
+        let index = FollowerIndex::new(&[FollowerEntry {
             key: Secret::new("key-1"),
             url: "http://a".into(),
             role: "core".into(),

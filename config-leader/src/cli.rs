@@ -86,7 +86,7 @@ pub enum Command {
     Init {
         /// single-node or cluster (with --from: taken from the release when omitted).
         #[arg(long, value_enum)]
-        topology: Option<crate::init::Topology>,
+        topology: Option<crate::tooling::init::Topology>,
         /// A Pryv.io release's templates (a .tgz or a folder holding config-leader/conf/template-platform.yml
         /// and config-leader/data/<role>/...) instead of our own.
         #[arg(long)]

@@ -52,7 +52,7 @@ pub struct Config {
     pub database_path: PathBuf,
     pub credentials_file: PathBuf,
     pub internals: Internals,
-    pub followers: Vec<Follower>,
+    pub followers: Vec<FollowerEntry>,
     pub admin_key: Option<Secret>,
     pub tls: Option<TlsFiles>,
     /// Per-follower limit of one notification.
@@ -88,7 +88,7 @@ impl std::fmt::Debug for Internals {
 
 /// One follower machine.
 #[derive(Debug, Clone)]
-pub struct Follower {
+pub struct FollowerEntry {
     pub key: Secret,
     pub url: String,
     pub role: String,
@@ -347,7 +347,7 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
                 if role.contains(['/', '\\']) || role == ".." || role == "." {
                     problems.push(format!("{name}: role {role:?} must be a plain folder name"));
                 }
-                followers.push(Follower {
+                followers.push(FollowerEntry {
                     key: Secret::new(key),
                     url,
                     role,

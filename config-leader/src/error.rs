@@ -71,10 +71,9 @@ pub enum Error {
     /// A peer the leader calls (register, core) is unreachable, misconfigured or failing.
     #[error("{0}")]
     Unavailable(String),
-    #[error("no such resource")]
-    NotFound,
+    /// What was not found, said in the message (`no admin user 'x'`, `no such resource`).
     #[error("{0}")]
-    NotFoundNamed(String),
+    NotFound(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -91,7 +90,7 @@ impl Error {
             Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
             Error::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too-many-attempts"),
             Error::RoleNotFound(_) => (StatusCode::NOT_FOUND, "role-not-found"),
-            Error::NotFound | Error::NotFoundNamed(_) => (StatusCode::NOT_FOUND, "not-found"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
             Error::Unavailable(_) => (StatusCode::BAD_GATEWAY, "upstream-unavailable"),
             Error::Render { .. } | Error::EmptyRole(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "render-failed")

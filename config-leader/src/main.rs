@@ -6,10 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use config_leader::cli::{Cli, Command, GlobalArgs};
-use config_leader::init::{self, InitOptions};
+use config_leader::tooling::init::{self, InitOptions};
 use config_leader::{Config, Error, commands};
-use pryv_daemon::{EXIT_CONFIG, cancel_on_signal, init_logging};
-use tokio_util::sync::CancellationToken;
+use pryv_daemon::{EXIT_CONFIG, init_logging, run_until_signal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -42,16 +41,18 @@ fn main() -> ExitCode {
             };
             match command {
                 Command::Check => check(&config),
-                Command::Package { out } => match config_leader::package::package(&config, &out) {
-                    Ok(archives) => {
-                        for archive in &archives {
-                            println!("{}", archive.display());
+                Command::Package { out } => {
+                    match config_leader::tooling::package::package(&config, &out) {
+                        Ok(archives) => {
+                            for archive in &archives {
+                                println!("{}", archive.display());
+                            }
+                            println!("extract each archive into PRYV_CONF_ROOT of its machine");
+                            ExitCode::SUCCESS
                         }
-                        println!("extract each archive into PRYV_CONF_ROOT of its machine");
-                        ExitCode::SUCCESS
+                        Err(err) => fail(&err),
                     }
-                    Err(err) => fail(&err),
-                },
+                }
                 Command::Render { role, out } => match commands::render(&config, &role, &out) {
                     Ok(count) => {
                         println!(
@@ -148,15 +149,7 @@ fn check(config: &Config) -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("config-leader: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let shutdown = CancellationToken::new();
+    run_until_signal("config-leader", |shutdown| async move {
         let leader = match config_leader::Leader::new(&config, &shutdown) {
             Ok(leader) => leader,
             Err(err) => return fail(&err),
@@ -171,7 +164,6 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
         match leader.serve(listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail(&err),

@@ -125,7 +125,7 @@ pub fn refresh(state: &AppState) {
     let followers = state.admin.fleet.status(state.followers.all(), &current);
     let now = pryv_daemon::now_unix() as i64;
     let silent = |last: Option<i64>| last.is_none_or(|at| now - at > SILENT_AFTER_SECONDS as i64);
-    let count = |keep: &dyn Fn(&crate::fleet::FollowerStatus) -> bool| {
+    let count = |keep: &dyn Fn(&crate::admin::fleet::FollowerStatus) -> bool| {
         followers.iter().filter(|f| keep(f)).count() as f64
     };
     metrics::gauge!(FOLLOWERS, "state" => "known").set(followers.len() as f64);

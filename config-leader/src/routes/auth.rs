@@ -6,9 +6,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiJson, AppState, Remote};
+use crate::admin::identity::{self, Caller, Permissions};
 use crate::error::Error;
-use crate::identity::{self, Caller, Permissions};
-use crate::settings::now;
+use pryv_daemon::now_unix_i64;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -65,11 +65,12 @@ pub async fn login(
                 .token_generation(&user.username)?
                 .unwrap_or(0);
             let permissions = Permissions::from_json(&user.permissions);
-            let (token, _) =
-                state
-                    .admin
-                    .tokens
-                    .issue(&user.username, permissions, generation, now())?;
+            let (token, _) = state.admin.tokens.issue(
+                &user.username,
+                permissions,
+                generation,
+                now_unix_i64(),
+            )?;
             state.admin.audit(&user.username, "login", "", &remote);
             Ok(Json(TokenBody { token }))
         }
@@ -101,7 +102,10 @@ pub async fn logout(
             expires_at,
             ..
         } => {
-            state.admin.db.revoke(token_id, *expires_at, now())?;
+            state
+                .admin
+                .db
+                .revoke(token_id, *expires_at, now_unix_i64())?;
             state.admin.audit(username, "logout", "", &remote);
             Ok(Json(serde_json::json!({})))
         }

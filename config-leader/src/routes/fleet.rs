@@ -9,10 +9,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, Remote};
-use crate::db::AuditRow;
+use crate::admin::db::AuditRow;
+use crate::admin::fleet::{FollowerStatus, NotifyAnswer};
+use crate::admin::identity::{Caller, Permission};
 use crate::error::Error;
-use crate::fleet::{FollowerStatus, NotifyAnswer};
-use crate::identity::{Caller, Need};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -85,7 +85,7 @@ pub async fn notify(
     Query(query): Query<NotifyQuery>,
     body: Bytes,
 ) -> Result<Json<NotifyAnswer>, Error> {
-    caller.require(Need::Settings("update"))?;
+    caller.require(Permission::SettingsUpdate)?;
     let body: NotifyBody = if body.iter().all(u8::is_ascii_whitespace) {
         NotifyBody::default()
     } else {
@@ -115,11 +115,9 @@ pub async fn notify(
     let revisions = current_revisions(&state).await;
     let targets: Vec<_> = state
         .followers
-        .all()
-        .iter()
-        .enumerate()
+        .with_ids()
         .filter(|(_, f)| roles.is_empty() || roles.contains(&f.role))
-        .map(|(index, f)| (index, f.clone()))
+        .map(|(id, f)| (id, f.clone()))
         .collect();
     let answer = state
         .admin
@@ -153,7 +151,7 @@ pub async fn status(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<FleetView>, Error> {
-    caller.require(Need::Settings("read"))?;
+    caller.require(Permission::SettingsRead)?;
     let revisions = current_revisions(&state).await;
     Ok(Json(FleetView {
         followers: state.admin.fleet.status(state.followers.all(), &revisions),
@@ -169,7 +167,7 @@ pub async fn audit(
     caller: Caller,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditView>, Error> {
-    caller.require(Need::Settings("read"))?;
+    caller.require(Permission::SettingsRead)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(Json(AuditView {
         entries: state.admin.db.audit_entries(limit)?,

@@ -28,9 +28,9 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::Admin;
+use crate::admin::identity::Caller;
 use crate::auth::FollowerIndex;
 use crate::error::Error;
-use crate::identity::Caller;
 use crate::store::TreeStore;
 
 pub use openapi::ApiDoc;
@@ -81,7 +81,7 @@ pub fn app(state: AppState) -> Router {
         .merge(public)
         .merge(admin)
         .merge(metrics)
-        .fallback(|| async { Error::NotFound })
+        .fallback(|| async { Error::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Beyond this many requests in progress, new ones wait for a slot instead of exhausting memory.
         .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))

@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{AppState, Remote};
+use crate::admin::identity::{Caller, Permission};
+use crate::admin::platform_users::validate_username;
 use crate::error::Error;
-use crate::identity::{Caller, Need};
-use crate::platform_users::validate_username;
 
 /// The platform setting listing who may delete accounts; `adminToken` lets the admin API do it.
 const ACCOUNT_DELETION: &str = "ACCOUNT_DELETION";
@@ -43,7 +43,7 @@ pub async fn read(
     caller: Caller,
     Path(username): Path<String>,
 ) -> Result<Json<PlatformUser>, Error> {
-    caller.require(Need::PlatformUsers("read"))?;
+    caller.require(Permission::PlatformUsersRead)?;
     validate_username(&username)?;
     let user = state.admin.platform_users.get(&username).await?;
     Ok(Json(PlatformUser { user }))
@@ -60,7 +60,7 @@ pub async fn remove(
     caller: Caller,
     Path(username): Path<String>,
 ) -> Result<Json<DeletedPlatformUser>, Error> {
-    caller.require(Need::PlatformUsers("delete"))?;
+    caller.require(Permission::PlatformUsersDelete)?;
     validate_username(&username)?;
     let allowed = state
         .admin
@@ -90,7 +90,7 @@ pub async fn remove_mfa(
     caller: Caller,
     Path(username): Path<String>,
 ) -> Result<StatusCode, Error> {
-    caller.require(Need::PlatformUsers("modify"))?;
+    caller.require(Permission::PlatformUsersModify)?;
     validate_username(&username)?;
     state.admin.platform_users.delete_mfa(&username).await?;
     state.admin.audit(

@@ -6,10 +6,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiJson, AppState, Remote};
-use crate::db::RevisionRow;
+use crate::admin::db::RevisionRow;
+use crate::admin::identity::{Caller, Permission};
+use crate::admin::settings::{MigrationPlan, SettingChange, SettingsPatch};
 use crate::error::Error;
-use crate::identity::{Caller, Need};
-use crate::settings::{MigrationPlan, SettingChange, SettingsPatch};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -80,7 +80,7 @@ pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<SettingsView>, Error> {
-    caller.require(Need::Settings("read"))?;
+    caller.require(Permission::SettingsRead)?;
     view(&state, None)
 }
 
@@ -97,7 +97,7 @@ pub async fn update(
     body: axum::body::Bytes,
 ) -> Result<Json<SettingsView>, Error> {
     // The permission comes before the body: a read-only user gets 403 whatever it sends.
-    caller.require(Need::Settings("update"))?;
+    caller.require(Permission::SettingsUpdate)?;
     let body: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|err| Error::BadRequest(format!("the body is not JSON: {err}")))?;
     let patch = SettingsPatch::from_body(body)?;
@@ -127,7 +127,7 @@ pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<HistoryView>, Error> {
-    caller.require(Need::Settings("read"))?;
+    caller.require(Permission::SettingsRead)?;
     Ok(Json(HistoryView {
         revisions: state.admin.settings.history()?,
     }))
@@ -141,7 +141,7 @@ pub async fn revision(
     caller: Caller,
     Path(revision): Path<i64>,
 ) -> Result<Json<RevisionView>, Error> {
-    caller.require(Need::Settings("read"))?;
+    caller.require(Permission::SettingsRead)?;
     let (row, changes) = state.admin.settings.revision(revision)?;
     Ok(Json(RevisionView {
         content: row.content.clone(),
@@ -159,7 +159,7 @@ pub async fn rollback(
     caller: Caller,
     ApiJson(body): ApiJson<RollbackBody>,
 ) -> Result<Json<SettingsView>, Error> {
-    caller.require(Need::Settings("update"))?;
+    caller.require(Permission::SettingsUpdate)?;
     let revision = state
         .admin
         .settings
@@ -182,7 +182,7 @@ pub async fn migrations(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<MigrationPlan>, Error> {
-    caller.require(Need::Settings("read"))?;
+    caller.require(Permission::SettingsRead)?;
     Ok(Json(state.admin.settings.migrations()?))
 }
 
@@ -194,7 +194,7 @@ pub async fn apply_migrations(
     Remote(remote): Remote,
     caller: Caller,
 ) -> Result<Json<MigrationResult>, Error> {
-    caller.require(Need::Settings("update"))?;
+    caller.require(Permission::SettingsUpdate)?;
     let (plan, revision) = state
         .admin
         .settings

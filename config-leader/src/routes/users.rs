@@ -8,11 +8,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiJson, AppState, Remote};
-use crate::db::UserRow;
+use crate::admin::db::UserRow;
+use crate::admin::identity::{self, Caller, INITIAL_USER, Permission, Permissions};
 use crate::error::Error;
-use crate::identity::{self, Caller, INITIAL_USER, Need, Permissions};
 use crate::secret;
-use crate::settings::now;
+use pryv_daemon::now_unix_i64;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -110,7 +110,7 @@ fn view(row: UserRow) -> UserView {
 }
 
 fn not_found(username: &str) -> Error {
-    Error::NotFoundNamed(format!("no admin user '{username}'"))
+    Error::NotFound(format!("no admin user '{username}'"))
 }
 
 fn grantable(caller: &Caller, wanted: &Permissions) -> Result<(), Error> {
@@ -133,7 +133,7 @@ async fn hash(password: String) -> Result<String, Error> {
 /// List admin users (users:read).
 #[utoipa::path(get, path = "/users", tag = "users", responses((status = 200, body = UserList), (status = 403, body = pryv_protocol::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<UserList>, Error> {
-    caller.require(Need::Users("read"))?;
+    caller.require(Permission::UsersRead)?;
     let users = state.admin.db.users()?.into_iter().map(view).collect();
     Ok(Json(UserList { users }))
 }
@@ -146,7 +146,7 @@ pub async fn read(
     caller: Caller,
     Path(username): Path<String>,
 ) -> Result<Json<UserAnswer>, Error> {
-    caller.require(Need::Users("read"))?;
+    caller.require(Permission::UsersRead)?;
     let user = state
         .admin
         .db
@@ -164,7 +164,7 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<CreatedAnswer>), Error> {
-    caller.require(Need::Users("create"))?;
+    caller.require(Permission::UsersCreate)?;
     identity::validate_username(&body.username)?;
     grantable(&caller, &body.permissions)?;
     let (password, generated) = match body.password {
@@ -182,7 +182,7 @@ pub async fn create(
         password_hash: hash(password).await?,
         permissions: body.permissions.to_json(),
     };
-    if !state.admin.db.insert_user(&row, now())? {
+    if !state.admin.db.insert_user(&row, now_unix_i64())? {
         return Err(Error::Conflict(format!(
             "admin user '{}' already exists",
             body.username
@@ -215,7 +215,7 @@ pub async fn set_permissions(
     Path(username): Path<String>,
     ApiJson(body): ApiJson<PermissionsBody>,
 ) -> Result<Json<UserAnswer>, Error> {
-    caller.require(Need::Users("changePermissions"))?;
+    caller.require(Permission::UsersChangePermissions)?;
     grantable(&caller, &body.permissions)?;
     if !state
         .admin
@@ -245,7 +245,7 @@ pub async fn reset_password(
     caller: Caller,
     Path(username): Path<String>,
 ) -> Result<Json<PasswordBody>, Error> {
-    caller.require(Need::Users("resetPassword"))?;
+    caller.require(Permission::UsersResetPassword)?;
     let password = secret::generate();
     if !state
         .admin
@@ -313,7 +313,10 @@ pub async fn change_password(
         .admin
         .db
         .set_password(&username, &hash(body.new_password).await?)?;
-    state.admin.db.revoke(token_id, *expires_at, now())?;
+    state
+        .admin
+        .db
+        .revoke(token_id, *expires_at, now_unix_i64())?;
     state
         .admin
         .audit(&username, "user-change-password", &username, &remote);
@@ -329,7 +332,7 @@ pub async fn delete(
     caller: Caller,
     Path(username): Path<String>,
 ) -> Result<Json<DeletedUser>, Error> {
-    caller.require(Need::Users("delete"))?;
+    caller.require(Permission::UsersDelete)?;
     if username == INITIAL_USER {
         return Err(Error::BadRequest(format!(
             "{INITIAL_USER} is the emergency account; it cannot be deleted"

@@ -10,11 +10,16 @@ mod tls;
 
 pub use json_errors::json_errors;
 
-/// Unix seconds now (0 if the clock is before 1970).
+/// Unix seconds now (0 if the clock is before 1970): the one clock of both daemons.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// [`now_unix`] as the signed integer SQLite stores.
+pub fn now_unix_i64() -> i64 {
+    i64::try_from(now_unix()).unwrap_or(i64::MAX)
 }
 pub use logging::{LogFormat, init_logging};
 pub use serve::{
@@ -38,6 +43,27 @@ pub fn notify_ready() {
 /// Tells systemd the daemon is stopping.
 pub fn notify_stopping() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+}
+
+/// The body of both daemons' `main`: a multi-threaded runtime, SIGTERM/SIGINT turned into the cancellation of
+/// the token given to `body`, and `body`'s exit code.
+pub fn run_until_signal<F, Fut>(program: &str, body: F) -> std::process::ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = std::process::ExitCode>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{program}: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        body(shutdown).await
+    })
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.

@@ -328,6 +328,7 @@ async fn conf_section(seconds: u64) {
             result.requests_per_s, result.p50_ms, result.p99_ms
         );
     }
+    let scrape = scraped_load(port, &url, &key, Duration::from_secs(seconds)).await;
     let (rss, peak) = memory(pid);
     match start_nginx(dir.path(), &body) {
         Some((_nginx, nginx_port)) => {
@@ -343,6 +344,50 @@ async fn conf_section(seconds: u64) {
         None => println!("| nginx | — | not installed: no ceiling measured | | |"),
     }
     println!("\n- leader resident memory after the load: {rss:.1} MiB (peak {peak:.1} MiB)\n");
+    println!("{scrape}");
+}
+
+/// `GET /conf` at 16 connections while `/metrics` is scraped every 100 ms (150 times Prometheus' usual pace):
+/// the line for BENCHMARKS.md.
+async fn scraped_load(port: u16, url: &str, key: &str, duration: Duration) -> String {
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut times = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let text = client
+                    .get(&metrics_url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                assert!(text.contains("pryv_config_leader_http_requests_total"));
+                times.push(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            times
+        })
+    };
+    let result = load(url, key, 16, duration).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut times = scraper.await.unwrap();
+    times.sort();
+    let median = times.get(times.len() / 2).copied().unwrap_or_default();
+    format!(
+        "- `GET /conf` at 16 connections while `/metrics` is scraped every 100 ms: {:.0} requests/s, p50 {:.2} ms, \
+         p99 {:.2} ms; {} scrapes, median {:.2} ms each\n",
+        result.requests_per_s,
+        result.p50_ms,
+        result.p99_ms,
+        times.len(),
+        median.as_secs_f64() * 1000.0
+    )
 }
 
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use config_leader::init::{InitOptions, Topology, init};
+use config_leader::tooling::init::{InitOptions, Topology, init};
 use pryv_render::PlatformFile;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +56,7 @@ fn main() -> ExitCode {
 }
 
 async fn demo(out: &Path, once: bool) -> anyhow::Result<()> {
+    pryv_e2e::install_crypto();
     std::fs::create_dir_all(out)?;
     let out = out.canonicalize()?;
     let leader_config = out.join("config-leader/conf/config-leader.json");
@@ -80,9 +81,8 @@ async fn demo(out: &Path, once: bool) -> anyhow::Result<()> {
     let config = config_leader::Config::load(&leader_config, &config_leader::Overrides::default())?;
     let leader = tokio::spawn(config_leader::run(config, listener, shutdown.clone()));
 
-    let follower_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let follower_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let follower_port = follower_listener.local_addr()?.port();
     let follower_config = config_follower::Config::load(
         &out.join("config-follower/conf/config-follower.json"),
         &config_follower::Overrides {
@@ -94,14 +94,19 @@ async fn demo(out: &Path, once: bool) -> anyhow::Result<()> {
         },
     )?;
     let key = follower_config.key.expose().to_owned();
-    let follower = tokio::spawn(config_follower::run(follower_config, shutdown.clone()));
+    let follower = tokio::spawn(config_follower::run(
+        follower_config,
+        follower_listener,
+        shutdown.clone(),
+    ));
 
-    // The follower listens once its first fetch is written.
+    // The follower answers once its first fetch is written.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", follower_port))
-        .await
-        .is_err()
-    {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()?;
+    let health = format!("http://127.0.0.1:{follower_port}/health");
+    while client.get(&health).send().await.is_err() {
         if Instant::now() > deadline || leader.is_finished() || follower.is_finished() {
             shutdown.cancel();
             anyhow::bail!("the follower did not converge in time");

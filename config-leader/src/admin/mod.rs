@@ -2,18 +2,26 @@
 //! admin key and the login throttle; plus the start-up creation of the emergency `initial_user` and the audit
 //! helper (database and log).
 
+pub mod db;
+pub mod fleet;
+pub mod identity;
+pub mod migrations;
+pub mod platform_users;
+pub mod settings;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use self::db::{Db, UserRow};
+use self::identity::{Caller, INITIAL_USER, INVALID_TOKEN, Permissions, Throttle, Tokens};
+use crate::admin::fleet::Fleet;
+use crate::admin::settings::Settings;
 use crate::config::Config;
-use crate::db::{Db, UserRow};
 use crate::error::Error;
-use crate::fleet::Fleet;
-use crate::identity::{self, Caller, INITIAL_USER, INVALID_TOKEN, Permissions, Throttle, Tokens};
 use crate::secret::{self, Secret};
-use crate::settings::{Settings, now};
 use crate::store::TreeStore;
+use pryv_daemon::now_unix_i64;
 
 /// Shared admin state.
 pub struct Admin {
@@ -25,7 +33,7 @@ pub struct Admin {
     pub throttle: Throttle,
     /// Browser origins allowed on the admin routes (`None` = `https://adm.<DOMAIN>`).
     pub cors_origins: Option<Vec<String>>,
-    pub platform_users: crate::platform_users::PlatformUsers,
+    pub platform_users: crate::admin::platform_users::PlatformUsers,
     /// Bearer token required on `/metrics`, when set.
     pub metrics_token: Option<String>,
 }
@@ -56,7 +64,7 @@ impl Admin {
             admin_key: config.admin_key.clone().filter(|k| !k.expose().is_empty()),
             throttle: Throttle::default(),
             cors_origins: config.cors_origins.clone(),
-            platform_users: crate::platform_users::PlatformUsers::new(config)?,
+            platform_users: crate::admin::platform_users::PlatformUsers::new(config)?,
             metrics_token: config.metrics_token.clone(),
         };
         crate::metrics::describe();
@@ -74,7 +82,7 @@ impl Admin {
                 password_hash: identity::hash_password(&password)?,
                 permissions: Permissions::all().to_json(),
             },
-            now(),
+            now_unix_i64(),
         )?;
         let io = |source| Error::Io {
             path: credentials.to_owned(),
@@ -101,7 +109,10 @@ impl Admin {
     /// Writes an audit entry (database and log).
     pub fn audit(&self, caller: &str, action: &str, detail: &str, remote: &str) {
         tracing::info!(actor = caller, action, detail, remote, "audit");
-        if let Err(err) = self.db.audit(now(), caller, action, detail, remote) {
+        if let Err(err) = self
+            .db
+            .audit(now_unix_i64(), caller, action, detail, remote)
+        {
             tracing::error!(error = %err, "cannot write the audit log");
         }
     }

@@ -14,7 +14,7 @@ use flate2::write::GzEncoder;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::scripts::{InstallFile, machine_files};
+use crate::tooling::scripts::{InstallFile, machine_files};
 
 /// Folders of the leader's directory that stay on the leader machine only.
 const LEADER_PRIVATE: &[&str] = &["database", "credentials.txt"];

@@ -9,9 +9,10 @@ use futures::StreamExt;
 use pryv_protocol::NotifyRequest;
 use serde::Serialize;
 
-use crate::config::Follower;
+use crate::auth::FollowerId;
+use crate::config::FollowerEntry;
 use crate::error::Error;
-use crate::settings::now;
+use pryv_daemon::now_unix_i64;
 
 /// Answer of `POST /admin/notify`.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
@@ -52,7 +53,7 @@ struct Seen {
 
 /// Per-follower records, by position in the configuration's `followers`.
 pub struct Fleet {
-    seen: Mutex<HashMap<usize, Seen>>,
+    seen: Mutex<HashMap<FollowerId, Seen>>,
     client: reqwest::Client,
     timeout: Duration,
     concurrency: usize,
@@ -93,7 +94,7 @@ impl Fleet {
         })
     }
 
-    fn with<T>(&self, change: impl FnOnce(&mut HashMap<usize, Seen>) -> T) -> T {
+    fn with<T>(&self, change: impl FnOnce(&mut HashMap<FollowerId, Seen>) -> T) -> T {
         change(
             &mut self
                 .seen
@@ -103,10 +104,10 @@ impl Fleet {
     }
 
     /// A follower fetched `revision`.
-    pub fn fetched(&self, index: usize, revision: &str) {
+    pub fn fetched(&self, id: FollowerId, revision: &str) {
         self.with(|seen| {
-            let entry = seen.entry(index).or_default();
-            entry.last_fetch = Some(now());
+            let entry = seen.entry(id).or_default();
+            entry.last_fetch = Some(now_unix_i64());
             entry.revision = Some(revision.to_owned());
         });
     }
@@ -114,7 +115,7 @@ impl Fleet {
     /// Status lines; `current` gives the current revision of a role.
     pub fn status(
         &self,
-        followers: &[Follower],
+        followers: &[FollowerEntry],
         current: &HashMap<String, Option<String>>,
     ) -> Vec<FollowerStatus> {
         self.with(|seen| {
@@ -122,7 +123,7 @@ impl Fleet {
                 .iter()
                 .enumerate()
                 .map(|(index, follower)| {
-                    let record = seen.get(&index).cloned().unwrap_or_default();
+                    let record = seen.get(&FollowerId(index)).cloned().unwrap_or_default();
                     let current_revision = current.get(&follower.role).cloned().flatten();
                     FollowerStatus {
                         url: follower.url.clone(),
@@ -143,31 +144,32 @@ impl Fleet {
     /// Sends `POST {url}/notify` to each `(index, follower)` with its own key and its role's revision.
     pub async fn notify(
         &self,
-        targets: Vec<(usize, Follower)>,
+        targets: Vec<(FollowerId, FollowerEntry)>,
         template: &NotifyRequest,
         revisions: &HashMap<String, Option<String>>,
     ) -> NotifyAnswer {
-        let results: Vec<(usize, Follower, Result<(), String>)> = futures::stream::iter(targets)
-            .map(|(index, follower)| {
-                let body = NotifyRequest {
-                    revision: revisions.get(&follower.role).cloned().flatten(),
-                    ..template.clone()
-                };
-                async move {
-                    let result = self.notify_one(&follower, &body).await;
-                    (index, follower, result)
-                }
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+        let results: Vec<(FollowerId, FollowerEntry, Result<(), String>)> =
+            futures::stream::iter(targets)
+                .map(|(index, follower)| {
+                    let body = NotifyRequest {
+                        revision: revisions.get(&follower.role).cloned().flatten(),
+                        ..template.clone()
+                    };
+                    async move {
+                        let result = self.notify_one(&follower, &body).await;
+                        (index, follower, result)
+                    }
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
         let mut answer = NotifyAnswer::default();
         self.with(|seen| {
             for (index, follower, result) in results {
                 let outcome = if result.is_ok() { "ok" } else { "failed" };
                 metrics::counter!(crate::metrics::NOTIFICATIONS, "outcome" => outcome).increment(1);
                 seen.entry(index).or_default().last_notify = Some(NotifyOutcome {
-                    at: now(),
+                    at: now_unix_i64(),
                     ok: result.is_ok(),
                     error: result.as_ref().err().cloned(),
                 });
@@ -190,7 +192,11 @@ impl Fleet {
         answer
     }
 
-    async fn notify_one(&self, follower: &Follower, body: &NotifyRequest) -> Result<(), String> {
+    async fn notify_one(
+        &self,
+        follower: &FollowerEntry,
+        body: &NotifyRequest,
+    ) -> Result<(), String> {
         let url = format!("{}/notify", follower.url.trim_end_matches('/'));
         let send = self
             .client

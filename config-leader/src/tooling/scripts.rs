@@ -4,11 +4,11 @@
 //! the same way.
 
 /// The compose files (the image tag is this build's version).
-const FOLLOWER_COMPOSE: &str = include_str!("../../docker/config-follower.yml");
-const LEADER_COMPOSE: &str = include_str!("../../docker/config-leader.yml");
+const FOLLOWER_COMPOSE: &str = include_str!("../../../docker/config-follower.yml");
+const LEADER_COMPOSE: &str = include_str!("../../../docker/config-leader.yml");
 /// The systemd units, for machines without Docker.
-pub const FOLLOWER_UNIT: &str = include_str!("../../docker/systemd/config-follower.service");
-pub const LEADER_UNIT: &str = include_str!("../../docker/systemd/config-leader.service");
+pub const FOLLOWER_UNIT: &str = include_str!("../../../docker/systemd/config-follower.service");
+pub const LEADER_UNIT: &str = include_str!("../../../docker/systemd/config-leader.service");
 
 /// The uid and gid the Pryv.io service images run as (written at the top of `ensure-permissions-<role>`).
 pub const SERVICE_UID: u32 = 9999;

@@ -10,11 +10,12 @@ use pryv_render::{Group, PlatformFile, Renderer, Setting, Vars};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::admin::db::{Db, RevisionRow};
 use crate::config::Internals;
-use crate::db::{Db, RevisionRow};
 use crate::error::Error;
 use crate::store::TreeStore;
 use crate::tree;
+use pryv_daemon::now_unix_i64;
 
 /// Partial update: `{"settings": {GROUP: {"settings": {NAME: {"value": ...}}}}, "message": "..."}`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -92,10 +93,10 @@ pub struct SettingChange {
 #[serde(rename_all = "camelCase")]
 pub struct MigrationPlan {
     /// Steps from the platform's version to the template's; empty when both are the same.
-    pub migrations: Vec<crate::migrations::StepView>,
+    pub migrations: Vec<crate::admin::migrations::StepView>,
     pub platform_version: String,
     pub template_version: String,
-    pub deployment_type: crate::migrations::DeploymentType,
+    pub deployment_type: crate::admin::migrations::DeploymentType,
     /// Every setting the migration adds, removes or changes.
     pub changes: Vec<SettingChange>,
 }
@@ -162,14 +163,14 @@ impl Settings {
             None => {
                 self.db.add_revision(
                     "initial",
-                    now(),
+                    now_unix_i64(),
                     "platform.yml found at first start",
                     &text,
                 )?;
             }
             Some(latest) if latest.content != text => {
                 self.db
-                    .add_revision("disk", now(), "edited on disk", &text)?;
+                    .add_revision("disk", now_unix_i64(), "edited on disk", &text)?;
                 tracing::info!("recorded a hand edit of platform.yml as a new revision");
             }
             Some(_) => {}
@@ -259,8 +260,8 @@ impl Settings {
     fn migration(&self) -> Result<(MigrationPlan, PlatformFile), Error> {
         let template = self.template()?;
         let current = self.current()?;
-        let plan = crate::migrations::plan(&current, &template)?;
-        let migrated = crate::migrations::migrate(&current, &template, &plan);
+        let plan = crate::admin::migrations::plan(&current, &template)?;
+        let migrated = crate::admin::migrations::migrate(&current, &template, &plan);
         let summary = MigrationPlan {
             migrations: plan.views(),
             platform_version: plan.from_version.clone(),
@@ -385,7 +386,9 @@ impl Settings {
     /// Writes `text` as `platform.yml` and records it: first as a pending revision, then the write, then the
     /// confirmation, so a crash in between never credits the change to a hand edit.
     fn commit(&self, text: &str, author: &str, message: &str) -> Result<i64, Error> {
-        let revision = self.db.add_pending_revision(author, now(), message, text)?;
+        let revision = self
+            .db
+            .add_pending_revision(author, now_unix_i64(), message, text)?;
         if let Err(err) = self.write(text) {
             self.db.drop_revision(revision)?;
             return Err(err);
@@ -450,10 +453,4 @@ pub fn diff(before: &PlatformFile, after: &PlatformFile) -> Vec<SettingChange> {
         }
     }
     changes
-}
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

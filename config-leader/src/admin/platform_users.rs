@@ -128,7 +128,7 @@ impl PlatformUsers {
             .await?;
         match answer.status {
             s if s.is_success() => Ok(answer.body),
-            reqwest::StatusCode::NOT_FOUND => Err(Error::NotFoundNamed(format!(
+            reqwest::StatusCode::NOT_FOUND => Err(Error::NotFound(format!(
                 "user with username \"{username}\" not found on register at {register}"
             ))),
             other => Err(unexpected("the register", register, other, &answer.body)),
@@ -212,7 +212,7 @@ impl PlatformUsers {
         if answer.status.is_success() {
             Ok(())
         } else if answer.status == reqwest::StatusCode::NOT_FOUND {
-            Err(Error::NotFoundNamed(format!(
+            Err(Error::NotFound(format!(
                 "user with username \"{username}\" not found on core at {core}"
             )))
         } else {

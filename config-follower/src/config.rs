@@ -6,13 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::Value;
+use pryv_protocol::Secret;
+use pryv_protocol::follower_file::{self as file, FOLLOWER_DEFAULT_PORT, FollowerFile};
 
 use crate::error::Error;
-use pryv_protocol::Secret;
 
-pub const DEFAULT_PORT: u16 = 6000;
+pub const DEFAULT_PORT: u16 = FOLLOWER_DEFAULT_PORT;
 const DEFAULT_DEBOUNCE_MS: u64 = 500;
 const DEFAULT_RESTART_TIMEOUT_S: u64 = 300;
 /// A tree that would remove more than this share of the files the follower wrote is refused unless forced.
@@ -63,240 +62,195 @@ pub struct Config {
     pub metrics_token: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct RawConfig {
-    #[serde(default)]
-    http: RawHttp,
-    #[serde(default)]
-    leader: RawLeader,
-    #[serde(default)]
-    paths: RawPaths,
-    #[serde(default)]
-    restart: RawRestart,
-    #[serde(default)]
-    watch: RawWatch,
-    #[serde(default)]
-    poll: RawPoll,
-    #[serde(default)]
-    validate: BTreeMap<String, String>,
-    #[serde(default)]
-    apply: RawApply,
-    #[serde(default)]
-    tls: Option<RawTls>,
-    #[serde(default)]
-    metrics: RawMetrics,
-}
-
-#[derive(Deserialize, Default)]
-struct RawMetrics {
-    token: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct RawApply {
-    max_removal_percent: Option<u8>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct RawTls {
-    cert_file: Option<String>,
-    key_file: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct RawHttp {
-    ip: Option<String>,
-    port: Option<Value>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct RawLeader {
-    url: Option<String>,
-    auth: Option<String>,
-    ca_file: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct RawPaths {
-    data_folder: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct RawRestart {
-    command: Option<Vec<String>>,
-    timeout_seconds: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct RawWatch {
-    enabled: Option<bool>,
-    debounce_ms: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct RawPoll {
-    interval_seconds: Option<u64>,
-}
-
 impl Config {
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|err| Error::Config {
+        let problem = |message: String| Error::Config {
             path: path.to_owned(),
-            problems: vec![format!("cannot read the configuration file: {err}")],
-        })?;
-        let raw: RawConfig = serde_json::from_str(&text).map_err(|err| Error::Config {
-            path: path.to_owned(),
-            problems: vec![format!("not a valid configuration: {err}")],
-        })?;
-        validate(path, raw, overrides)
+            problems: vec![message],
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| problem(format!("cannot read the configuration file: {err}")))?;
+        let (file, problems) = FollowerFile::from_json(&text).map_err(problem)?;
+        validate(path, file, problems, overrides)
     }
 }
 
-fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config, Error> {
-    let base = path.parent().unwrap_or(Path::new(".")).to_owned();
-    let resolve = |p: &str| {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base.join(p)
+/// What the checks share: where relative paths resolve, and the list of problems they fill.
+struct Checks<'a> {
+    base: PathBuf,
+    overrides: &'a Overrides,
+    problems: Vec<String>,
+}
+
+impl Checks<'_> {
+    fn resolve(&self, path: &str) -> PathBuf {
+        pryv_daemon::resolve_path(&self.base, path)
+    }
+
+    fn check_listen(&mut self, http: &file::Http) -> Option<SocketAddr> {
+        let ip = self.overrides.ip.or_else(|| {
+            pryv_daemon::parse_ip(http.ip.as_deref().unwrap_or("0.0.0.0"))
+                .map_err(|problem| self.problems.push(format!("http.ip: {problem}")))
+                .ok()
+        });
+        let port = self.overrides.port.or_else(|| {
+            pryv_daemon::parse_port(http.port.as_ref(), FOLLOWER_DEFAULT_PORT)
+                .map_err(|problem| self.problems.push(format!("http.port: {problem}")))
+                .ok()
+        });
+        Some(SocketAddr::new(ip?, port?))
+    }
+
+    fn check_leader(&mut self, leader: file::Leader) -> (String, String, Option<PathBuf>) {
+        let url = self
+            .overrides
+            .leader_url
+            .clone()
+            .or(leader.url)
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned();
+        if url.is_empty() {
+            self.problems.push(
+                "leader.url is missing; set the leader's base URL, e.g. \"https://lead.pryv.me\""
+                    .to_owned(),
+            );
+        } else if !(url.starts_with("http://") || url.starts_with("https://")) {
+            self.problems.push(format!(
+                "leader.url: {url:?} must start with http:// or https://"
+            ));
         }
+        let key = self
+            .overrides
+            .leader_auth
+            .clone()
+            .or(leader.auth)
+            .unwrap_or_default();
+        if key.trim().is_empty() {
+            self.problems.push(
+                "leader.auth is missing; set this follower's key as listed in the leader's followers".to_owned(),
+            );
+        }
+        let ca_file = self
+            .overrides
+            .ca_file
+            .clone()
+            .or_else(|| leader.ca_file.as_deref().map(|p| self.resolve(p)));
+        if let Some(ca) = &ca_file
+            && !ca.is_file()
+        {
+            self.problems
+                .push(format!("leader.caFile: {} is not a file", ca.display()));
+        }
+        (url, key, ca_file)
+    }
+
+    fn check_paths(&mut self, paths: &file::Paths) -> Option<PathBuf> {
+        let folder = self
+            .overrides
+            .data_folder
+            .clone()
+            .or_else(|| paths.data_folder.as_deref().map(|p| self.resolve(p)));
+        // Relative `dataFolder` values resolve against the configuration file's folder, like every path here.
+        if folder.is_none() {
+            self.problems
+                .push("paths.dataFolder is missing; set the machine's pryv/ folder".to_owned());
+        }
+        folder.map(|f| absolute(&f))
+    }
+
+    fn check_restart(&mut self, restart: &file::Restart) -> Option<Vec<String>> {
+        let command = self
+            .overrides
+            .restart_command
+            .clone()
+            .or_else(|| restart.command.clone());
+        if command.as_ref().is_some_and(Vec::is_empty) {
+            self.problems.push(
+                "restart.command: give at least the program, e.g. [\"docker\", \"compose\"]"
+                    .to_owned(),
+            );
+        }
+        command
+    }
+
+    fn check_tls(&mut self, tls: Option<&file::Tls>) -> Option<(PathBuf, PathBuf)> {
+        let pair = match tls.map(|t| (&t.cert_file, &t.key_file)) {
+            None => None,
+            Some((Some(cert), Some(key))) => Some((self.resolve(cert), self.resolve(key))),
+            Some(_) => {
+                self.problems
+                    .push("tls: give both certFile and keyFile (PEM), or neither".to_owned());
+                None
+            }
+        };
+        for file in pair.iter().flat_map(|(c, k)| [c, k]) {
+            if !file.is_file() {
+                self.problems
+                    .push(format!("tls: {} is not a file", file.display()));
+            }
+        }
+        pair
+    }
+
+    fn check_apply(&mut self, apply: &file::Apply) -> u8 {
+        let percent = apply
+            .max_removal_percent
+            .unwrap_or(DEFAULT_MAX_REMOVAL_PERCENT);
+        if percent > 100 {
+            self.problems
+                .push("apply.maxRemovalPercent: give a percentage (0-100)".to_owned());
+        }
+        percent
+    }
+}
+
+fn validate(
+    path: &Path,
+    file: FollowerFile,
+    problems: Vec<String>,
+    overrides: &Overrides,
+) -> Result<Config, Error> {
+    let mut checks = Checks {
+        base: path.parent().unwrap_or(Path::new(".")).to_owned(),
+        overrides,
+        problems,
     };
-    let mut problems = Vec::new();
-
-    let ip = overrides.ip.or_else(|| {
-        let text = raw.http.ip.as_deref().unwrap_or("0.0.0.0");
-        text.parse()
-            .map_err(|_| problems.push(format!("http.ip: {text:?} is not an IP address")))
-            .ok()
-    });
-    let port = overrides.port.or_else(|| match &raw.http.port {
-        None => Some(DEFAULT_PORT),
-        Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        Some(_) => None,
-    });
-    if port.is_none() {
-        problems.push("http.port: not a port number (0-65535)".to_owned());
-    }
-
-    let leader_url = overrides
-        .leader_url
-        .clone()
-        .or(raw.leader.url)
-        .unwrap_or_default()
-        .trim_end_matches('/')
-        .to_owned();
-    if leader_url.is_empty() {
-        problems.push(
-            "leader.url is missing; set the leader's base URL, e.g. \"https://lead.pryv.me\""
-                .to_owned(),
-        );
-    } else if !(leader_url.starts_with("http://") || leader_url.starts_with("https://")) {
-        problems.push(format!(
-            "leader.url: {leader_url:?} must start with http:// or https://"
-        ));
-    }
-    let key = overrides
-        .leader_auth
-        .clone()
-        .or(raw.leader.auth)
-        .unwrap_or_default();
-    if key.trim().is_empty() {
-        problems.push(
-            "leader.auth is missing; set this follower's key as listed in the leader's followers"
-                .to_owned(),
-        );
-    }
-    let ca_file = overrides
-        .ca_file
-        .clone()
-        .or_else(|| raw.leader.ca_file.as_deref().map(resolve));
-    if let Some(ca) = &ca_file
-        && !ca.is_file()
-    {
-        problems.push(format!("leader.caFile: {} is not a file", ca.display()));
-    }
-
-    let data_folder = overrides
-        .data_folder
-        .clone()
-        .or_else(|| raw.paths.data_folder.as_deref().map(resolve));
-    // Relative `dataFolder` values resolve against the configuration file's folder, like every path here.
-    let data_folder = match data_folder {
-        Some(folder) => Some(absolute(&folder)),
-        None => {
-            problems.push("paths.dataFolder is missing; set the machine's pryv/ folder".to_owned());
-            None
-        }
-    };
-
-    let restart_command = overrides.restart_command.clone().or(raw.restart.command);
-    if restart_command.as_ref().is_some_and(Vec::is_empty) {
-        problems.push(
-            "restart.command: give at least the program, e.g. [\"docker\", \"compose\"]".to_owned(),
-        );
-    }
-
-    let tls = match raw.tls.as_ref().map(|t| (&t.cert_file, &t.key_file)) {
-        None => None,
-        Some((Some(cert), Some(key))) => Some((resolve(cert), resolve(key))),
-        Some(_) => {
-            problems.push("tls: give both certFile and keyFile (PEM), or neither".to_owned());
-            None
-        }
-    };
-    for file in tls.iter().flat_map(|(c, k)| [c, k]) {
-        if !file.is_file() {
-            problems.push(format!("tls: {} is not a file", file.display()));
-        }
-    }
-    let max_removal_percent = raw
-        .apply
-        .max_removal_percent
-        .unwrap_or(DEFAULT_MAX_REMOVAL_PERCENT);
-    if max_removal_percent > 100 {
-        problems.push("apply.maxRemovalPercent: give a percentage (0-100)".to_owned());
-    }
-
+    let listen = checks.check_listen(&file.http);
+    let (leader_url, key, ca_file) = checks.check_leader(file.leader);
+    let data_folder = checks.check_paths(&file.paths);
+    let restart_command = checks.check_restart(&file.restart);
+    let tls = checks.check_tls(file.tls.as_ref());
+    let max_removal_percent = checks.check_apply(&file.apply);
     let poll = overrides
         .poll_interval
-        .or(raw.poll.interval_seconds)
+        .or(file.poll.interval_seconds)
         .filter(|s| *s > 0);
-
-    match (ip, port, data_folder) {
-        (Some(ip), Some(port), Some(data_folder)) if problems.is_empty() => Ok(Config {
+    match (listen, data_folder) {
+        (Some(listen), Some(data_folder)) if checks.problems.is_empty() => Ok(Config {
             path: path.to_owned(),
-            listen: SocketAddr::new(ip, port),
+            listen,
             leader_url,
             key: Secret::new(key),
             ca_file,
             data_folder,
             restart_command,
             restart_timeout: Duration::from_secs(
-                raw.restart
+                file.restart
                     .timeout_seconds
                     .unwrap_or(DEFAULT_RESTART_TIMEOUT_S),
             ),
-            watch: !overrides.no_watch && raw.watch.enabled.unwrap_or(true),
-            debounce: Duration::from_millis(raw.watch.debounce_ms.unwrap_or(DEFAULT_DEBOUNCE_MS)),
+            watch: !overrides.no_watch && file.watch.enabled.unwrap_or(true),
+            debounce: Duration::from_millis(file.watch.debounce_ms.unwrap_or(DEFAULT_DEBOUNCE_MS)),
             poll_interval: poll.map(Duration::from_secs),
-            validate: raw.validate,
+            validate: file.validate,
             max_removal_percent,
             tls,
-            metrics_token: raw.metrics.token.filter(|t| !t.is_empty()),
+            metrics_token: file.metrics.token.filter(|t| !t.is_empty()),
         }),
         _ => Err(Error::Config {
             path: path.to_owned(),
-            problems,
+            problems: checks.problems,
         }),
     }
 }

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::secret::{self, Secret};
 
 /// Port of the legacy leader.
-pub const DEFAULT_PORT: u16 = 7000;
+pub const DEFAULT_PORT: u16 = pryv_protocol::follower_file::LEADER_DEFAULT_PORT;
 const DEFAULT_IP: &str = "0.0.0.0";
 const DEFAULT_NOTIFY_TIMEOUT_S: f64 = 10.0;
 const DEFAULT_NOTIFY_CONCURRENCY: usize = 64;
@@ -210,12 +210,34 @@ impl Config {
         if generate_secrets(&mut json) {
             persist(path, &json)?;
         }
-        let raw: RawConfig = serde_json::from_value(json).map_err(|err| Error::Config {
+        let (raw, problems) = read_sections(json).map_err(|problem| Error::Config {
             path: path.to_owned(),
-            problems: vec![format!("{err}")],
+            problems: vec![problem],
         })?;
-        validate(path, raw, overrides)
+        validate(path, raw, problems, overrides)
     }
+}
+
+/// The raw model, key by key: a key of the wrong shape is one problem (named) and is left out, so one mistake
+/// never hides the others.
+fn read_sections(json: Value) -> Result<(RawConfig, Vec<String>), String> {
+    let Value::Object(mut object) = json else {
+        return Err("the file must hold a JSON object".to_owned());
+    };
+    let mut problems = Vec::new();
+    let keys: Vec<String> = object.keys().cloned().collect();
+    for key in keys {
+        let mut alone = serde_json::Map::new();
+        if let Some(value) = object.get(&key) {
+            alone.insert(key.clone(), value.clone());
+        }
+        if let Err(err) = serde_json::from_value::<RawConfig>(Value::Object(alone)) {
+            problems.push(format!("{key}: {err}"));
+            object.remove(&key);
+        }
+    }
+    let raw = serde_json::from_value(Value::Object(object)).map_err(|err| err.to_string())?;
+    Ok((raw, problems))
 }
 
 /// Replaces `"SECRET"` in `internals.*` and `adminKey`; true when anything changed.
@@ -252,168 +274,182 @@ fn persist(path: &Path, json: &Value) -> Result<(), Error> {
     Ok(())
 }
 
-fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config, Error> {
-    let base = path.parent().unwrap_or(Path::new(".")).to_owned();
-    let resolve = |p: &str| -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base.join(p)
-        }
-    };
-    let mut problems = Vec::new();
+/// What the checks share: where relative paths resolve, the overrides, and the problems they find.
+struct Checks<'a> {
+    base: PathBuf,
+    overrides: &'a Overrides,
+    problems: Vec<String>,
+}
 
-    let ip = match (overrides.ip, raw.http.ip.as_deref()) {
-        (Some(ip), _) => Some(ip),
-        (None, ip) => match ip.unwrap_or(DEFAULT_IP).parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                problems.push(format!(
-                    "http.ip: {:?} is not an IP address; use e.g. \"0.0.0.0\" or \"127.0.0.1\"",
-                    ip.unwrap_or_default()
-                ));
-                None
-            }
-        },
-    };
-    let port = match (overrides.port, &raw.http.port) {
-        (Some(port), _) => Some(port),
-        (None, None) => Some(DEFAULT_PORT),
-        (None, Some(value)) => match parse_port(value) {
-            Some(port) => Some(port),
-            None => {
-                problems.push(format!("http.port: {value} is not a port number (0-65535)"));
-                None
-            }
-        },
-    };
-
-    let templates_path = overrides
-        .templates_path
-        .clone()
-        .unwrap_or_else(|| resolve(raw.templates_path.as_deref().unwrap_or("../data")));
-    if !templates_path.is_dir() {
-        problems.push(format!(
-            "templatesPath: {} is not a folder; create it with one sub-folder per role, or point templatesPath at it",
-            templates_path.display()
-        ));
+impl Checks<'_> {
+    fn resolve(&self, path: &str) -> PathBuf {
+        pryv_daemon::resolve_path(&self.base, path)
     }
-    let platform_config = overrides.platform_config.clone().unwrap_or_else(|| {
-        resolve(
-            raw.platform_settings
-                .platform_config
-                .as_deref()
-                .unwrap_or("platform.yml"),
-        )
-    });
-    let platform_template = raw
-        .platform_settings
-        .platform_template
-        .as_deref()
-        .map(resolve);
-    let database_path = overrides
-        .database_path
-        .clone()
-        .unwrap_or_else(|| resolve(raw.database_path.as_deref().unwrap_or("../database")));
-    let credentials_file = resolve(
-        raw.credentials
-            .file_path
+
+    fn check_listen(&mut self, http: &RawHttp) -> Option<SocketAddr> {
+        let ip = self.overrides.ip.or_else(|| {
+            pryv_daemon::parse_ip(http.ip.as_deref().unwrap_or(DEFAULT_IP))
+                .map_err(|problem| {
+                    self.problems.push(format!(
+                        "http.ip: {problem}; use e.g. \"0.0.0.0\" or \"127.0.0.1\""
+                    ))
+                })
+                .ok()
+        });
+        let port = self.overrides.port.or_else(|| {
+            pryv_daemon::parse_port(http.port.as_ref(), DEFAULT_PORT)
+                .map_err(|problem| self.problems.push(format!("http.port: {problem}")))
+                .ok()
+        });
+        Some(SocketAddr::new(ip?, port?))
+    }
+
+    /// (templates, platform.yml, template platform file, database folder, credentials file).
+    fn check_paths(
+        &mut self,
+        raw: &RawConfig,
+    ) -> (PathBuf, PathBuf, Option<PathBuf>, PathBuf, PathBuf) {
+        let templates =
+            self.overrides.templates_path.clone().unwrap_or_else(|| {
+                self.resolve(raw.templates_path.as_deref().unwrap_or("../data"))
+            });
+        if !templates.is_dir() {
+            self.problems.push(format!(
+                "templatesPath: {} is not a folder; create it with one sub-folder per role, or point templatesPath at it",
+                templates.display()
+            ));
+        }
+        let platform = self.overrides.platform_config.clone().unwrap_or_else(|| {
+            let name = raw.platform_settings.platform_config.as_deref();
+            self.resolve(name.unwrap_or("platform.yml"))
+        });
+        let template = raw
+            .platform_settings
+            .platform_template
             .as_deref()
-            .unwrap_or("../credentials.txt"),
-    );
+            .map(|p| self.resolve(p));
+        let database =
+            self.overrides.database_path.clone().unwrap_or_else(|| {
+                self.resolve(raw.database_path.as_deref().unwrap_or("../database"))
+            });
+        let credentials = self.resolve(
+            raw.credentials
+                .file_path
+                .as_deref()
+                .unwrap_or("../credentials.txt"),
+        );
+        (templates, platform, template, database, credentials)
+    }
 
-    let mut followers = Vec::with_capacity(raw.followers.len());
-    for (index, (key, follower)) in raw.followers.into_iter().enumerate() {
-        // Never print the key itself: name the follower by its position and URL.
-        let url = follower.url.unwrap_or_default();
-        let name = if url.is_empty() {
-            format!("followers[{index}]")
-        } else {
-            format!("followers[{index}] ({url})")
-        };
-        if key.trim().is_empty() {
-            problems.push(format!(
-                "{name}: the key is empty; give each follower a long random key"
-            ));
-        }
-        if url.is_empty() {
-            problems.push(format!(
-                "{name}: \"url\" is missing; set the follower's base URL"
-            ));
-        }
-        match follower.role {
-            Some(role) if !role.trim().is_empty() => {
-                if role.contains(['/', '\\']) || role == ".." || role == "." {
-                    problems.push(format!("{name}: role {role:?} must be a plain folder name"));
-                }
-                followers.push(FollowerEntry {
-                    key: Secret::new(key),
-                    url,
-                    role,
-                    name: follower.name,
-                });
+    fn check_followers(&mut self, raw: IndexMap<String, RawFollower>) -> Vec<FollowerEntry> {
+        let mut followers = Vec::with_capacity(raw.len());
+        for (index, (key, follower)) in raw.into_iter().enumerate() {
+            // Never print the key itself: name the follower by its position and URL.
+            let url = follower.url.unwrap_or_default();
+            let name = if url.is_empty() {
+                format!("followers[{index}]")
+            } else {
+                format!("followers[{index}] ({url})")
+            };
+            if key.trim().is_empty() {
+                self.problems.push(format!(
+                    "{name}: the key is empty; give each follower a long random key"
+                ));
             }
-            _ => problems.push(format!(
-                "{name}: \"role\" is missing; set it to the follower's role (core, reg-master, reg-slave, static, singlenode)"
-            )),
+            if url.is_empty() {
+                self.problems.push(format!(
+                    "{name}: \"url\" is missing; set the follower's base URL"
+                ));
+            }
+            match follower.role {
+                Some(role) if !role.trim().is_empty() => {
+                    if role.contains(['/', '\\']) || role == ".." || role == "." {
+                        self.problems
+                            .push(format!("{name}: role {role:?} must be a plain folder name"));
+                    }
+                    followers.push(FollowerEntry {
+                        key: Secret::new(key),
+                        url,
+                        role,
+                        name: follower.name,
+                    });
+                }
+                _ => self.problems.push(format!(
+                    "{name}: \"role\" is missing; set it to the follower's role (core, reg-master, reg-slave, static, singlenode)"
+                )),
+            }
+        }
+        followers
+    }
+
+    fn check_tls(&mut self, tls: Option<&RawTls>) -> Option<TlsFiles> {
+        let cert = self.overrides.tls_cert_file.clone().or_else(|| {
+            tls.and_then(|t| t.cert_file.as_deref())
+                .map(|p| self.resolve(p))
+        });
+        let key = self.overrides.tls_key_file.clone().or_else(|| {
+            tls.and_then(|t| t.key_file.as_deref())
+                .map(|p| self.resolve(p))
+        });
+        match (cert, key) {
+            (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+                cert_file,
+                key_file,
+            }),
+            (None, None) => None,
+            _ => {
+                self.problems
+                    .push("tls: give both certFile and keyFile (PEM), or neither".to_owned());
+                None
+            }
         }
     }
 
-    let tls = match (
-        overrides.tls_cert_file.clone().or_else(|| {
-            raw.tls
-                .as_ref()
-                .and_then(|t| t.cert_file.as_deref())
-                .map(resolve)
-        }),
-        overrides.tls_key_file.clone().or_else(|| {
-            raw.tls
-                .as_ref()
-                .and_then(|t| t.key_file.as_deref())
-                .map(resolve)
-        }),
-    ) {
-        (Some(cert_file), Some(key_file)) => Some(TlsFiles {
-            cert_file,
-            key_file,
-        }),
-        (None, None) => None,
-        _ => {
-            problems.push("tls: give both certFile and keyFile (PEM), or neither".to_owned());
-            None
+    fn check_internals(&mut self, internals: &IndexMap<String, Value>) {
+        for (name, _) in internals.iter().filter(|(_, v)| v.is_null()) {
+            self.problems.push(format!(
+                "internals.{name}: null is not a value; set it or \"SECRET\""
+            ));
         }
+    }
+
+    /// (timeout, CA file) of notifications.
+    fn check_notify(&mut self, notify: &RawNotify) -> (f64, Option<PathBuf>) {
+        let timeout = notify.timeout_seconds.unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S);
+        if !(timeout > 0.0 && timeout <= 3600.0) {
+            self.problems.push(format!(
+                "notify.timeoutSeconds: {timeout} must be between 0 and 3600"
+            ));
+        }
+        let ca_file = notify.ca_file.as_deref().map(|p| self.resolve(p));
+        if let Some(ca) = &ca_file
+            && !ca.is_file()
+        {
+            self.problems
+                .push(format!("notify.caFile: {} is not a file", ca.display()));
+        }
+        (timeout, ca_file)
+    }
+}
+
+fn validate(
+    path: &Path,
+    raw: RawConfig,
+    problems: Vec<String>,
+    overrides: &Overrides,
+) -> Result<Config, Error> {
+    let mut checks = Checks {
+        base: path.parent().unwrap_or(Path::new(".")).to_owned(),
+        overrides,
+        problems,
     };
-
-    let internals_non_string: Vec<_> = raw
-        .internals
-        .iter()
-        .filter(|(_, v)| v.is_null())
-        .map(|(k, _)| k.clone())
-        .collect();
-    for name in internals_non_string {
-        problems.push(format!(
-            "internals.{name}: null is not a value; set it or \"SECRET\""
-        ));
-    }
-
-    let notify_timeout = raw
-        .notify
-        .timeout_seconds
-        .unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S);
-    if !(notify_timeout > 0.0 && notify_timeout <= 3600.0) {
-        problems.push(format!(
-            "notify.timeoutSeconds: {notify_timeout} must be between 0 and 3600"
-        ));
-    }
-
-    let notify_ca_file = raw.notify.ca_file.as_deref().map(resolve);
-    if let Some(ca) = &notify_ca_file
-        && !ca.is_file()
-    {
-        problems.push(format!("notify.caFile: {} is not a file", ca.display()));
-    }
-
+    let listen = checks.check_listen(&raw.http);
+    let (templates_path, platform_config, platform_template, database_path, credentials_file) =
+        checks.check_paths(&raw);
+    let tls = checks.check_tls(raw.tls.as_ref());
+    checks.check_internals(&raw.internals);
+    let (notify_timeout, notify_ca_file) = checks.check_notify(&raw.notify);
+    let followers = checks.check_followers(raw.followers);
     let known: BTreeSet<&str> = ACCEPTED_KEYS.iter().copied().collect();
     let unknown_keys = raw
         .other
@@ -421,56 +457,47 @@ fn validate(path: &Path, raw: RawConfig, overrides: &Overrides) -> Result<Config
         .filter(|k| !known.contains(k.as_str()))
         .cloned()
         .collect();
-
-    match (ip, port) {
-        (Some(ip), Some(port)) if problems.is_empty() => Ok(Config {
+    let Some(listen) = listen.filter(|_| checks.problems.is_empty()) else {
+        return Err(Error::Config {
             path: path.to_owned(),
-            listen: SocketAddr::new(ip, port),
-            templates_path,
-            platform_config,
-            platform_template,
-            database_path,
-            credentials_file,
-            internals: Internals(raw.internals),
-            followers,
-            admin_key: raw.admin_key.map(Secret::new),
-            tls,
-            notify_timeout: std::time::Duration::from_secs_f64(notify_timeout),
-            notify_concurrency: raw
-                .notify
-                .concurrency
-                .unwrap_or(DEFAULT_NOTIFY_CONCURRENCY)
-                .max(1),
-            notify_ca_file,
-            cors_origins: raw.cors.allowed_origins,
-            metrics_token: raw.metrics.token.filter(|t| !t.is_empty()),
-            register_url: raw.register_url.map(|u| u.trim_end_matches('/').to_owned()),
-            core_urls: raw.platform_users.core_urls,
-            single_node_core_url: raw
-                .platform_users
-                .single_node_core_url
-                .unwrap_or_else(|| DEFAULT_SINGLE_NODE_CORE_URL.to_owned()),
-            platform_users_timeout: std::time::Duration::from_secs_f64(
-                raw.platform_users
-                    .timeout_seconds
-                    .unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S)
-                    .clamp(0.1, 600.0),
-            ),
-            unknown_keys,
-        }),
-        _ => Err(Error::Config {
-            path: path.to_owned(),
-            problems,
-        }),
-    }
-}
-
-fn parse_port(value: &Value) -> Option<u16> {
-    match value {
-        Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
+            problems: checks.problems,
+        });
+    };
+    Ok(Config {
+        path: path.to_owned(),
+        listen,
+        templates_path,
+        platform_config,
+        platform_template,
+        database_path,
+        credentials_file,
+        internals: Internals(raw.internals),
+        followers,
+        admin_key: raw.admin_key.map(Secret::new),
+        tls,
+        notify_timeout: std::time::Duration::from_secs_f64(notify_timeout),
+        notify_concurrency: raw
+            .notify
+            .concurrency
+            .unwrap_or(DEFAULT_NOTIFY_CONCURRENCY)
+            .max(1),
+        notify_ca_file,
+        cors_origins: raw.cors.allowed_origins,
+        metrics_token: raw.metrics.token.filter(|t| !t.is_empty()),
+        register_url: raw.register_url.map(|u| u.trim_end_matches('/').to_owned()),
+        core_urls: raw.platform_users.core_urls,
+        single_node_core_url: raw
+            .platform_users
+            .single_node_core_url
+            .unwrap_or_else(|| DEFAULT_SINGLE_NODE_CORE_URL.to_owned()),
+        platform_users_timeout: std::time::Duration::from_secs_f64(
+            raw.platform_users
+                .timeout_seconds
+                .unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S)
+                .clamp(0.1, 600.0),
+        ),
+        unknown_keys,
+    })
 }
 
 #[cfg(test)]
@@ -587,5 +614,18 @@ mod tests {
         std::fs::write(&path, "{ nope").unwrap();
         let err = Config::load(&path, &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_shape_does_not_hide_the_other_problems() {
+        let (raw, problems) = read_sections(json!({
+            "http": "not an object",
+            "notify": {"timeoutSeconds": "ten"},
+            "templatesPath": "../data"
+        }))
+        .unwrap();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("http:") && problems[1].starts_with("notify:"));
+        assert_eq!(raw.templates_path.as_deref(), Some("../data"));
     }
 }

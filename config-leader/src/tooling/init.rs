@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use include_dir::{Dir, DirEntry, include_dir};
 use serde_json::{Value, json};
 
+use pryv_protocol::follower_file::{
+    self as file, FOLLOWER_DEFAULT_PORT, FollowerFile, LEADER_DEFAULT_PORT,
+};
+
 use crate::error::Error;
 use crate::secret;
 
@@ -269,19 +273,31 @@ pub fn init_from(options: &InitOptions, release: &Release) -> Result<Vec<PathBuf
     for machine in &machines {
         let key = secret::generate();
         let leader_url = if machine.runs_leader {
-            "http://127.0.0.1:7000".to_owned()
+            format!("http://127.0.0.1:{LEADER_DEFAULT_PORT}")
         } else {
             options.leader_url.clone()
         };
         followers.insert(
             key.clone(),
-            json!({"url": format!("http://{}:6000", machine_host(machine)), "role": machine.role, "name": machine.name}),
+            json!({"url": format!("http://{}:{FOLLOWER_DEFAULT_PORT}", machine_host(machine)), "role": machine.role, "name": machine.name}),
         );
-        let follower = json!({
-            "http": {"ip": "0.0.0.0", "port": 6000},
-            "leader": {"url": leader_url, "auth": key},
-            "paths": {"dataFolder": "../../pryv/"}
-        });
+        let follower = FollowerFile {
+            http: file::Http {
+                ip: Some("0.0.0.0".into()),
+                port: Some(FOLLOWER_DEFAULT_PORT.into()),
+            },
+            leader: file::Leader {
+                url: Some(leader_url),
+                auth: Some(key),
+                ca_file: None,
+            },
+            paths: file::Paths {
+                data_folder: Some("../../pryv/".into()),
+            },
+            ..FollowerFile::default()
+        };
+        let follower =
+            serde_json::to_value(&follower).map_err(|err| Error::Internal(err.to_string()))?;
         let path =
             machine_root(&options.out, machine).join("config-follower/conf/config-follower.json");
         plan.push((path, pretty(&follower)));
@@ -291,7 +307,7 @@ pub fn init_from(options: &InitOptions, release: &Release) -> Result<Vec<PathBuf
         .map(|name| ((*name).to_owned(), json!("SECRET")))
         .collect();
     let leader = json!({
-        "http": {"ip": "0.0.0.0", "port": 7000},
+        "http": {"ip": "0.0.0.0", "port": LEADER_DEFAULT_PORT},
         "templatesPath": "../data",
         "databasePath": "../database",
         "platformSettings": {"platformConfig": "platform.yml", "platformTemplate": "template-platform.yml"},

@@ -106,8 +106,12 @@ fn conf_root(config: &Config) -> Result<PathBuf, Error> {
 }
 
 fn follower_key_of(path: &Path) -> Option<String> {
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    json["leader"]["auth"].as_str().map(str::to_owned)
+    let text = std::fs::read_to_string(path).ok()?;
+    pryv_protocol::follower_file::FollowerFile::from_json(&text)
+        .ok()?
+        .0
+        .leader
+        .auth
 }
 
 /// The folders the role's containers write: every `<service>/data` and `<service>/log` of its templates, as

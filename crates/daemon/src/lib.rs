@@ -66,6 +66,33 @@ where
     })
 }
 
+/// `path` from a configuration file in `base`: absolute as given, else relative to `base`.
+pub fn resolve_path(base: &std::path::Path, path: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(path);
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
+}
+
+/// An `ip` setting; the error says what was wrong.
+pub fn parse_ip(text: &str) -> Result<std::net::IpAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an IP address"))
+}
+
+/// A `port` setting: a number or a string holding one (legacy files have both); absent = `default`.
+pub fn parse_port(value: Option<&serde_json::Value>, default: u16) -> Result<u16, String> {
+    let port = match value {
+        None => Some(default),
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    port.ok_or_else(|| "not a port number (0-65535)".to_owned())
+}
+
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.
 pub async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};

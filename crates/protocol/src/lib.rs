@@ -4,6 +4,7 @@
 //! Every field added beyond the legacy contract is optional, so an old follower that reads only `files` (or an
 //! old leader that sends only `files`) keeps working.
 
+pub mod follower_file;
 mod secret;
 
 pub use secret::{Secret, key_digest};

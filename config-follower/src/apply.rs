@@ -127,48 +127,7 @@ pub fn apply(
     before_changes: &dyn Fn(&[PathBuf]),
 ) -> Result<Applied, String> {
     let mut applied = Applied::default();
-    let mut wanted: BTreeSet<String> = BTreeSet::new();
-    let mut pending: Vec<(SafePath, Vec<u8>)> = Vec::new();
-
-    for file in files {
-        let safe = match classify(&file.path) {
-            EntryPath::Writable(safe) => safe,
-            EntryPath::Skipped => continue,
-            EntryPath::Rejected(reason) => {
-                reject(&mut applied, &file.path, reason);
-                continue;
-            }
-        };
-        if let Err(reason) = check_parents(data_folder, &safe) {
-            reject(&mut applied, &file.path, reason);
-            continue;
-        }
-        let bytes = match file.encoding.as_deref() {
-            None => file.content.clone().into_bytes(),
-            Some(BASE64) => match base64::engine::general_purpose::STANDARD.decode(&file.content) {
-                Ok(bytes) => bytes,
-                Err(err) => {
-                    reject(&mut applied, &file.path, format!("invalid base64: {err}"));
-                    continue;
-                }
-            },
-            Some(other) => {
-                reject(
-                    &mut applied,
-                    &file.path,
-                    format!("unknown encoding {other:?}"),
-                );
-                continue;
-            }
-        };
-        wanted.insert(safe.relative.clone());
-        if std::fs::read(safe.absolute(data_folder)).is_ok_and(|current| current == bytes) {
-            applied.report.unchanged += 1;
-        } else {
-            pending.push((safe, bytes));
-        }
-    }
-
+    let (mut wanted, pending) = sort_entries(data_folder, files, &mut applied);
     let previous = read_manifest(data_folder);
     let stale: Vec<String> = previous.files.difference(&wanted).cloned().collect();
     if let Some(reason) = guard.refuses(stale.len(), previous.files.len()) {
@@ -189,10 +148,77 @@ pub fn apply(
     if !about_to_change.is_empty() {
         before_changes(&about_to_change);
     }
+    write_pending(data_folder, pending, &refused, own, &mut applied);
+    for kept in remove_stale(data_folder, &stale, own, &mut applied) {
+        wanted.insert(kept);
+    }
+    if let Err(err) = write_manifest(data_folder, &Manifest { files: wanted }) {
+        tracing::warn!(error = %err, "cannot save the manifest of written files");
+    }
+    Ok(applied)
+}
+
+/// Checks and decodes every entry: the relative paths the tree wants, and the entries whose bytes differ from
+/// the disk. Unchanged and rejected entries are counted in `applied`.
+fn sort_entries(
+    data_folder: &Path,
+    files: &[ConfFile],
+    applied: &mut Applied,
+) -> (BTreeSet<String>, Vec<(SafePath, Vec<u8>)>) {
+    let mut wanted = BTreeSet::new();
+    let mut pending = Vec::new();
+    for file in files {
+        let safe = match classify(&file.path) {
+            EntryPath::Writable(safe) => safe,
+            EntryPath::Skipped => continue,
+            EntryPath::Rejected(reason) => {
+                reject(applied, &file.path, reason);
+                continue;
+            }
+        };
+        if let Err(reason) = check_parents(data_folder, &safe) {
+            reject(applied, &file.path, reason);
+            continue;
+        }
+        let bytes = match decode(file) {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                reject(applied, &file.path, reason);
+                continue;
+            }
+        };
+        wanted.insert(safe.relative.clone());
+        if std::fs::read(safe.absolute(data_folder)).is_ok_and(|current| current == bytes) {
+            applied.report.unchanged += 1;
+        } else {
+            pending.push((safe, bytes));
+        }
+    }
+    (wanted, pending)
+}
+
+fn decode(file: &ConfFile) -> Result<Vec<u8>, String> {
+    match file.encoding.as_deref() {
+        None => Ok(file.content.clone().into_bytes()),
+        Some(BASE64) => base64::engine::general_purpose::STANDARD
+            .decode(&file.content)
+            .map_err(|err| format!("invalid base64: {err}")),
+        Some(other) => Err(format!("unknown encoding {other:?}")),
+    }
+}
+
+/// Writes the changed entries atomically, except those of services whose validation refused them.
+fn write_pending(
+    data_folder: &Path,
+    pending: Vec<(SafePath, Vec<u8>)>,
+    refused: &BTreeMap<String, String>,
+    own: &OwnWrites,
+    applied: &mut Applied,
+) {
     for (safe, bytes) in pending {
         let entry_path = format!("/{}", safe.relative);
         if let Some(reason) = safe.service.as_ref().and_then(|s| refused.get(s)) {
-            reject(&mut applied, &entry_path, reason.clone());
+            reject(applied, &entry_path, reason.clone());
             continue;
         }
         let target = safe.absolute(data_folder);
@@ -206,12 +232,21 @@ pub fn apply(
                 applied.changed.push(target);
                 applied.report.files.push(entry_path);
             }
-            Err(err) => reject(&mut applied, &entry_path, format!("write failed: {err}")),
+            Err(err) => reject(applied, &entry_path, format!("write failed: {err}")),
         }
     }
+}
 
-    for stale in &stale {
-        // Only what this follower wrote, and only inside the writable zones.
+/// Removes what this follower wrote before and the tree no longer has (only inside the writable zones);
+/// returns the ones it could not remove, which stay in the manifest.
+fn remove_stale(
+    data_folder: &Path,
+    stale: &[String],
+    own: &OwnWrites,
+    applied: &mut Applied,
+) -> Vec<String> {
+    let mut kept = Vec::new();
+    for stale in stale {
         let EntryPath::Writable(safe) = classify(&format!("/{stale}")) else {
             continue;
         };
@@ -228,14 +263,11 @@ pub fn apply(
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => {
                 tracing::warn!(path = %target.display(), error = %err, "cannot remove a file the leader no longer sends");
-                wanted.insert(stale.clone());
+                kept.push(stale.clone());
             }
         }
     }
-    if let Err(err) = write_manifest(data_folder, &Manifest { files: wanted }) {
-        tracing::warn!(error = %err, "cannot save the manifest of written files");
-    }
-    Ok(applied)
+    kept
 }
 
 fn reject(applied: &mut Applied, path: &str, reason: String) {

@@ -105,32 +105,7 @@ impl Follower {
             tracing::info!(ignored = ?ignored, "notification names services this machine does not run");
         }
         let revision = self.status.snapshot().revision;
-        let started = std::time::Instant::now();
-        let fetched = self.client.fetch(revision.as_deref()).await;
-        metrics::histogram!(crate::metrics::FETCH_DURATION).record(started.elapsed().as_secs_f64());
-        let outcome = match &fetched {
-            Ok(Fetched::Tree(_)) => "changed",
-            Ok(Fetched::NotModified) => "not_modified",
-            Err(_) => "failed",
-        };
-        metrics::counter!(crate::metrics::FETCHES, "outcome" => outcome).increment(1);
-        metrics::gauge!(crate::metrics::LEADER_REACHABLE).set(if fetched.is_ok() {
-            1.0
-        } else {
-            0.0
-        });
-        let fetched = match fetched {
-            Ok(fetched) => fetched,
-            Err(err) => {
-                self.status
-                    .update(|s| s.last_fetch_error = Some(err.to_string()));
-                return Err(err);
-            }
-        };
-        self.status.update(|s| {
-            s.last_fetch = Some(now_unix());
-            s.last_fetch_error = None;
-        });
+        let fetched = self.fetch(revision.as_deref()).await?;
         let (applied, tree_revision) = match fetched {
             Fetched::NotModified => (apply::Applied::default(), revision.clone()),
             Fetched::Tree(tree) => {
@@ -162,6 +137,40 @@ impl Follower {
             Restart::Changed => job,
             Restart::Nothing => RestartJob::default(),
         });
+        self.conclude(report, tree_revision)
+    }
+
+    /// Fetches the tree (`If-None-Match: revision`), recording the outcome in the status and the metrics.
+    async fn fetch(&self, revision: Option<&str>) -> Result<Fetched, Error> {
+        let started = std::time::Instant::now();
+        let fetched = self.client.fetch(revision).await;
+        metrics::histogram!(crate::metrics::FETCH_DURATION).record(started.elapsed().as_secs_f64());
+        let outcome = match &fetched {
+            Ok(Fetched::Tree(_)) => "changed",
+            Ok(Fetched::NotModified) => "not_modified",
+            Err(_) => "failed",
+        };
+        metrics::counter!(crate::metrics::FETCHES, "outcome" => outcome).increment(1);
+        let reachable = if fetched.is_ok() { 1.0 } else { 0.0 };
+        metrics::gauge!(crate::metrics::LEADER_REACHABLE).set(reachable);
+        match &fetched {
+            Ok(_) => self.status.update(|s| {
+                s.last_fetch = Some(now_unix());
+                s.last_fetch_error = None;
+            }),
+            Err(err) => self
+                .status
+                .update(|s| s.last_fetch_error = Some(err.to_string())),
+        }
+        fetched
+    }
+
+    /// Takes the revision when the whole tree is on disk; otherwise records why not and fails the cycle.
+    fn conclude(
+        &self,
+        mut report: NotifyResponse,
+        tree_revision: Option<String>,
+    ) -> Result<NotifyResponse, Error> {
         for (result, count) in [
             ("written", report.files.len()),
             ("unchanged", report.unchanged),

@@ -57,25 +57,8 @@ pub async fn run(
             "mounts a single file: the container keeps the old file after an update; mount its folder instead"
         );
     }
-
-    if apply::has_previous_tree(&data) {
-        let background = follower.clone();
-        tokio::spawn(async move {
-            if background
-                .sync_until(Restart::Changed, Until::Applied)
-                .await
-            {
-                tracing::info!("converged with the leader");
-            }
-        });
-    } else {
-        tracing::info!(leader = %follower.config.leader_url, "no configuration on disk yet; fetching it before listening");
-        if !follower.sync_until(Restart::Nothing, Until::Fetched).await {
-            return Ok(());
-        }
-        if follower.status.snapshot().last_apply_error.is_some() {
-            follower.retry_in_background();
-        }
+    if !first_convergence(&follower, &data).await {
+        return Ok(());
     }
 
     // The operator's last `watch-config` choice wins over the configuration file.
@@ -102,6 +85,31 @@ pub async fn run(
     pryv_daemon::notify_stopping();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// With a tree on disk: converge in the background (true at once). On a fresh machine: wait for the leader's
+/// first answer (false if shutdown came first), then retry in the background if the tree is incomplete.
+async fn first_convergence(follower: &Arc<Follower>, data: &Path) -> bool {
+    if apply::has_previous_tree(data) {
+        let background = follower.clone();
+        tokio::spawn(async move {
+            if background
+                .sync_until(Restart::Changed, Until::Applied)
+                .await
+            {
+                tracing::info!("converged with the leader");
+            }
+        });
+        return true;
+    }
+    tracing::info!(leader = %follower.config.leader_url, "no configuration on disk yet; fetching it before listening");
+    if !follower.sync_until(Restart::Nothing, Until::Fetched).await {
+        return false;
+    }
+    if follower.status.snapshot().last_apply_error.is_some() {
+        follower.retry_in_background();
+    }
+    true
 }
 
 fn spawn_poll(follower: Arc<Follower>, interval: std::time::Duration, stop: CancellationToken) {

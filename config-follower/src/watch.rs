@@ -100,6 +100,7 @@ impl WatchSwitch {
 }
 
 /// Starts the watcher task.
+// Long on purpose: the watcher's set-up and its event loop share the debouncer, which cannot be moved out of the task.
 pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(), Error> {
     let data = follower.config.data_folder.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<DebounceEventResult>();

@@ -9,13 +9,12 @@ use pryv_render::REPLACE_ME;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::store::{TreeStore, load_platform};
 use crate::tree;
 
 /// Every problem of the configuration, one sentence each; empty when the platform is ready.
 pub fn check(config: &Config) -> Result<Vec<String>, Error> {
     let mut problems = Vec::new();
-    let platform = match load_platform(&config.platform_config) {
+    let platform = match crate::platform::load(&config.platform_config) {
         Ok(platform) => platform,
         Err(err) => return Ok(vec![err.to_string()]),
     };
@@ -65,12 +64,10 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
         }
     }
     if let Some(renderer) = &renderer {
-        for role in &folders {
-            match tree::render_role(renderer, &config.templates_path, role) {
-                Ok((_, errors)) => problems.extend(errors.iter().map(ToString::to_string)),
-                Err(err) => problems.push(err.to_string()),
-            }
-        }
+        problems.extend(crate::platform::render_all(
+            renderer,
+            &config.templates_path,
+        )?);
     }
     // One cycle shows up in every file that uses it; say it once.
     let mut seen = BTreeSet::new();
@@ -124,7 +121,10 @@ fn cleartext_to_another_machine(url: &str) -> bool {
 
 /// Writes `role`'s rendered tree under `out`; returns the number of files written.
 pub fn render(config: &Config, role: &str, out: &Path) -> Result<usize, Error> {
-    let (files, mut errors) = store_for(config).render_uncached(role)?;
+    let platform = crate::platform::load(&config.platform_config)?;
+    let renderer =
+        crate::platform::renderer(&config.platform_config, &platform, &config.internals)?;
+    let (files, mut errors) = tree::render_role(&renderer, &config.templates_path, role)?;
     if !errors.is_empty() {
         return Err(errors.swap_remove(0));
     }
@@ -146,14 +146,6 @@ pub fn render(config: &Config, role: &str, out: &Path) -> Result<usize, Error> {
         pryv_fs::write_atomic(&target, &bytes, pryv_fs::DEFAULT_FILE_MODE).map_err(io)?;
     }
     Ok(files.len())
-}
-
-fn store_for(config: &Config) -> TreeStore {
-    TreeStore::new(
-        config.templates_path.clone(),
-        config.platform_config.clone(),
-        config.internals.clone(),
-    )
 }
 
 #[cfg(test)]

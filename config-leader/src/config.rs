@@ -432,6 +432,7 @@ impl Checks<'_> {
     }
 }
 
+// Long on purpose: one named check per section, then the one place that builds `Config` from their results.
 fn validate(
     path: &Path,
     raw: RawConfig,

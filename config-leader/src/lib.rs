@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod platform;
 pub mod routes;
 pub mod secret;
 pub mod store;

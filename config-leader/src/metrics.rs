@@ -88,6 +88,11 @@ static PREVIOUS_REVISIONS: Mutex<Option<HashSet<(String, String)>>> = Mutex::new
 /// Sets the gauges computed at scrape time (never renders: only what is cached).
 pub fn refresh(state: &AppState) {
     let revisions = state.store.cached_revisions();
+    refresh_roles(state, &revisions);
+    refresh_fleet(state, revisions);
+}
+
+fn refresh_roles(state: &AppState, revisions: &HashMap<String, String>) {
     let current: HashSet<(String, String)> = revisions
         .iter()
         .map(|(role, revision)| (role.clone(), revision.clone()))
@@ -117,7 +122,9 @@ pub fn refresh(state: &AppState) {
         };
         metrics::gauge!(ROLE_RENDER_FAILING, "role" => role.clone()).set(failing);
     }
+}
 
+fn refresh_fleet(state: &AppState, revisions: HashMap<String, String>) {
     let current: HashMap<String, Option<String>> = revisions
         .into_iter()
         .map(|(role, revision)| (role, Some(revision)))

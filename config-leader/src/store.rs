@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use pryv_protocol::ConfResponse;
-use pryv_render::{PlatformFile, Renderer, Vars};
+use pryv_render::Renderer;
 use sha2::{Digest, Sha256};
 
 use crate::config::Internals;
@@ -126,15 +126,6 @@ impl TreeStore {
             .map(|(role, problem)| (role.clone(), problem.clone()))
             .collect()
     }
-
-    /// Renders without caching (for `check`/`render`), returning every error.
-    pub fn render_uncached(
-        &self,
-        role: &str,
-    ) -> Result<(Vec<pryv_protocol::ConfFile>, Vec<Error>), Error> {
-        let renderer = load_renderer(&self.inner.platform_config, &self.inner.internals)?;
-        tree::render_role(&renderer, &self.inner.templates, role)
-    }
 }
 
 impl Inner {
@@ -229,27 +220,12 @@ impl Inner {
     }
 }
 
-/// Reads `platform.yml` and builds the renderer for it and the internals.
-pub fn load_platform(path: &std::path::Path) -> Result<PlatformFile, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    PlatformFile::parse(&text).map_err(|source| Error::Platform {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 fn load_renderer(
     platform_config: &std::path::Path,
     internals: &Internals,
 ) -> Result<Renderer, Error> {
-    let platform = load_platform(platform_config)?;
-    Renderer::new(&Vars::new(&platform, &internals.0)).map_err(|source| Error::Platform {
-        path: platform_config.to_owned(),
-        source,
-    })
+    let platform = crate::platform::load(platform_config)?;
+    crate::platform::renderer(platform_config, &platform, internals)
 }
 
 fn render_tree(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
-use pryv_render::{Group, PlatformFile, Renderer, Setting, Vars};
+use pryv_render::{Group, PlatformFile, Setting};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -14,7 +14,6 @@ use crate::admin::db::{Db, RevisionRow};
 use crate::config::Internals;
 use crate::error::Error;
 use crate::store::TreeStore;
-use crate::tree;
 use pryv_daemon::now_unix_i64;
 
 /// Partial update: `{"settings": {GROUP: {"settings": {NAME: {"value": ...}}}}, "message": "..."}`.
@@ -140,10 +139,7 @@ impl Settings {
     }
 
     fn parse(&self, text: &str) -> Result<PlatformFile, Error> {
-        PlatformFile::parse(text).map_err(|source| Error::Platform {
-            path: self.platform_path.clone(),
-            source,
-        })
+        crate::platform::parse(&self.platform_path, text)
     }
 
     /// At start: settles the revisions a crash left between record and write (see [`Db::settle_pending_revisions`]).
@@ -306,14 +302,7 @@ impl Settings {
                     .into(),
             )
         })?;
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        PlatformFile::parse(&text).map_err(|source| Error::Platform {
-            path: path.clone(),
-            source,
-        })
+        crate::platform::load(path)
     }
 
     /// The platform's `DOMAIN` setting, if it is a string.
@@ -359,15 +348,9 @@ impl Settings {
         platform
             .ensure_settings()
             .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
-        let renderer = Renderer::new(&Vars::new(platform, &self.internals.0))
+        let renderer = crate::platform::renderer(&self.platform_path, platform, &self.internals)
             .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
-        let mut problems: Vec<String> = Vec::new();
-        for role in tree::roles(&self.templates)? {
-            match tree::render_role(&renderer, &self.templates, &role) {
-                Ok((_, errors)) => problems.extend(errors.iter().map(ToString::to_string)),
-                Err(err) => problems.push(err.to_string()),
-            }
-        }
+        let problems = crate::platform::render_all(&renderer, &self.templates)?;
         if problems.is_empty() {
             Ok(())
         } else {

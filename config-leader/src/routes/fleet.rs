@@ -78,6 +78,7 @@ async fn current_revisions(state: &AppState) -> HashMap<String, Option<String>> 
     params(("role" = Option<String>, Query, description = "only followers of this role"),
         ("auth" = Option<String>, Query, description = "admin key, if not in Authorization")),
     responses((status = 200, body = NotifyAnswer), (status = 400, body = pryv_protocol::ErrorBody), (status = 401, body = pryv_protocol::ErrorBody)))]
+// Long on purpose: body, role filter, targets, fan-out and audit read best as one request story.
 pub async fn notify(
     State(state): State<AppState>,
     Remote(remote): Remote,

@@ -114,6 +114,7 @@ const RELEASE_DATA: &str = "config-leader/data/";
 
 impl Release {
     /// Reads a `.tgz`/`.tar.gz`/`.tar` file or a folder in the release layout.
+    // Long on purpose: reading a folder or an archive and sorting its entries is one pass over the release.
     pub fn read(source: &Path) -> Result<Self, Error> {
         let io = |source_err| Error::Io {
             path: source.to_owned(),
@@ -231,11 +232,46 @@ pub fn init(options: &InitOptions) -> Result<Vec<PathBuf>, Error> {
     init_from(options, &release)
 }
 
+/// The files to write: (path, bytes).
+type Plan = Vec<(PathBuf, Vec<u8>)>;
+
 /// Lays everything out from a release's templates, exactly as from ours; returns the files written.
 pub fn init_from(options: &InitOptions, release: &Release) -> Result<Vec<PathBuf>, Error> {
     let machines = machines(options.topology, options.cores, options.reg_slave);
-    let mut plan: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    check_roles(options, release, &machines)?;
     let leader_dir = options.out.join("config-leader");
+    let mut plan: Plan = release
+        .data
+        .iter()
+        .map(|(relative, bytes)| (leader_dir.join("data").join(relative), bytes.clone()))
+        .collect();
+    let platform_text = with_cores(&release.platform, options.cores)?;
+    plan.push((
+        leader_dir.join("conf/platform.yml"),
+        platform_text.clone().into_bytes(),
+    ));
+    plan.push((
+        leader_dir.join("conf/template-platform.yml"),
+        platform_text.into_bytes(),
+    ));
+    let followers = plan_followers(options, &machines, &mut plan)?;
+    plan.push((
+        leader_dir.join("conf/config-leader.json"),
+        pretty(&leader_config(followers)),
+    ));
+    if !options.force {
+        refuse_overwrites(options, &plan)?;
+    }
+    write_plan(&plan)?;
+    Ok(plan.into_iter().map(|(path, _)| path).collect())
+}
+
+/// Every machine's role has a templates folder.
+fn check_roles(
+    options: &InitOptions,
+    release: &Release,
+    machines: &[Machine],
+) -> Result<(), Error> {
     let roles: std::collections::BTreeSet<String> = release
         .data
         .iter()
@@ -246,31 +282,27 @@ pub fn init_from(options: &InitOptions, release: &Release) -> Result<Vec<PathBuf
         .map(|m| m.role.as_str())
         .filter(|r| !roles.contains(*r))
         .collect();
-    if !missing.is_empty() {
-        return Err(Error::Config {
-            path: options.out.clone(),
-            problems: vec![format!(
-                "the templates have no folder for role(s) {}; they have: {}",
-                missing.join(", "),
-                roles.iter().cloned().collect::<Vec<_>>().join(", ")
-            )],
-        });
+    if missing.is_empty() {
+        return Ok(());
     }
-    for (relative, bytes) in &release.data {
-        plan.push((leader_dir.join("data").join(relative), bytes.clone()));
-    }
-    let platform_text = with_cores(&release.platform, options.cores)?;
-    plan.push((
-        leader_dir.join("conf/platform.yml"),
-        platform_text.clone().into_bytes(),
-    ));
-    plan.push((
-        leader_dir.join("conf/template-platform.yml"),
-        platform_text.into_bytes(),
-    ));
+    Err(Error::Config {
+        path: options.out.clone(),
+        problems: vec![format!(
+            "the templates have no folder for role(s) {}; they have: {}",
+            missing.join(", "),
+            roles.iter().cloned().collect::<Vec<_>>().join(", ")
+        )],
+    })
+}
 
+/// One `config-follower.json` per machine, each with a fresh key; returns the leader's `followers`.
+fn plan_followers(
+    options: &InitOptions,
+    machines: &[Machine],
+    plan: &mut Plan,
+) -> Result<serde_json::Map<String, Value>, Error> {
     let mut followers = serde_json::Map::new();
-    for machine in &machines {
+    for machine in machines {
         let key = secret::generate();
         let leader_url = if machine.runs_leader {
             format!("http://127.0.0.1:{LEADER_DEFAULT_PORT}")
@@ -302,11 +334,16 @@ pub fn init_from(options: &InitOptions, release: &Release) -> Result<Vec<PathBuf
             machine_root(&options.out, machine).join("config-follower/conf/config-follower.json");
         plan.push((path, pretty(&follower)));
     }
+    Ok(followers)
+}
+
+/// `config-leader.json`: every internal secret and the admin key generated at the first start.
+fn leader_config(followers: serde_json::Map<String, Value>) -> Value {
     let internals: serde_json::Map<String, Value> = INTERNALS
         .iter()
         .map(|name| ((*name).to_owned(), json!("SECRET")))
         .collect();
-    let leader = json!({
+    json!({
         "http": {"ip": "0.0.0.0", "port": LEADER_DEFAULT_PORT},
         "templatesPath": "../data",
         "databasePath": "../database",
@@ -315,27 +352,31 @@ pub fn init_from(options: &InitOptions, release: &Release) -> Result<Vec<PathBuf
         "adminKey": "SECRET",
         "internals": internals,
         "followers": followers
-    });
-    plan.push((leader_dir.join("conf/config-leader.json"), pretty(&leader)));
+    })
+}
 
-    if !options.force {
-        let existing: Vec<String> = plan
-            .iter()
-            .filter(|(path, _)| path.exists())
-            .map(|(path, _)| path.display().to_string())
-            .collect();
-        if !existing.is_empty() {
-            return Err(Error::Config {
-                path: options.out.clone(),
-                problems: vec![format!(
-                    "{} file(s) already exist (e.g. {}); nothing was written. Use --force to overwrite them",
-                    existing.len(),
-                    existing[0]
-                )],
-            });
-        }
+fn refuse_overwrites(options: &InitOptions, plan: &Plan) -> Result<(), Error> {
+    let existing: Vec<String> = plan
+        .iter()
+        .filter(|(path, _)| path.exists())
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    if existing.is_empty() {
+        return Ok(());
     }
-    for (path, bytes) in &plan {
+    Err(Error::Config {
+        path: options.out.clone(),
+        problems: vec![format!(
+            "{} file(s) already exist (e.g. {}); nothing was written. Use --force to overwrite them",
+            existing.len(),
+            existing[0]
+        )],
+    })
+}
+
+/// Writes the plan atomically, file by file; configuration files (keys) 0600.
+fn write_plan(plan: &Plan) -> Result<(), Error> {
+    for (path, bytes) in plan {
         let io = |source| Error::Io {
             path: path.clone(),
             source,
@@ -351,7 +392,7 @@ pub fn init_from(options: &InitOptions, release: &Release) -> Result<Vec<PathBuf
         };
         pryv_fs::write_atomic(path, bytes, mode).map_err(io)?;
     }
-    Ok(plan.into_iter().map(|(path, _)| path).collect())
+    Ok(())
 }
 
 /// The cluster template lists core 1; add `CORE_N_IP_ADDRESS` and a `coN` entry of `HOSTINGS_AND_CORES` for

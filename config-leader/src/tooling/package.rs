@@ -20,6 +20,7 @@ use crate::tooling::scripts::{InstallFile, machine_files};
 const LEADER_PRIVATE: &[&str] = &["database", "credentials.txt"];
 
 /// Writes the archives into `out`; returns their paths.
+// Long on purpose: one archive per machine, its entries listed in the order the install guide uses them.
 pub fn package(config: &Config, out: &Path) -> Result<Vec<PathBuf>, Error> {
     let root = conf_root(config)?;
     let io = |path: &Path| {

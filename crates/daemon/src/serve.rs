@@ -65,6 +65,7 @@ pub fn connection_cap(wanted: usize) -> usize {
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets requests in progress finish within
 /// [`DRAIN`]. The handlers see the peer address as `ConnectInfo<SocketAddr>`.
+// Long on purpose: the accept loop and its drain must see the same slots and graceful-shutdown watcher.
 pub async fn serve(
     listener: TcpListener,
     app: Router,

@@ -76,8 +76,48 @@ async fn login(app: &Router, username: &str, password: &str) -> String {
     body["token"].as_str().unwrap().to_owned()
 }
 
+/// A logged-in `initial_user`, a `reader` (settings:read) and a `manager` (users:create, users:read,
+/// settings:read), with their tokens.
+struct Users {
+    h: Harness,
+    root: String,
+    reader: String,
+    manager: String,
+}
+
+async fn with_users() -> Users {
+    let h = harness();
+    let root = login(&h.app, "initial_user", &initial_password(&h.fixture)).await;
+    for (name, password, permissions) in [
+        ("reader", "reader-pass-1", json!({"settings": ["read"]})),
+        (
+            "manager",
+            "manager-pass",
+            json!({"users": ["create", "read"], "settings": ["read"]}),
+        ),
+    ] {
+        let (status, created) = call(
+            &h.app,
+            Method::POST,
+            "/users",
+            Some(&root),
+            Some(json!({"username": name, "password": password, "permissions": permissions})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+    }
+    let reader = login(&h.app, "reader", "reader-pass-1").await;
+    let manager = login(&h.app, "manager", "manager-pass").await;
+    Users {
+        h,
+        root,
+        reader,
+        manager,
+    }
+}
+
 #[tokio::test]
-async fn users_permissions_and_tokens() {
+async fn the_credentials_file_is_private() {
     let h = harness();
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(h.fixture.root().join("credentials.txt"))
@@ -85,19 +125,11 @@ async fn users_permissions_and_tokens() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    let root = login(&h.app, "initial_user", &initial_password(&h.fixture)).await;
+}
 
-    // Create a reader, then check every refusal it meets.
-    let (status, created) = call(
-        &h.app,
-        Method::POST,
-        "/users",
-        Some(&root),
-        Some(json!({"username": "reader", "password": "reader-pass-1", "permissions": {"settings": ["read"]}})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let reader = login(&h.app, "reader", "reader-pass-1").await;
+#[tokio::test]
+async fn a_reader_may_read_and_nothing_else() {
+    let Users { h, reader, .. } = with_users().await;
     assert_eq!(
         call(&h.app, Method::GET, "/admin/settings", Some(&reader), None)
             .await
@@ -129,17 +161,99 @@ async fn users_permissions_and_tokens() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
         assert_eq!(body["error"]["id"], "forbidden");
     }
+}
 
-    // A user manager cannot grant what it does not hold.
-    call(
-        &h.app,
-        Method::POST,
-        "/users",
-        Some(&root),
-        Some(json!({"username": "manager", "password": "manager-pass", "permissions": {"users": ["create", "read"], "settings": ["read"]}})),
-    )
-    .await;
-    let manager = login(&h.app, "manager", "manager-pass").await;
+/// Every admin route and the permission it needs: a user holding every permission but that one is refused.
+#[tokio::test]
+async fn every_admin_route_needs_its_own_permission() {
+    let Users { h, root, .. } = with_users().await;
+    let table: [(Method, &str, Option<Value>, &str, &str); 12] = [
+        (Method::GET, "/admin/settings", None, "settings", "read"),
+        (
+            Method::PUT,
+            "/admin/settings",
+            Some(json!({"settings": {}})),
+            "settings",
+            "update",
+        ),
+        (Method::GET, "/admin/status", None, "settings", "read"),
+        (Method::POST, "/admin/notify", None, "settings", "update"),
+        (Method::GET, "/users", None, "users", "read"),
+        (Method::GET, "/users/reader", None, "users", "read"),
+        (
+            Method::POST,
+            "/users",
+            Some(json!({"username": "x-user", "permissions": {}})),
+            "users",
+            "create",
+        ),
+        (Method::DELETE, "/users/reader", None, "users", "delete"),
+        (
+            Method::POST,
+            "/users/reader/reset-password",
+            None,
+            "users",
+            "resetPassword",
+        ),
+        (
+            Method::PUT,
+            "/users/reader/permissions",
+            Some(json!({"permissions": {}})),
+            "users",
+            "changePermissions",
+        ),
+        (
+            Method::GET,
+            "/platform-users/someone",
+            None,
+            "platformUsers",
+            "read",
+        ),
+        (
+            Method::DELETE,
+            "/platform-users/someone",
+            None,
+            "platformUsers",
+            "delete",
+        ),
+    ];
+    for (index, (method, path, body, group, name)) in table.into_iter().enumerate() {
+        let mut permissions = json!({
+            "users": ["read", "create", "delete", "resetPassword", "changePermissions"],
+            "settings": ["read", "update"],
+            "platformUsers": ["read", "delete", "modify"]
+        });
+        let list = permissions[group].as_array_mut().unwrap();
+        list.retain(|p| p != name);
+        let username = format!("lacks-{index}");
+        let (status, _) = call(
+            &h.app,
+            Method::POST,
+            "/users",
+            Some(&root),
+            Some(json!({"username": username, "password": "lacking-pass", "permissions": permissions})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let token = login(&h.app, &username, "lacking-pass").await;
+        let (status, answer) = call(&h.app, method.clone(), path, Some(&token), body).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{method} {path} without {group}:{name}: {answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{group}:{name}"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn nobody_grants_what_they_do_not_hold() {
+    let Users { h, manager, .. } = with_users().await;
     let (status, _) = call(
         &h.app,
         Method::POST,
@@ -163,7 +277,11 @@ async fn users_permissions_and_tokens() {
         32,
         "generated password returned once"
     );
+}
 
+#[tokio::test]
+async fn bad_user_input_says_what_is_wrong() {
+    let Users { h, root, .. } = with_users().await;
     // Bad input says what is wrong.
     for (body, expected) in [
         (json!({"username": "a", "permissions": {}}), "username"),
@@ -203,7 +321,13 @@ async fn users_permissions_and_tokens() {
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
+}
 
+#[tokio::test]
+async fn listing_reading_and_a_permission_change_that_ends_sessions() {
+    let Users {
+        h, root, reader, ..
+    } = with_users().await;
     // Listing and reading.
     let (_, list) = call(&h.app, Method::GET, "/users", Some(&root), None).await;
     let names: Vec<_> = list["users"]
@@ -212,7 +336,7 @@ async fn users_permissions_and_tokens() {
         .iter()
         .map(|u| u["username"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["fine-user", "initial_user", "manager", "reader"]);
+    assert_eq!(names, ["initial_user", "manager", "reader"]);
     let (status, one) = call(&h.app, Method::GET, "/users/reader", Some(&root), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -261,7 +385,13 @@ async fn users_permissions_and_tokens() {
             "{method} {path} without any permission"
         );
     }
+}
 
+#[tokio::test]
+async fn password_reset_and_change_end_every_session() {
+    let Users {
+        h, root, reader, ..
+    } = with_users().await;
     // Reset password: the new one works, the old one does not.
     let (_, reset) = call(
         &h.app,
@@ -318,8 +448,23 @@ async fn users_permissions_and_tokens() {
         assert_eq!(refused["error"]["message"], "Invalid token");
     }
     login(&h.app, "reader", "another-pass").await;
+}
 
+#[tokio::test]
+async fn logout_delete_and_bad_credentials() {
+    let Users {
+        h, root, manager, ..
+    } = with_users().await;
     // Logout revokes; delete removes the account and its access.
+    let (status, _) = call(
+        &h.app,
+        Method::POST,
+        "/users",
+        Some(&root),
+        Some(json!({"username": "fine-user", "permissions": {"settings": ["read"]}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
     let (status, _) = call(&h.app, Method::POST, "/auth/logout", Some(&manager), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(

@@ -4,63 +4,27 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
 use pryv_protocol::ConfResponse;
+use pryv_testkit::Daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_config-leader");
 
-/// A running leader process, killed on drop.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts the binary on 127.0.0.1:0 and waits (with a deadline) for its "listening" log line.
-fn start(fixture: &Fixture, extra: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
+fn start(fixture: &Fixture, extra: &[&str]) -> Daemon {
+    let mut command = Command::new(BIN);
+    command
         .arg("--config")
         .arg(fixture.config_path())
         .args(["--ip", "127.0.0.1", "--port", "0"])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let addr = addr
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("leader did not log its listening address")
-        .parse()
-        .unwrap();
-    Running { child, addr }
+        .args(extra);
+    let mut leader = Daemon::spawn(command);
+    leader.wait_listening(Duration::from_secs(20));
+    leader
 }
 
 fn roles() -> [(&'static str, &'static str); 4] {
@@ -80,7 +44,7 @@ async fn serves_every_role_over_http_and_stops_on_sigterm() {
     let client = reqwest::Client::new();
     for (key, expected_last) in roles() {
         let response = client
-            .get(format!("http://{}/conf", leader.addr))
+            .get(format!("{}/conf", leader.url()))
             .header("authorization", key)
             .send()
             .await
@@ -91,7 +55,7 @@ async fn serves_every_role_over_http_and_stops_on_sigterm() {
         assert!(body.files.iter().all(|f| !f.content.contains("DOMAIN")));
     }
     let health = client
-        .get(format!("http://{}/health", leader.addr))
+        .get(format!("{}/health", leader.url()))
         .send()
         .await
         .unwrap();
@@ -146,7 +110,7 @@ async fn serves_https_only_when_a_certificate_is_configured() {
         .use_preconfigured_tls(tls)
         .build()
         .unwrap();
-    let port = leader.addr.port();
+    let port = leader.addr.unwrap().port();
     let response = client
         .get(format!("https://localhost:{port}/conf"))
         .header("authorization", CORE_KEY)

@@ -4,13 +4,12 @@
 
 pub mod platform;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+pub use pryv_testkit::{Daemon, available, free_port, install_crypto, skip, wait_until, write};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::Once;
+use std::time::Duration;
 
 /// The real binary `name` of this workspace, next to the test executables. It is (re)built once per test
 /// process, so a test never runs a stale daemon (`cargo test -p pryv-e2e` alone does not build other
@@ -59,114 +58,6 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.exists(), "{} not found", path.display());
     path
-}
-
-/// Whether `program arg` runs and succeeds (a tool is installed and, for `docker info`, answering).
-pub fn available(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Reports a check that could not run, on the real stderr (not the captured test output) so the skip is
-/// visible in CI logs.
-pub fn skip(what: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {what}");
-}
-
-/// Installs rustls' ring provider for the test's reqwest clients.
-pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// A daemon process: its captured log lines, its listening address; killed on drop.
-pub struct Daemon {
-    pub child: Child,
-    pub addr: Option<SocketAddr>,
-    pub logs: Arc<Mutex<Vec<String>>>,
-    listening: mpsc::Receiver<SocketAddr>,
-}
-
-impl Daemon {
-    /// Spawns `command` with stderr captured.
-    pub fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, listening) = mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // Logged before the address is announced: a test that saw it listening sees the line too.
-                sink.lock().unwrap().push(line.clone());
-                if line.contains("listening")
-                    && let Some(addr) = line.split("addr=").nth(1)
-                    && let Ok(addr) = addr.split_whitespace().next().unwrap_or_default().parse()
-                {
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        Self {
-            child,
-            addr: None,
-            logs,
-            listening,
-        }
-    }
-
-    /// Waits for the "listening" line and returns the address.
-    pub fn wait_listening(&mut self, within: Duration) -> SocketAddr {
-        if let Some(addr) = self.addr {
-            return addr;
-        }
-        let addr = self.listening.recv_timeout(within).unwrap_or_else(|_| {
-            panic!(
-                "daemon did not start listening; logs:\n{}",
-                self.logs.lock().unwrap().join("\n")
-            )
-        });
-        self.addr = Some(addr);
-        addr
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr.expect("not listening yet"))
-    }
-
-    pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
-    }
-
-    /// Sends SIGTERM and waits for the exit code.
-    pub fn terminate(&mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "daemon did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A `docker` script placed first on `PATH`: records each call's arguments, one line per call.
@@ -258,34 +149,6 @@ impl FakeDocker {
             predicate(&actions).then_some(actions)
         })
     }
-}
-
-/// Polls `check` until it returns `Some`, panicking after `within`.
-pub fn wait_until<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A free loopback port (bound then released; for processes that must start later on a known port).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Writes `text` at `root/relative`, creating folders.
-pub fn write(root: &Path, relative: &str, text: &str) {
-    let path = root.join(relative);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
 }
 
 /// The machines of the cluster the end-to-end tests lay out (2 cores and a reg-slave): (name, role).

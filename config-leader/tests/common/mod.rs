@@ -4,11 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 pub const CORE_KEY: &str = "core-key-0123456789abcdefghijklmn";
 pub const REG_KEY: &str = "reg-key-0123456789abcdefghijklmno";
@@ -133,10 +130,8 @@ pub fn write_config(root: &Path, json: &Value) {
     );
 }
 
-/// reqwest is built without a default crypto provider (one TLS stack: rustls with ring); install it once.
-pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+#[allow(unused_imports)]
+pub use pryv_testkit::install_crypto;
 
 /// One request to the router in process; the status, the headers and the JSON body (`Null` when not JSON).
 pub async fn request(
@@ -146,28 +141,12 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> (StatusCode, HeaderMap, Value) {
-    let mut request = Request::builder().method(method).uri(path);
+    let mut call = pryv_testkit::Api::new(app.clone())
+        .call(method, path)
+        .json(body);
     for (name, value) in headers {
-        request = request.header(*name, *value);
+        call = call.header(name, value);
     }
-    let body = match body {
-        Some(body) => {
-            request = request.header("content-type", "application/json");
-            Body::from(body.to_string())
-        }
-        None => Body::empty(),
-    };
-    let response = app
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let answer = call.answer().await;
+    (answer.status, answer.headers, answer.body)
 }

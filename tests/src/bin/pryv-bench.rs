@@ -56,13 +56,7 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use pryv_e2e::free_port;
 
 /// A cluster laid out by `init` with realistic values; returns the leader configuration path.
 fn platform(root: &Path, followers: Option<(usize, &str)>) -> PathBuf {

@@ -75,30 +75,23 @@ impl Config {
     }
 }
 
-/// What the checks share: where relative paths resolve, and the list of problems they fill.
+/// The checks of this file: the shared ones (paths, problems, listen address) and the overrides.
 struct Checks<'a> {
-    base: PathBuf,
+    common: pryv_daemon::ConfigChecks,
     overrides: &'a Overrides,
-    problems: Vec<String>,
 }
 
 impl Checks<'_> {
     fn resolve(&self, path: &str) -> PathBuf {
-        pryv_daemon::resolve_path(&self.base, path)
+        self.common.resolve(path)
     }
 
     fn check_listen(&mut self, http: &file::Http) -> Option<SocketAddr> {
-        let ip = self.overrides.ip.or_else(|| {
-            pryv_daemon::parse_ip(http.ip.as_deref().unwrap_or("0.0.0.0"))
-                .map_err(|problem| self.problems.push(format!("http.ip: {problem}")))
-                .ok()
-        });
-        let port = self.overrides.port.or_else(|| {
-            pryv_daemon::parse_port(http.port.as_ref(), FOLLOWER_DEFAULT_PORT)
-                .map_err(|problem| self.problems.push(format!("http.port: {problem}")))
-                .ok()
-        });
-        Some(SocketAddr::new(ip?, port?))
+        self.common.listen(
+            (self.overrides.ip, self.overrides.port),
+            (http.ip.as_deref(), http.port.as_ref()),
+            ("0.0.0.0", FOLLOWER_DEFAULT_PORT),
+        )
     }
 
     fn check_leader(&mut self, leader: file::Leader) -> (String, String, Option<PathBuf>) {
@@ -111,12 +104,12 @@ impl Checks<'_> {
             .trim_end_matches('/')
             .to_owned();
         if url.is_empty() {
-            self.problems.push(
+            self.common.problems.push(
                 "leader.url is missing; set the leader's base URL, e.g. \"https://lead.pryv.me\""
                     .to_owned(),
             );
         } else if !(url.starts_with("http://") || url.starts_with("https://")) {
-            self.problems.push(format!(
+            self.common.problems.push(format!(
                 "leader.url: {url:?} must start with http:// or https://"
             ));
         }
@@ -127,7 +120,7 @@ impl Checks<'_> {
             .or(leader.auth)
             .unwrap_or_default();
         if key.trim().is_empty() {
-            self.problems.push(
+            self.common.problems.push(
                 "leader.auth is missing; set this follower's key as listed in the leader's followers".to_owned(),
             );
         }
@@ -139,7 +132,8 @@ impl Checks<'_> {
         if let Some(ca) = &ca_file
             && !ca.is_file()
         {
-            self.problems
+            self.common
+                .problems
                 .push(format!("leader.caFile: {} is not a file", ca.display()));
         }
         (url, key, ca_file)
@@ -153,7 +147,8 @@ impl Checks<'_> {
             .or_else(|| paths.data_folder.as_deref().map(|p| self.resolve(p)));
         // Relative `dataFolder` values resolve against the configuration file's folder, like every path here.
         if folder.is_none() {
-            self.problems
+            self.common
+                .problems
                 .push("paths.dataFolder is missing; set the machine's pryv/ folder".to_owned());
         }
         folder.map(|f| absolute(&f))
@@ -166,7 +161,7 @@ impl Checks<'_> {
             .clone()
             .or_else(|| restart.command.clone());
         if command.as_ref().is_some_and(Vec::is_empty) {
-            self.problems.push(
+            self.common.problems.push(
                 "restart.command: give at least the program, e.g. [\"docker\", \"compose\"]"
                     .to_owned(),
             );
@@ -179,14 +174,16 @@ impl Checks<'_> {
             None => None,
             Some((Some(cert), Some(key))) => Some((self.resolve(cert), self.resolve(key))),
             Some(_) => {
-                self.problems
+                self.common
+                    .problems
                     .push("tls: give both certFile and keyFile (PEM), or neither".to_owned());
                 None
             }
         };
         for file in pair.iter().flat_map(|(c, k)| [c, k]) {
             if !file.is_file() {
-                self.problems
+                self.common
+                    .problems
                     .push(format!("tls: {} is not a file", file.display()));
             }
         }
@@ -198,7 +195,8 @@ impl Checks<'_> {
             .max_removal_percent
             .unwrap_or(DEFAULT_MAX_REMOVAL_PERCENT);
         if percent > 100 {
-            self.problems
+            self.common
+                .problems
                 .push("apply.maxRemovalPercent: give a percentage (0-100)".to_owned());
         }
         percent
@@ -212,9 +210,8 @@ fn validate(
     overrides: &Overrides,
 ) -> Result<Config, Error> {
     let mut checks = Checks {
-        base: path.parent().unwrap_or(Path::new(".")).to_owned(),
+        common: pryv_daemon::ConfigChecks::new(path, problems),
         overrides,
-        problems,
     };
     let listen = checks.check_listen(&file.http);
     let (leader_url, key, ca_file) = checks.check_leader(file.leader);
@@ -227,7 +224,7 @@ fn validate(
         .or(file.poll.interval_seconds)
         .filter(|s| *s > 0);
     match (listen, data_folder) {
-        (Some(listen), Some(data_folder)) if checks.problems.is_empty() => Ok(Config {
+        (Some(listen), Some(data_folder)) if checks.common.problems.is_empty() => Ok(Config {
             path: path.to_owned(),
             listen,
             leader_url,
@@ -250,7 +247,7 @@ fn validate(
         }),
         _ => Err(Error::Config {
             path: path.to_owned(),
-            problems: checks.problems,
+            problems: checks.common.problems,
         }),
     }
 }

@@ -274,34 +274,23 @@ fn persist(path: &Path, json: &Value) -> Result<(), Error> {
     Ok(())
 }
 
-/// What the checks share: where relative paths resolve, the overrides, and the problems they find.
+/// The checks of this file: the shared ones (paths, problems, listen address) and the overrides.
 struct Checks<'a> {
-    base: PathBuf,
+    common: pryv_daemon::ConfigChecks,
     overrides: &'a Overrides,
-    problems: Vec<String>,
 }
 
 impl Checks<'_> {
     fn resolve(&self, path: &str) -> PathBuf {
-        pryv_daemon::resolve_path(&self.base, path)
+        self.common.resolve(path)
     }
 
     fn check_listen(&mut self, http: &RawHttp) -> Option<SocketAddr> {
-        let ip = self.overrides.ip.or_else(|| {
-            pryv_daemon::parse_ip(http.ip.as_deref().unwrap_or(DEFAULT_IP))
-                .map_err(|problem| {
-                    self.problems.push(format!(
-                        "http.ip: {problem}; use e.g. \"0.0.0.0\" or \"127.0.0.1\""
-                    ))
-                })
-                .ok()
-        });
-        let port = self.overrides.port.or_else(|| {
-            pryv_daemon::parse_port(http.port.as_ref(), DEFAULT_PORT)
-                .map_err(|problem| self.problems.push(format!("http.port: {problem}")))
-                .ok()
-        });
-        Some(SocketAddr::new(ip?, port?))
+        self.common.listen(
+            (self.overrides.ip, self.overrides.port),
+            (http.ip.as_deref(), http.port.as_ref()),
+            (DEFAULT_IP, DEFAULT_PORT),
+        )
     }
 
     /// (templates, platform.yml, template platform file, database folder, credentials file).
@@ -314,7 +303,7 @@ impl Checks<'_> {
                 self.resolve(raw.templates_path.as_deref().unwrap_or("../data"))
             });
         if !templates.is_dir() {
-            self.problems.push(format!(
+            self.common.problems.push(format!(
                 "templatesPath: {} is not a folder; create it with one sub-folder per role, or point templatesPath at it",
                 templates.display()
             ));
@@ -352,19 +341,19 @@ impl Checks<'_> {
                 format!("followers[{index}] ({url})")
             };
             if key.trim().is_empty() {
-                self.problems.push(format!(
+                self.common.problems.push(format!(
                     "{name}: the key is empty; give each follower a long random key"
                 ));
             }
             if url.is_empty() {
-                self.problems.push(format!(
+                self.common.problems.push(format!(
                     "{name}: \"url\" is missing; set the follower's base URL"
                 ));
             }
             match follower.role {
                 Some(role) if !role.trim().is_empty() => {
                     if role.contains(['/', '\\']) || role == ".." || role == "." {
-                        self.problems
+                        self.common.problems
                             .push(format!("{name}: role {role:?} must be a plain folder name"));
                     }
                     followers.push(FollowerEntry {
@@ -374,7 +363,7 @@ impl Checks<'_> {
                         name: follower.name,
                     });
                 }
-                _ => self.problems.push(format!(
+                _ => self.common.problems.push(format!(
                     "{name}: \"role\" is missing; set it to the follower's role (core, reg-master, reg-slave, static, singlenode)"
                 )),
             }
@@ -398,7 +387,8 @@ impl Checks<'_> {
             }),
             (None, None) => None,
             _ => {
-                self.problems
+                self.common
+                    .problems
                     .push("tls: give both certFile and keyFile (PEM), or neither".to_owned());
                 None
             }
@@ -407,7 +397,7 @@ impl Checks<'_> {
 
     fn check_internals(&mut self, internals: &IndexMap<String, Value>) {
         for (name, _) in internals.iter().filter(|(_, v)| v.is_null()) {
-            self.problems.push(format!(
+            self.common.problems.push(format!(
                 "internals.{name}: null is not a value; set it or \"SECRET\""
             ));
         }
@@ -417,7 +407,7 @@ impl Checks<'_> {
     fn check_notify(&mut self, notify: &RawNotify) -> (f64, Option<PathBuf>) {
         let timeout = notify.timeout_seconds.unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S);
         if !(timeout > 0.0 && timeout <= 3600.0) {
-            self.problems.push(format!(
+            self.common.problems.push(format!(
                 "notify.timeoutSeconds: {timeout} must be between 0 and 3600"
             ));
         }
@@ -425,7 +415,8 @@ impl Checks<'_> {
         if let Some(ca) = &ca_file
             && !ca.is_file()
         {
-            self.problems
+            self.common
+                .problems
                 .push(format!("notify.caFile: {} is not a file", ca.display()));
         }
         (timeout, ca_file)
@@ -440,9 +431,8 @@ fn validate(
     overrides: &Overrides,
 ) -> Result<Config, Error> {
     let mut checks = Checks {
-        base: path.parent().unwrap_or(Path::new(".")).to_owned(),
+        common: pryv_daemon::ConfigChecks::new(path, problems),
         overrides,
-        problems,
     };
     let listen = checks.check_listen(&raw.http);
     let (templates_path, platform_config, platform_template, database_path, credentials_file) =
@@ -458,10 +448,10 @@ fn validate(
         .filter(|k| !known.contains(k.as_str()))
         .cloned()
         .collect();
-    let Some(listen) = listen.filter(|_| checks.problems.is_empty()) else {
+    let Some(listen) = listen.filter(|_| checks.common.problems.is_empty()) else {
         return Err(Error::Config {
             path: path.to_owned(),
-            problems: checks.problems,
+            problems: checks.common.problems,
         });
     };
     Ok(Config {

@@ -23,6 +23,13 @@ pub struct UserRow {
     pub permissions: String,
 }
 
+/// The user fields that change after creation.
+#[derive(Debug, Clone, Copy)]
+enum UserField {
+    PasswordHash,
+    Permissions,
+}
+
 /// One settings revision.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RevisionRow {
@@ -154,24 +161,26 @@ impl Db {
     }
 
     pub fn set_password(&self, username: &str, hash: &str) -> Result<bool, Error> {
-        let changed = self
-            .conn()
-            .execute(
-                "UPDATE users SET password_hash = ?2, token_generation = token_generation + 1
-                 WHERE username = ?1",
-                params![username, hash],
-            )
-            .map_err(sql)?;
-        Ok(changed == 1)
+        self.change_user(username, UserField::PasswordHash, hash)
     }
 
     pub fn set_permissions(&self, username: &str, permissions: &str) -> Result<bool, Error> {
+        self.change_user(username, UserField::Permissions, permissions)
+    }
+
+    /// Sets one field of a user and moves its token generation on (its sessions end); false if no such user.
+    fn change_user(&self, username: &str, field: UserField, value: &str) -> Result<bool, Error> {
+        let column = match field {
+            UserField::PasswordHash => "password_hash",
+            UserField::Permissions => "permissions",
+        };
         let changed = self
             .conn()
             .execute(
-                "UPDATE users SET permissions = ?2, token_generation = token_generation + 1
-                 WHERE username = ?1",
-                params![username, permissions],
+                &format!(
+                    "UPDATE users SET {column} = ?2, token_generation = token_generation + 1 WHERE username = ?1"
+                ),
+                params![username, value],
             )
             .map_err(sql)?;
         Ok(changed == 1)

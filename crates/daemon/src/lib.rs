@@ -66,6 +66,58 @@ where
     })
 }
 
+/// What both daemons' configuration checks share: the folder relative paths resolve against, the list of
+/// problems every check adds to, and the listen address check.
+pub struct ConfigChecks {
+    base: std::path::PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl ConfigChecks {
+    /// Checks of the file at `config_path`, starting with the `problems` found while reading it.
+    pub fn new(config_path: &std::path::Path, problems: Vec<String>) -> Self {
+        Self {
+            base: config_path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_owned(),
+            problems,
+        }
+    }
+
+    pub fn resolve(&self, path: &str) -> std::path::PathBuf {
+        resolve_path(&self.base, path)
+    }
+
+    pub fn push(&mut self, problem: String) {
+        self.problems.push(problem);
+    }
+
+    /// The listen address: overrides first, then the file's `http.ip`/`http.port`, then the defaults.
+    pub fn listen(
+        &mut self,
+        overrides: (Option<std::net::IpAddr>, Option<u16>),
+        file: (Option<&str>, Option<&serde_json::Value>),
+        defaults: (&str, u16),
+    ) -> Option<std::net::SocketAddr> {
+        let ip = overrides.0.or_else(|| {
+            parse_ip(file.0.unwrap_or(defaults.0))
+                .map_err(|problem| {
+                    self.push(format!(
+                        "http.ip: {problem}; use e.g. \"0.0.0.0\" or \"127.0.0.1\""
+                    ))
+                })
+                .ok()
+        });
+        let port = overrides.1.or_else(|| {
+            parse_port(file.1, defaults.1)
+                .map_err(|problem| self.push(format!("http.port: {problem}")))
+                .ok()
+        });
+        Some(std::net::SocketAddr::new(ip?, port?))
+    }
+}
+
 /// `path` from a configuration file in `base`: absolute as given, else relative to `base`.
 pub fn resolve_path(base: &std::path::Path, path: &str) -> std::path::PathBuf {
     let path = std::path::Path::new(path);

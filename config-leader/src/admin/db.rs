@@ -102,13 +102,7 @@ impl Db {
             .query_row(
                 "SELECT username, password_hash, permissions FROM users WHERE username = ?1",
                 params![username],
-                |row| {
-                    Ok(UserRow {
-                        username: row.get(0)?,
-                        password_hash: row.get(1)?,
-                        permissions: row.get(2)?,
-                    })
-                },
+                user_row,
             )
             .optional()
             .map_err(sql)
@@ -119,15 +113,7 @@ impl Db {
         let mut statement = conn
             .prepare("SELECT username, password_hash, permissions FROM users ORDER BY username")
             .map_err(sql)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok(UserRow {
-                    username: row.get(0)?,
-                    password_hash: row.get(1)?,
-                    permissions: row.get(2)?,
-                })
-            })
-            .map_err(sql)?;
+        let rows = statement.query_map([], user_row).map_err(sql)?;
         rows.collect::<Result<_, _>>().map_err(sql)
     }
 
@@ -426,6 +412,14 @@ fn add_column(
             .map_err(sql)?;
     }
     Ok(())
+}
+
+fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        username: row.get(0)?,
+        password_hash: row.get(1)?,
+        permissions: row.get(2)?,
+    })
 }
 
 fn revision_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RevisionRow> {

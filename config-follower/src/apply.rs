@@ -68,9 +68,61 @@ pub struct Applied {
     pub report: NotifyResponse,
     /// Absolute paths written or removed.
     pub changed: Vec<PathBuf>,
+    /// What the disk held before, to put it back if the new files leave a service unhealthy.
+    pub backup: Backup,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The bytes of every path an apply was about to change (`None`: the path did not exist) and the manifest
+/// before it.
+#[derive(Debug, Default, Clone)]
+pub struct Backup {
+    files: Vec<(PathBuf, Option<Vec<u8>>)>,
+    manifest: Manifest,
+}
+
+impl Backup {
+    fn take(data_folder: &Path, paths: &[PathBuf]) -> Self {
+        Self {
+            files: paths
+                .iter()
+                .map(|path| (path.clone(), std::fs::read(path).ok()))
+                .collect(),
+            manifest: read_manifest(data_folder),
+        }
+    }
+
+    /// Puts every file back as it was (removing the ones that were new) and the manifest with them. Returns
+    /// the paths changed, and a sentence per path that could not be restored.
+    pub fn restore(&self, data_folder: &Path, own: &OwnWrites) -> (Vec<PathBuf>, Vec<String>) {
+        let mut changed = Vec::new();
+        let mut errors = Vec::new();
+        for (path, bytes) in &self.files {
+            let restored = match bytes {
+                Some(bytes) => path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| pryv_fs::write_atomic(path, bytes, pryv_fs::DEFAULT_FILE_MODE)),
+                None => match std::fs::remove_file(path) {
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                },
+            };
+            match restored {
+                Ok(()) => {
+                    own.record(path.clone());
+                    changed.push(path.clone());
+                }
+                Err(err) => errors.push(format!("{}: {err}", path.display())),
+            }
+        }
+        if let Err(err) = write_manifest(data_folder, &self.manifest) {
+            errors.push(format!("manifest: {err}"));
+        }
+        (changed, errors)
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Manifest {
     files: BTreeSet<String>,
 }
@@ -146,6 +198,7 @@ pub fn apply(
         .chain(stale.iter().map(|stale| data_folder.join(stale)))
         .collect();
     if !about_to_change.is_empty() {
+        applied.backup = Backup::take(data_folder, &about_to_change);
         before_changes(&about_to_change);
     }
     write_pending(data_folder, pending, &refused, own, &mut applied);

@@ -24,6 +24,7 @@ pub enum Fetched {
 pub struct LeaderClient {
     http: reqwest::Client,
     conf_url: String,
+    report_url: String,
     key: Secret,
 }
 
@@ -40,16 +41,53 @@ impl LeaderClient {
         Ok(Self {
             http,
             conf_url: format!("{}/conf", config.leader_url),
+            report_url: format!("{}/conf/report", config.leader_url),
             key: config.key.clone(),
         })
     }
 
     /// `GET /conf`, conditional on `revision` when given.
     pub async fn fetch(&self, revision: Option<&str>) -> Result<Fetched, Error> {
-        let mut request = self
+        let request = self
             .http
             .get(&self.conf_url)
             .header("authorization", self.key.expose());
+        self.conditional(request, revision).await
+    }
+
+    /// `GET /conf?wait=<seen>&timeout=<s>`: the leader answers once its tree for this follower is no longer
+    /// `seen` (or 304 at the timeout).
+    pub async fn wait_for_change(&self, seen: &str, timeout: Duration) -> Result<Fetched, Error> {
+        let request = self
+            .http
+            .get(&self.conf_url)
+            .query(&[("wait", seen), ("timeout", &timeout.as_secs().to_string())])
+            .timeout(timeout + REQUEST_TIMEOUT)
+            .header("authorization", self.key.expose());
+        self.conditional(request, Some(seen)).await
+    }
+
+    /// `POST /conf/report`: how the last apply ended.
+    pub async fn report(&self, report: &pryv_protocol::ApplyReport) -> Result<(), Error> {
+        let response = self
+            .http
+            .post(&self.report_url)
+            .header("authorization", self.key.expose())
+            .json(report)
+            .send()
+            .await
+            .map_err(|err| Error::Leader(describe(&err)))?;
+        match response.status() {
+            s if s.is_success() => Ok(()),
+            s => Err(Error::Leader(format!("{} answered {s}", self.report_url))),
+        }
+    }
+
+    async fn conditional(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        revision: Option<&str>,
+    ) -> Result<Fetched, Error> {
         if let Some(revision) = revision {
             request = request.header("if-none-match", format!("\"{revision}\""));
         }

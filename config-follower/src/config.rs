@@ -16,6 +16,17 @@ const DEFAULT_DEBOUNCE_MS: u64 = 500;
 const DEFAULT_RESTART_TIMEOUT_S: u64 = 300;
 /// A tree that would remove more than this share of the files the follower wrote is refused unless forced.
 pub const DEFAULT_MAX_REMOVAL_PERCENT: u8 = 50;
+const DEFAULT_HEALTH_DEADLINE_S: u64 = 120;
+const DEFAULT_HEALTH_SETTLE_S: u64 = 10;
+
+/// The health gate after restarts (`health` in the file); off unless `enabled`.
+#[derive(Debug, Clone, Default)]
+pub struct HealthConfig {
+    pub enabled: bool,
+    pub deadline: Duration,
+    pub settle: Duration,
+    pub probes: BTreeMap<String, file::Probe>,
+}
 
 /// Values from flags or the environment; they win over the file.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +71,9 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Bearer token required on `GET /metrics` (`None` = open).
     pub metrics_token: Option<String>,
+    pub health: HealthConfig,
+    /// Wait on the leader for changes (`GET /conf?wait=`).
+    pub long_poll: bool,
 }
 
 impl Config {
@@ -190,6 +204,52 @@ impl Checks<'_> {
         pair
     }
 
+    fn check_health(&mut self, health: file::Health) -> HealthConfig {
+        let deadline = health.deadline_seconds.unwrap_or(DEFAULT_HEALTH_DEADLINE_S);
+        let settle = health.settle_seconds.unwrap_or(DEFAULT_HEALTH_SETTLE_S);
+        if deadline == 0 {
+            self.common
+                .problems
+                .push("health.deadlineSeconds: give at least 1 second".to_owned());
+        }
+        if settle >= deadline && deadline > 0 {
+            self.common.problems.push(format!(
+                "health.settleSeconds ({settle}) must be shorter than health.deadlineSeconds ({deadline})"
+            ));
+        }
+        for (service, probe) in &health.probes {
+            let target = match probe {
+                file::Probe::Http(url)
+                    if url.starts_with("http://") || url.starts_with("https://") =>
+                {
+                    None
+                }
+                file::Probe::Http(url) => {
+                    Some(format!("{url:?} must start with http:// or https://"))
+                }
+                file::Probe::Tcp(addr)
+                    if addr
+                        .rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+                {
+                    None
+                }
+                file::Probe::Tcp(addr) => Some(format!("{addr:?} must be host:port")),
+            };
+            if let Some(problem) = target {
+                self.common
+                    .problems
+                    .push(format!("health.probes.{service}: {problem}"));
+            }
+        }
+        HealthConfig {
+            enabled: health.enabled.unwrap_or(false),
+            deadline: Duration::from_secs(deadline),
+            settle: Duration::from_secs(settle),
+            probes: health.probes,
+        }
+    }
+
     fn check_apply(&mut self, apply: &file::Apply) -> u8 {
         let percent = apply
             .max_removal_percent
@@ -214,11 +274,13 @@ fn validate(
         overrides,
     };
     let listen = checks.check_listen(&file.http);
+    let long_poll = file.leader.long_poll.unwrap_or(false);
     let (leader_url, key, ca_file) = checks.check_leader(file.leader);
     let data_folder = checks.check_paths(&file.paths);
     let restart_command = checks.check_restart(&file.restart);
     let tls = checks.check_tls(file.tls.as_ref());
     let max_removal_percent = checks.check_apply(&file.apply);
+    let health = checks.check_health(file.health);
     let poll = overrides
         .poll_interval
         .or(file.poll.interval_seconds)
@@ -244,6 +306,8 @@ fn validate(
             max_removal_percent,
             tls,
             metrics_token: file.metrics.token.filter(|t| !t.is_empty()),
+            health,
+            long_poll,
         }),
         _ => Err(Error::Config {
             path: path.to_owned(),

@@ -15,17 +15,21 @@ use pryv_protocol::{NotifyRequest, NotifyResponse};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, OwnWrites, RemovalGuard, STATE_DIR};
+use crate::apply::{self, Backup, OwnWrites, RemovalGuard, STATE_DIR};
 use crate::client::{Fetched, LeaderClient};
 use crate::compose::{COMPOSE_FILE, Project};
 use crate::config::Config;
 use crate::error::Error;
-use crate::restart::{RestartJob, Restarter};
-use crate::status::StatusStore;
+use crate::report::Reporter;
+use crate::restart::{PROJECT, RestartJob, Restarter, Ticket};
+use crate::status::{HealthRecord, StatusStore};
 use pryv_daemon::now_unix;
+use pryv_protocol::{ApplyOutcome, ApplyReport};
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Under [`STATE_DIR`]: the revision reverted after a failed health check, not to be applied again.
+const REVERTED_FILE: &str = "reverted-revision";
 
 /// Whether a cycle restarts the services whose files it changed (not before the first start of a machine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +54,12 @@ pub struct Follower {
     pub own_writes: Arc<OwnWrites>,
     pub restarter: Restarter,
     client: LeaderClient,
-    cycle: tokio::sync::Mutex<()>,
+    /// Held by a cycle from its fetch to the end of its health check: cycles never overlap.
+    cycle: Arc<tokio::sync::Mutex<()>>,
     retrying: AtomicBool,
+    pub reporter: Reporter,
+    /// The revision of the last tree the leader sent (applied or not): what a long-poll waits to change.
+    last_seen: std::sync::Mutex<Option<String>>,
     pub shutdown: CancellationToken,
     /// The `*/conf/` watcher, switched at run time by `PUT /watch` (`watch-config`).
     pub watch: crate::watch::WatchSwitch,
@@ -62,6 +70,14 @@ impl Follower {
     pub fn new(config: Config, shutdown: &CancellationToken) -> Result<Self, Error> {
         let client = LeaderClient::new(&config)?;
         let status = Arc::new(StatusStore::new(config.leader_url.clone()));
+        let state_dir = config.data_folder.join(STATE_DIR);
+        let reverted = std::fs::read_to_string(state_dir.join(REVERTED_FILE))
+            .ok()
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty());
+        status.update(|s| s.reverted_revision = reverted);
+        let reporter =
+            Reporter::spawn(client.clone(), &state_dir, status.clone(), shutdown.clone());
         let restarter = Restarter::spawn(
             config.restart_command.clone(),
             config.data_folder.join(COMPOSE_FILE),
@@ -75,12 +91,19 @@ impl Follower {
             own_writes: Arc::new(OwnWrites::default()),
             restarter,
             client,
-            cycle: tokio::sync::Mutex::new(()),
+            cycle: Arc::new(tokio::sync::Mutex::new(())),
             retrying: AtomicBool::new(false),
+            reporter,
+            last_seen: std::sync::Mutex::new(None),
             shutdown: shutdown.clone(),
             watch: crate::watch::WatchSwitch::new(&config.data_folder),
             config,
         })
+    }
+
+    /// The client to the leader.
+    pub fn client(&self) -> &LeaderClient {
+        &self.client
     }
 
     /// The machine's compose project (no services when the file is missing or unreadable).
@@ -92,23 +115,31 @@ impl Follower {
     }
 
     /// Fetches, writes, and (with [`Restart::Changed`]) queues the restart of what changed, as `request` asks.
-    /// Services named in `request` that this machine does not run are ignored (listed in the answer).
+    /// Services named in `request` that this machine does not run are ignored (listed in the answer). With
+    /// the health gate on, the restarted services are then checked in the background (the next cycle waits
+    /// for that check) and the files put back if one stays unhealthy.
     pub async fn sync(
-        &self,
+        self: &Arc<Self>,
         request: &NotifyRequest,
         restart: Restart,
     ) -> Result<NotifyResponse, Error> {
-        let _one_cycle = self.cycle.lock().await;
+        let one_cycle = self.cycle.clone().lock_owned().await;
+        let started = std::time::Instant::now();
         let project_before = self.project();
         let (listed, ignored) = split_known(request.services.as_deref(), &project_before);
         if !ignored.is_empty() {
             tracing::info!(ignored = ?ignored, "notification names services this machine does not run");
         }
-        let revision = self.status.snapshot().revision;
+        let before = self.status.snapshot();
+        let revision = before.revision.clone();
         let fetched = self.fetch(revision.as_deref()).await?;
         let (applied, tree_revision) = match fetched {
             Fetched::NotModified => (apply::Applied::default(), revision.clone()),
             Fetched::Tree(tree) => {
+                self.saw(tree.revision.as_deref());
+                if tree.revision.is_some() && tree.revision == before.reverted_revision {
+                    return Ok(self.skip_reverted(tree.revision));
+                }
                 let outcome = self
                     .apply_tree(tree.files, request, restart, &project_before)
                     .await?;
@@ -118,26 +149,236 @@ impl Follower {
                         metrics::counter!(crate::metrics::APPLIES, "outcome" => "refused")
                             .increment(1);
                         tracing::error!(reason = %reason, "configuration refused");
-                        self.record_incomplete(&reason, tree.revision);
+                        self.record_incomplete(&reason, tree.revision.clone());
                         self.restarter.request(RestartJob::default());
+                        self.reporter.send(ApplyReport {
+                            errors: vec![reason.clone()],
+                            ..report_of(
+                                tree.revision,
+                                revision,
+                                ApplyOutcome::Incomplete,
+                                &NotifyResponse::default(),
+                            )
+                        });
                         return Err(Error::ApplyIncomplete(reason));
                     }
                 }
             }
         };
         let job = self.restart_job(request, listed.as_ref(), &project_before, &applied.changed);
-        let mut report = applied.report;
-        report.ignored = ignored;
-        report.restarted = match restart {
-            Restart::Changed => job.names(),
-            Restart::Nothing => Vec::new(),
-        };
-        // Queued (and persisted) whatever the outcome: files that did reach the disk must reach the services.
-        self.restarter.request(match restart {
+        let job = match restart {
             Restart::Changed => job,
             Restart::Nothing => RestartJob::default(),
+        };
+        let mut report = applied.report;
+        report.ignored = ignored;
+        report.restarted = job.names();
+        let apply_ms = started.elapsed().as_millis() as u64;
+        // Queued (and persisted) whatever the outcome: files that did reach the disk must reach the services.
+        let ticket = self.restarter.request(job.clone());
+        let answer = self.conclude(report, tree_revision.clone());
+        let nothing_new = applied.changed.is_empty() && request.revision.is_none();
+        let outcome = match &answer {
+            Ok(_) if applied.changed.is_empty() => ApplyOutcome::Unchanged,
+            Ok(_) => ApplyOutcome::Applied,
+            Err(_) => ApplyOutcome::Incomplete,
+        };
+        let mut report = report_of(
+            tree_revision.clone(),
+            self.status.snapshot().revision,
+            outcome,
+            answer
+                .as_ref()
+                .ok()
+                .map_or(&NotifyResponse::default(), |r| r),
+        );
+        report.apply_ms = apply_ms;
+        if let Err(err) = &answer {
+            report.errors.push(err.to_string());
+        }
+        if answer.is_ok() && self.config.health.enabled && !job.is_empty() {
+            let gate = Gate {
+                target: tree_revision,
+                previous: revision,
+                backup: applied.backup,
+                job,
+                ticket,
+                report,
+            };
+            let follower = self.clone();
+            tokio::spawn(async move {
+                follower.gate(gate).await;
+                drop(one_cycle);
+            });
+        } else if !nothing_new {
+            self.reporter.send(report);
+        }
+        answer
+    }
+
+    /// The tree is a revision this follower reverted: it stays on what it runs (a newer revision is tried).
+    fn skip_reverted(&self, revision: Option<String>) -> NotifyResponse {
+        let reason = format!(
+            "revision {} was reverted here after a failed health check; staying on the current files until \
+             the leader has a newer revision",
+            revision.as_deref().unwrap_or("-")
+        );
+        tracing::warn!(
+            revision = revision.as_deref().unwrap_or("-"),
+            "not applying a revision reverted before"
+        );
+        let current = self.status.snapshot().revision;
+        self.reporter.send(ApplyReport {
+            errors: vec![reason.clone()],
+            ..report_of(
+                revision,
+                current.clone(),
+                ApplyOutcome::Skipped,
+                &NotifyResponse::default(),
+            )
         });
-        self.conclude(report, tree_revision)
+        NotifyResponse {
+            revision: current,
+            skipped: Some(reason),
+            ..NotifyResponse::default()
+        }
+    }
+
+    fn saw(&self, revision: Option<&str>) {
+        *self
+            .last_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = revision.map(str::to_owned);
+    }
+
+    /// The revision of the last tree the leader sent, else the one on disk.
+    pub fn last_seen(&self) -> Option<String> {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .or_else(|| self.status.snapshot().revision)
+    }
+
+    /// After the restarts of an apply: wait for the services to be healthy; if one is not by the deadline,
+    /// put the previous files back, restart the same services again and stay on the previous revision.
+    async fn gate(&self, gate: Gate) {
+        let Gate {
+            target,
+            previous,
+            backup,
+            job,
+            ticket,
+            mut report,
+        } = gate;
+        let services = self.gated_services(&job);
+        let started_at = now_unix();
+        self.status.update(|s| {
+            s.health = Some(HealthRecord {
+                revision: target.clone(),
+                outcome: "checking".into(),
+                services: services.clone(),
+                started: started_at,
+                finished: None,
+                unhealthy: None,
+                errors: Vec::new(),
+            });
+        });
+        let restart_started = std::time::Instant::now();
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            done = self.restarter.done(ticket) => if !done { return },
+        }
+        report.restart_ms = restart_started.elapsed().as_millis() as u64;
+        let health_started = std::time::Instant::now();
+        let verdict = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            verdict = crate::health::wait_healthy(&self.restarter, &services, &self.config.health) => verdict,
+        };
+        report.health_ms = health_started.elapsed().as_millis() as u64;
+        let unhealthy = match verdict {
+            Ok(()) => {
+                tracing::info!(services = ?services, "restarted services are healthy");
+                self.finish_health("healthy", None, Vec::new());
+                report.outcome = ApplyOutcome::Healthy;
+                self.reporter.send(report);
+                return;
+            }
+            Err(unhealthy) => unhealthy,
+        };
+        tracing::error!(service = %unhealthy.service, state = %unhealthy.state, revision = target.as_deref().unwrap_or("-"),
+            "a restarted service is unhealthy; putting the previous files back");
+        let (_, mut errors) = backup.restore(&self.config.data_folder, &self.own_writes);
+        let again = self.restarter.request(job);
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            _ = self.restarter.done(again) => {}
+        }
+        if let Some(failed) = services.iter().find(|s| {
+            self.status
+                .snapshot()
+                .restarts
+                .get(*s)
+                .is_some_and(|r| !r.ok)
+        }) {
+            errors.push(format!(
+                "restarting {failed} with the previous files failed"
+            ));
+        }
+        if let Err(err) = self.remember_reverted(target.as_deref()) {
+            errors.push(err);
+        }
+        self.status.update(|s| {
+            s.revision.clone_from(&previous);
+            s.reverted_revision.clone_from(&target);
+        });
+        let outcome = if errors.is_empty() {
+            "reverted"
+        } else {
+            "revert-failed"
+        };
+        self.finish_health(outcome, Some(unhealthy.clone()), errors.clone());
+        metrics::counter!(crate::metrics::APPLIES, "outcome" => "reverted").increment(1);
+        report.outcome = ApplyOutcome::Reverted;
+        report.current_revision = previous;
+        report.unhealthy = Some(unhealthy);
+        report.errors.extend(errors);
+        self.reporter.send(report);
+    }
+
+    /// The services a restart job concerns (every service of the project for `up -d`).
+    fn gated_services(&self, job: &RestartJob) -> Vec<String> {
+        let mut services: Vec<String> = job.names().into_iter().filter(|s| s != PROJECT).collect();
+        if job.up {
+            services = self.project().names();
+        }
+        services
+    }
+
+    fn finish_health(
+        &self,
+        outcome: &str,
+        unhealthy: Option<pryv_protocol::UnhealthyService>,
+        errors: Vec<String>,
+    ) {
+        self.status.update(|s| {
+            if let Some(health) = &mut s.health {
+                health.outcome = outcome.to_owned();
+                health.finished = Some(now_unix());
+                health.unhealthy = unhealthy;
+                health.errors = errors;
+            }
+        });
+    }
+
+    fn remember_reverted(&self, revision: Option<&str>) -> Result<(), String> {
+        let file = self.config.data_folder.join(STATE_DIR).join(REVERTED_FILE);
+        pryv_fs::write_atomic(&file, revision.unwrap_or("").as_bytes(), 0o600).map_err(|err| {
+            format!(
+                "cannot remember the reverted revision in {}: {err}",
+                file.display()
+            )
+        })
     }
 
     /// Fetches the tree (`If-None-Match: revision`), recording the outcome in the status and the metrics.
@@ -280,7 +521,7 @@ impl Follower {
 
     /// Retries [`Follower::sync`] with capped exponential backoff and jitter until `until` holds; false if
     /// shutdown came first.
-    pub async fn sync_until(&self, restart: Restart, until: Until) -> bool {
+    pub async fn sync_until(self: &Arc<Self>, restart: Restart, until: Until) -> bool {
         let mut delay = FIRST_RETRY;
         let mut attempt = 0u32;
         loop {
@@ -317,6 +558,39 @@ impl Follower {
             }
             follower.retrying.store(false, Ordering::Release);
         });
+    }
+}
+
+/// What the health gate of one apply needs.
+struct Gate {
+    target: Option<String>,
+    previous: Option<String>,
+    backup: Backup,
+    job: RestartJob,
+    ticket: Ticket,
+    report: ApplyReport,
+}
+
+fn report_of(
+    revision: Option<String>,
+    current_revision: Option<String>,
+    outcome: ApplyOutcome,
+    answer: &NotifyResponse,
+) -> ApplyReport {
+    ApplyReport {
+        revision,
+        current_revision,
+        outcome,
+        written: answer.files.clone(),
+        removed: answer.removed.clone(),
+        rejected: answer.rejected.clone(),
+        restarted: answer.restarted.clone(),
+        unhealthy: None,
+        errors: Vec::new(),
+        apply_ms: 0,
+        restart_ms: 0,
+        health_ms: 0,
+        at: now_unix(),
     }
 }
 

@@ -10,8 +10,10 @@ pub mod compose;
 pub mod config;
 pub mod error;
 pub mod follower;
+pub mod health;
 pub mod metrics;
 pub mod paths;
+pub mod report;
 pub mod restart;
 pub mod routes;
 pub mod status;
@@ -66,6 +68,9 @@ pub async fn run(
     follower.watch.set(&follower, watching, false, &shutdown)?;
     if let Some(interval) = follower.config.poll_interval {
         spawn_poll(follower.clone(), interval, shutdown.clone());
+    }
+    if follower.config.long_poll {
+        spawn_long_poll(follower.clone(), shutdown.clone());
     }
 
     let addr = listener
@@ -124,6 +129,41 @@ fn spawn_poll(follower: Arc<Follower>, interval: std::time::Duration, stop: Canc
                     if let Err(err) = follower.sync(&request, Restart::Changed).await {
                         tracing::warn!(error = %err, "periodic fetch failed");
                     }
+                }
+            }
+        }
+    });
+}
+
+/// Waits on the leader (`GET /conf?wait=`) and syncs as soon as it has something new for this machine: how
+/// a follower the leader cannot reach still converges within a second of a change.
+fn spawn_long_poll(follower: Arc<Follower>, stop: CancellationToken) {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(500);
+        loop {
+            let seen = follower.last_seen().unwrap_or_default();
+            let waited = tokio::select! {
+                _ = stop.cancelled() => break,
+                waited = follower.client().wait_for_change(&seen, WAIT) => waited,
+            };
+            match waited {
+                Ok(client::Fetched::NotModified) => {}
+                Ok(client::Fetched::Tree(_)) => {
+                    delay = std::time::Duration::from_millis(500);
+                    let request = pryv_protocol::NotifyRequest::default();
+                    if let Err(err) = follower.sync(&request, Restart::Changed).await {
+                        tracing::warn!(error = %err, "sync after a long-poll answer failed");
+                        follower.retry_in_background();
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "long-poll failed; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
                 }
             }
         }

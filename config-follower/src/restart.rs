@@ -58,7 +58,14 @@ struct Queue {
     queued: RestartJob,
     running: RestartJob,
     intent: RestartJob,
+    /// Number of the last request merged into `queued` (see [`Ticket`]).
+    queued_ticket: u64,
+    last_ticket: u64,
 }
+
+/// A request's place in the queue: [`Restarter::done`] resolves once a command covering it has finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
 
 impl Queue {
     fn outstanding(&self) -> RestartJob {
@@ -72,9 +79,14 @@ impl Queue {
 struct Shared {
     queue: Mutex<Queue>,
     wake: Notify,
+    /// The ticket of the last finished command.
+    finished: tokio::sync::watch::Sender<u64>,
     /// Where the outstanding work is persisted.
     file: PathBuf,
     status: Arc<StatusStore>,
+    /// The compose tool (`None` until detected: `docker compose`, else `docker-compose`).
+    tool: Mutex<Option<Vec<String>>>,
+    compose_file: PathBuf,
 }
 
 impl Shared {
@@ -145,8 +157,11 @@ impl Restarter {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
+            finished: tokio::sync::watch::Sender::new(0),
             file,
             status,
+            tool: Mutex::new(command),
+            compose_file,
         });
         if !leftover.is_empty() {
             tracing::warn!(services = ?leftover.names(), "restarts left undone by the previous run; doing them now");
@@ -155,17 +170,16 @@ impl Restarter {
             shared.persist(&queue);
             shared.wake.notify_one();
         }
-        let worker = tokio::spawn(work(
-            shared.clone(),
-            command,
-            compose_file,
-            timeout,
-            shutdown,
-        ));
-        Self {
+        let restarter = Self {
             shared,
-            worker: Arc::new(Mutex::new(Some(worker))),
-        }
+            worker: Arc::new(Mutex::new(None)),
+        };
+        let worker = tokio::spawn(work(restarter.clone(), timeout, shutdown));
+        *restarter
+            .worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(worker);
+        restarter
     }
 
     /// Records (persisted) what an apply about to start will restart, so a crash during it loses nothing.
@@ -176,15 +190,57 @@ impl Restarter {
     }
 
     /// Queues a job (persisted before this returns) and replaces any announced intent. An empty job only
-    /// clears the intent.
-    pub fn request(&self, job: RestartJob) {
+    /// clears the intent (its ticket is already done).
+    pub fn request(&self, job: RestartJob) -> Ticket {
         let mut queue = self.shared.lock();
         queue.intent = RestartJob::default();
         let wake = !job.is_empty();
         queue.queued.merge(job);
         self.shared.persist(&queue);
-        if wake {
-            self.shared.wake.notify_one();
+        if !wake {
+            return Ticket(0);
+        }
+        queue.last_ticket += 1;
+        queue.queued_ticket = queue.last_ticket;
+        self.shared.wake.notify_one();
+        Ticket(queue.last_ticket)
+    }
+
+    /// Waits until the command that covers `ticket` has finished; false if the worker stopped first.
+    pub async fn done(&self, ticket: Ticket) -> bool {
+        let mut finished = self.shared.finished.subscribe();
+        finished.wait_for(|done| *done >= ticket.0).await.is_ok()
+    }
+
+    /// Runs a compose command (`ps`, ...) with the restart tool, outside the queue; its standard output.
+    pub async fn query(
+        &self,
+        program: &[String],
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<String, String> {
+        run(program, &self.shared.compose_file, args, timeout).await
+    }
+
+    /// The compose tool in use (detected once).
+    pub async fn tool(&self) -> Vec<String> {
+        let configured = self
+            .shared
+            .tool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match configured {
+            Some(tool) => tool,
+            None => {
+                let detected = detect_compose().await;
+                *self
+                    .shared
+                    .tool
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(detected.clone());
+                detected
+            }
         }
     }
 
@@ -205,38 +261,31 @@ impl Restarter {
     }
 }
 
-async fn work(
-    shared: Arc<Shared>,
-    mut program: Option<Vec<String>>,
-    compose_file: PathBuf,
-    timeout: Duration,
-    shutdown: CancellationToken,
-) {
+async fn work(restarter: Restarter, timeout: Duration, shutdown: CancellationToken) {
+    let shared = restarter.shared.clone();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = shared.wake.notified() => {}
         }
         loop {
-            let job = {
+            let (job, ticket) = {
                 let mut queue = shared.lock();
                 if queue.queued.is_empty() {
                     break;
                 }
                 queue.running = std::mem::take(&mut queue.queued);
-                queue.running.clone()
+                (queue.running.clone(), queue.queued_ticket)
             };
-            let tool = match &program {
-                Some(tool) => tool.clone(),
-                None => program.insert(detect_compose().await).clone(),
-            };
+            let tool = restarter.tool().await;
             // Not cancelled by shutdown: a compose command cut in the middle leaves services half restarted.
-            run_job(&tool, &compose_file, timeout, &job, &shared.status).await;
+            run_job(&tool, &shared.compose_file, timeout, &job, &shared.status).await;
             {
                 let mut queue = shared.lock();
                 queue.running = RestartJob::default();
                 shared.persist(&queue);
             }
+            shared.finished.send_replace(ticket);
             if shutdown.is_cancelled() {
                 // What is still queued stays persisted for the next start.
                 return;
@@ -269,13 +318,15 @@ async fn run_job(
     status: &StatusStore,
 ) {
     if job.up {
-        let outcome = run(program, compose_file, &["up", "-d"], timeout).await;
+        let outcome = run(program, compose_file, &["up", "-d"], timeout)
+            .await
+            .map(drop);
         record(status, [PROJECT.to_owned()].iter(), "up", &outcome);
     }
     if !job.services.is_empty() {
         let mut args = vec!["restart"];
         args.extend(job.services.iter().map(String::as_str));
-        let outcome = run(program, compose_file, &args, timeout).await;
+        let outcome = run(program, compose_file, &args, timeout).await.map(drop);
         record(status, job.services.iter(), "restart", &outcome);
     }
 }
@@ -285,7 +336,7 @@ async fn run(
     compose_file: &std::path::Path,
     args: &[&str],
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let Some((exe, lead)) = program.split_first() else {
         return Err("empty restart command".into());
     };
@@ -304,11 +355,13 @@ async fn run(
     {
         command.env(CONF_ROOT_VAR, root);
     }
-    tracing::info!(command = %exe, args = ?args, "running restart command");
+    tracing::info!(command = %exe, args = ?args, "running compose command");
     match tokio::time::timeout(timeout, command.output()).await {
         Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),
         Ok(Err(err)) => Err(format!("cannot run {exe}: {err}")),
-        Ok(Ok(output)) if output.status.success() => Ok(()),
+        Ok(Ok(output)) if output.status.success() => {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
         Ok(Ok(output)) => {
             let stderr = String::from_utf8_lossy(&output.stderr);
             Err(format!("{} ({})", output.status, stderr.trim()))

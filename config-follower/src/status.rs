@@ -27,6 +27,32 @@ pub struct Status {
     /// Services (and `(project)` for `up -d`) whose restart is queued or running; persisted across restarts.
     pub pending_restarts: Vec<String>,
     pub restarts: BTreeMap<String, RestartRecord>,
+    /// The last health check after restarts (absent until one ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthRecord>,
+    /// A revision this follower applied, found unhealthy and reverted: it is not applied again (a newer
+    /// one is). Kept across restarts.
+    pub reverted_revision: Option<String>,
+    /// The last apply report, and whether it still waits to reach the leader.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<pryv_protocol::ApplyReport>,
+    pub report_pending: bool,
+}
+
+/// The health gate of one apply: `checking`, then `healthy`, `reverted` or `revert-failed`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthRecord {
+    pub revision: Option<String>,
+    pub outcome: String,
+    pub services: Vec<String>,
+    /// Unix seconds when the check started and when it ended.
+    pub started: u64,
+    pub finished: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unhealthy: Option<pryv_protocol::UnhealthyService>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// The outcome of the last restart command that concerned a service.

@@ -74,6 +74,7 @@ impl Leader {
             followers: Arc::new(auth::FollowerIndex::new(&config.followers)),
             admin,
         };
+        restore_reports(&state);
         Ok(Self {
             state,
             tls,
@@ -93,6 +94,10 @@ impl Leader {
             .map_err(|err| Error::Internal(err.to_string()))?;
         tracing::info!(%addr, scheme, followers = self.state.followers.len(), "listening");
         pryv_daemon::notify_ready();
+        for id in self.state.admin.rollouts.running_ids() {
+            tracing::info!(id, "resuming the rollout a previous run left running");
+            tokio::spawn(self.state.drive().run(id, None));
+        }
         let options = pryv_daemon::ServeOptions {
             tls: self.tls.clone(),
             ..pryv_daemon::ServeOptions::default()
@@ -103,6 +108,25 @@ impl Leader {
         pryv_daemon::notify_stopping();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The followers' last apply reports, kept in the database across restarts.
+fn restore_reports(state: &AppState) {
+    let reports = match state.admin.db.reports() {
+        Ok(reports) => reports,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the followers' last reports");
+            return;
+        }
+    };
+    for (url, body) in reports {
+        let Some((id, _)) = state.followers.with_ids().find(|(_, f)| f.url == url) else {
+            continue;
+        };
+        if let Ok(report) = serde_json::from_str(&body) {
+            state.admin.fleet.restore_report(id, report);
+        }
     }
 }
 

@@ -46,7 +46,15 @@ struct Inner {
     rebuild: tokio::sync::Mutex<()>,
     /// Roles whose last render failed.
     problems: RwLock<HashMap<String, RenderProblem>>,
+    /// Trees served before the current one, newest last, so followers held back by a rollout get the
+    /// revision they were given and not a newer one.
+    retained: RwLock<HashMap<String, std::collections::VecDeque<Arc<ServedTree>>>>,
+    /// Bumped by every invalidation and by [`TreeStore::wake`]: long-polling requests wait on it.
+    changes: tokio::sync::watch::Sender<u64>,
 }
+
+/// Earlier trees kept per role.
+const RETAINED_PER_ROLE: usize = 8;
 
 /// A role whose templates or settings stopped rendering.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -70,6 +78,8 @@ impl TreeStore {
                 trees: RwLock::new(HashMap::new()),
                 rebuild: tokio::sync::Mutex::new(()),
                 problems: RwLock::new(HashMap::new()),
+                retained: RwLock::new(HashMap::new()),
+                changes: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -83,6 +93,40 @@ impl TreeStore {
     /// leader writes templates or settings itself.
     pub fn invalidate(&self) {
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.wake();
+    }
+
+    /// Wakes the requests waiting for a change (the trees, or which tree a follower may have).
+    pub fn wake(&self) {
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Resolves at the next [`TreeStore::invalidate`] or [`TreeStore::wake`].
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The tree of `role` at `revision`: the current one or one of the last few served.
+    pub fn tree_at(&self, role: &str, revision: &str) -> Option<Arc<ServedTree>> {
+        let current = self
+            .inner
+            .trees
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(role)
+            .and_then(|(_, tree)| tree.as_ref().ok().cloned())
+            .filter(|t| t.revision == revision);
+        current.or_else(|| {
+            self.inner
+                .retained
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(role)?
+                .iter()
+                .rev()
+                .find(|t| t.revision == revision)
+                .cloned()
+        })
     }
 
     /// The rendered tree of `role`, rendering it only if something changed since the last time.
@@ -168,6 +212,11 @@ impl Inner {
             Ok(tree) => {
                 tracing::info!(role, revision = %tree.revision, files = tree.file_count, "rendered configuration");
                 problems.remove(role);
+                if let Some((_, Ok(previous))) = trees.get(role)
+                    && previous.revision != tree.revision
+                {
+                    self.retain(previous.clone());
+                }
                 Ok(tree)
             }
             Err(err) => match trees.get(role) {
@@ -197,6 +246,19 @@ impl Inner {
         };
         trees.insert(role.to_owned(), (generation, served.clone()));
         served
+    }
+
+    fn retain(&self, tree: Arc<ServedTree>) {
+        let mut retained = self
+            .retained
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kept = retained.entry(tree.role.clone()).or_default();
+        kept.retain(|t| t.revision != tree.revision);
+        kept.push_back(tree);
+        while kept.len() > RETAINED_PER_ROLE {
+            kept.pop_front();
+        }
     }
 
     fn renderer_for(&self, generation: u64) -> Result<Arc<Renderer>, Arc<Error>> {

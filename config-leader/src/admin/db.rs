@@ -78,7 +78,10 @@ impl Db {
                      message TEXT NOT NULL, content TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS audit (
                      id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
-                     action TEXT NOT NULL, detail TEXT NOT NULL, remote TEXT NOT NULL);",
+                     action TEXT NOT NULL, detail TEXT NOT NULL, remote TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS follower_reports (url TEXT PRIMARY KEY, report TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS rollouts (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL, body TEXT NOT NULL);",
             )
             .map_err(sql)?;
         // Columns added after the first release: a database from before gets them on open.
@@ -363,6 +366,63 @@ impl Db {
             )
             .map_err(sql)?;
         Ok(())
+    }
+
+    /// Keeps the last apply report of the follower at `url` (JSON).
+    pub fn save_report(&self, url: &str, report: &str) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "INSERT INTO follower_reports (url, report) VALUES (?1, ?2)
+                 ON CONFLICT(url) DO UPDATE SET report = excluded.report",
+                params![url, report],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    /// Every follower's last report: `(url, JSON)`.
+    pub fn reports(&self) -> Result<Vec<(String, String)>, Error> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT url, report FROM follower_reports")
+            .map_err(sql)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)
+    }
+
+    /// A new rollout (its JSON); returns its id.
+    pub fn insert_rollout(&self, state: &str, body: &str) -> Result<i64, Error> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO rollouts (state, body) VALUES (?1, ?2)",
+            params![state, body],
+        )
+        .map_err(sql)?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn update_rollout(&self, id: i64, state: &str, body: &str) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "UPDATE rollouts SET state = ?2, body = ?3 WHERE id = ?1",
+                params![id, state, body],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    /// The newest `limit` rollouts, newest first: `(id, JSON)`.
+    pub fn rollouts(&self, limit: i64) -> Result<Vec<(i64, String)>, Error> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT id, body FROM rollouts ORDER BY id DESC LIMIT ?1")
+            .map_err(sql)?;
+        let rows = statement
+            .query_map(params![limit], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)
     }
 
     /// Newest first.

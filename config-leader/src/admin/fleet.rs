@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
-use pryv_protocol::NotifyRequest;
+use pryv_protocol::{ApplyReport, NotifyRequest};
 use serde::Serialize;
 
 use crate::auth::FollowerId;
@@ -49,11 +49,16 @@ struct Seen {
     last_fetch: Option<i64>,
     revision: Option<String>,
     last_notify: Option<NotifyOutcome>,
+    last_report: Option<ApplyReport>,
+    /// Leader's clock when that report arrived.
+    report_received: Option<i64>,
 }
 
 /// Per-follower records, by position in the configuration's `followers`.
 pub struct Fleet {
     seen: Mutex<HashMap<FollowerId, Seen>>,
+    /// Counts the reports received, so a rollout can wait for the next one.
+    reports: tokio::sync::watch::Sender<u64>,
     client: reqwest::Client,
     timeout: Duration,
     concurrency: usize,
@@ -72,6 +77,8 @@ pub struct FollowerStatus {
     pub current_revision: Option<String>,
     pub up_to_date: bool,
     pub last_notify: Option<NotifyOutcome>,
+    /// How its last apply ended (files, restarts, health, revert), as the follower reported it.
+    pub last_report: Option<ApplyReport>,
 }
 
 impl Fleet {
@@ -88,6 +95,7 @@ impl Fleet {
             .map_err(|err| Error::Tls(err.to_string()))?;
         Ok(Self {
             seen: Mutex::new(HashMap::new()),
+            reports: tokio::sync::watch::Sender::new(0),
             client,
             timeout,
             concurrency: concurrency.max(1),
@@ -112,6 +120,47 @@ impl Fleet {
         });
     }
 
+    /// A follower reported how an apply ended.
+    pub fn reported(&self, id: FollowerId, report: ApplyReport) {
+        self.with(|seen| {
+            let entry = seen.entry(id).or_default();
+            if let Some(current) = &report.current_revision {
+                entry.revision = Some(current.clone());
+            }
+            entry.last_report = Some(report);
+            entry.report_received = Some(now_unix_i64());
+        });
+        self.reports.send_modify(|count| *count += 1);
+    }
+
+    /// The last report of a follower, with the leader's time of its arrival.
+    pub fn last_report_received(&self, id: FollowerId) -> Option<(ApplyReport, i64)> {
+        self.with(|seen| {
+            let seen = seen.get(&id)?;
+            Some((seen.last_report.clone()?, seen.report_received?))
+        })
+    }
+
+    /// Reports kept from an earlier run (they arrived before any rollout of this run started).
+    pub fn restore_report(&self, id: FollowerId, report: ApplyReport) {
+        self.with(|seen| {
+            let entry = seen.entry(id).or_default();
+            entry.revision.clone_from(&report.current_revision);
+            entry.last_report = Some(report);
+            entry.report_received = Some(0);
+        });
+    }
+
+    /// The revision a follower last fetched or reported running.
+    pub fn known_revision(&self, id: FollowerId) -> Option<String> {
+        self.with(|seen| seen.get(&id).and_then(|s| s.revision.clone()))
+    }
+
+    /// Resolves at the next report (from any follower).
+    pub fn next_report(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reports.subscribe()
+    }
+
     /// Status lines; `current` gives the current revision of a role.
     pub fn status(
         &self,
@@ -130,11 +179,17 @@ impl Fleet {
                         role: follower.role.clone(),
                         name: follower.name.clone(),
                         last_fetch: record.last_fetch,
+                        // Fetched is not running: a follower that reverted or skipped the current
+                        // revision (or could not write it) is behind whatever it fetched.
                         up_to_date: record.revision.is_some()
-                            && record.revision == current_revision,
+                            && record.revision == current_revision
+                            && !record.last_report.as_ref().is_some_and(|r| {
+                                !r.outcome.is_good() && r.revision == current_revision
+                            }),
                         revision: record.revision,
                         current_revision,
                         last_notify: record.last_notify,
+                        last_report: record.last_report,
                     }
                 })
                 .collect()

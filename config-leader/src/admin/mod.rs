@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod identity;
 pub mod migrations;
 pub mod platform_users;
+pub mod rollouts;
 pub mod settings;
 
 use std::os::unix::fs::PermissionsExt;
@@ -36,6 +37,7 @@ pub struct Admin {
     pub platform_users: crate::admin::platform_users::PlatformUsers,
     /// Bearer token required on `/metrics`, when set.
     pub metrics_token: Option<String>,
+    pub rollouts: crate::admin::rollouts::Rollouts,
 }
 
 impl Admin {
@@ -53,7 +55,7 @@ impl Admin {
         settings.settle_after_crash()?;
         settings.sync_history()?;
         let admin = Self {
-            db,
+            db: db.clone(),
             settings,
             fleet: Fleet::new(
                 config.notify_timeout,
@@ -66,6 +68,7 @@ impl Admin {
             cors_origins: config.cors_origins.clone(),
             platform_users: crate::admin::platform_users::PlatformUsers::new(config)?,
             metrics_token: config.metrics_token.clone(),
+            rollouts: crate::admin::rollouts::Rollouts::load(db.clone())?,
         };
         crate::metrics::describe();
         admin.create_initial_user(&config.credentials_file)?;

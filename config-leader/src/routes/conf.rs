@@ -1,20 +1,33 @@
 //! `GET /conf` (followers) and `GET /health`.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 
-use super::{AppState, ServedRole, credential};
+use super::{ApiJson, AppState, ServedRole, credential};
+use crate::admin::rollouts::Pin;
 use crate::error::Error;
+use crate::store::ServedTree;
+
+/// Longest `GET /conf?wait=` (below the request deadline).
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/conf", get(get_conf))
+        .route("/conf/report", post(report))
         .route("/health", get(health))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    wait: Option<String>,
+    timeout: Option<String>,
 }
 
 /// The rendered tree of the calling follower's role.
@@ -40,26 +53,59 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
         .find(&key)
         .ok_or_else(|| Error::InvalidKey.into_response())?;
     let role = ServedRole(follower.role.clone());
-    let tree = match state.store.get(&follower.role).await {
-        Ok(tree) => tree,
-        Err(err) => {
-            let mut response = err.to_response();
-            response.extensions_mut().insert(role);
-            return Err(response);
+    let wait = Query::<WaitQuery>::try_from_uri(&parts.uri)
+        .map(|q| q.0)
+        .unwrap_or(WaitQuery {
+            wait: None,
+            timeout: None,
+        });
+    let deadline = wait.wait.as_ref().map(|_| {
+        let seconds = wait
+            .timeout
+            .as_deref()
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or(MAX_WAIT, std::time::Duration::from_secs);
+        tokio::time::Instant::now() + seconds.min(MAX_WAIT)
+    });
+    let mut changes = state.store.changes();
+    let served = loop {
+        changes.borrow_and_update();
+        let served = match served_tree(state, index, follower, &parts.headers).await {
+            Ok(served) => served,
+            Err(err) => {
+                let mut response = err.to_response();
+                response.extensions_mut().insert(role);
+                return Err(response);
+            }
+        };
+        // Long-poll: answer once what this follower would get is no longer the revision it has.
+        let (Some(seen), Some(deadline)) = (wait.wait.as_deref(), deadline) else {
+            break served;
+        };
+        if served.revision() != seen.trim_matches('"') {
+            break served;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break served,
+            _ = changes.changed() => {}
         }
     };
-    state.admin.fleet.fetched(index, &tree.revision);
-    let etag = HeaderValue::from_str(&format!("\"{}\"", tree.revision))
+    let revision = served.revision().to_owned();
+    if let Served::Tree(tree) = &served {
+        state.admin.fleet.fetched(index, &tree.revision);
+    }
+    let etag = HeaderValue::from_str(&format!("\"{revision}\""))
         .map_err(|_| Error::Internal("revision is not a header value".into()).into_response())?;
-    let mut response = if etag_matches(&parts.headers, &tree.revision) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        metrics::counter!(crate::metrics::CONF_BYTES).increment(tree.body.len() as u64);
-        let mut response = tree.body.clone().into_response();
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response
+    let mut response = match served {
+        Served::Tree(tree) if !etag_matches(&parts.headers, &tree.revision) => {
+            metrics::counter!(crate::metrics::CONF_BYTES).increment(tree.body.len() as u64);
+            let mut response = tree.body.clone().into_response();
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        _ => StatusCode::NOT_MODIFIED.into_response(),
     };
     response.headers_mut().insert(ETAG, etag);
     response
@@ -67,6 +113,85 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response.extensions_mut().insert(role);
     Ok(response)
+}
+
+/// What `GET /conf` gives one follower.
+enum Served {
+    Tree(std::sync::Arc<ServedTree>),
+    /// Held by a rollout whose wave has not started: it keeps the revision it sent.
+    Held(String),
+}
+
+impl Served {
+    fn revision(&self) -> &str {
+        match self {
+            Self::Tree(tree) => &tree.revision,
+            Self::Held(revision) => revision,
+        }
+    }
+}
+
+/// The role's current tree, unless a rollout pins this follower: then its wave's target, or what it has.
+async fn served_tree(
+    state: &AppState,
+    index: crate::auth::FollowerId,
+    follower: &crate::config::FollowerEntry,
+    headers: &HeaderMap,
+) -> Result<Served, std::sync::Arc<Error>> {
+    let current = state.store.get(&follower.role).await?;
+    let pinned = match state.admin.rollouts.pin(&follower.url) {
+        None => None,
+        Some(Pin::Target(revision)) => state
+            .store
+            .tree_at(&follower.role, &revision)
+            .map(Served::Tree),
+        Some(Pin::Hold) => match sent_revision(headers) {
+            Some(has) => Some(Served::Held(has)),
+            None => state
+                .admin
+                .fleet
+                .known_revision(index)
+                .and_then(|known| state.store.tree_at(&follower.role, &known))
+                .map(Served::Tree),
+        },
+    };
+    Ok(pinned.unwrap_or(Served::Tree(current)))
+}
+
+/// The revision a follower says it has (`If-None-Match`), if one.
+fn sent_revision(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|tag| {
+            tag.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_owned()
+        })
+        .filter(|tag| !tag.is_empty() && tag != "*")
+}
+
+/// A follower's report of how an apply ended (its key, as for `GET /conf`).
+#[utoipa::path(post, path = "/conf/report", tag = "followers", request_body = pryv_protocol::ApplyReport,
+    responses((status = 204, description = "kept; shown in `GET /admin/status`, awaited by rollouts"),
+        (status = 401, body = pryv_protocol::ErrorBody)))]
+pub async fn report(
+    State(state): State<AppState>,
+    parts: Parts,
+    ApiJson(report): ApiJson<pryv_protocol::ApplyReport>,
+) -> Result<StatusCode, Error> {
+    let key = credential(&parts).ok_or(Error::InvalidKey)?;
+    let (id, follower) = state.followers.find(&key).ok_or(Error::InvalidKey)?;
+    tracing::info!(url = %follower.url, outcome = ?report.outcome, revision = report.revision.as_deref().unwrap_or("-"), "apply report");
+    if let Ok(body) = serde_json::to_string(&report)
+        && let Err(err) = state.admin.db.save_report(&follower.url, &body)
+    {
+        tracing::warn!(error = %err, "cannot keep the report in the database");
+    }
+    state.admin.fleet.reported(id, report);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `If-None-Match` holding the revision (quoted or not, weak or strong, in a list) or `*`.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use super::{AppState, Remote};
 use crate::admin::db::AuditRow;
 use crate::admin::fleet::{FollowerStatus, NotifyAnswer};
 use crate::admin::identity::{Caller, Permission};
+use crate::admin::rollouts::{Rollout, Strategy};
 use crate::error::Error;
 
 pub fn routes() -> Router<AppState> {
@@ -19,6 +20,10 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/notify", post(notify))
         .route("/admin/status", get(status))
         .route("/admin/audit", get(audit))
+        .route("/admin/rollouts", get(rollouts))
+        .route("/admin/rollouts/{id}", get(rollout))
+        .route("/admin/rollouts/{id}/resume", post(resume))
+        .route("/admin/rollouts/{id}/abort", post(abort))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -30,6 +35,25 @@ pub struct NotifyBody {
     /// Passed on to the followers: apply a tree even if it removes most of their files.
     #[serde(default, rename = "confirmRemovals")]
     pub confirm_removals: bool,
+    /// Optional: roll out in waves (`waves`, or `canary` + `batchSize`, with `pauseSeconds`, `stopOn`,
+    /// `waveTimeoutSeconds`).
+    #[serde(flatten)]
+    pub strategy: Strategy,
+}
+
+/// Answer of `POST /admin/notify`: the notifications sent (of the first wave, for a rollout).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NotifyView {
+    #[serde(flatten)]
+    pub answer: NotifyAnswer,
+    /// The rollout started, when the body asked for waves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RolloutsView {
+    pub rollouts: Vec<Rollout>,
 }
 
 #[derive(Deserialize)]
@@ -85,7 +109,7 @@ pub async fn notify(
     caller: Caller,
     Query(query): Query<NotifyQuery>,
     body: Bytes,
-) -> Result<Json<NotifyAnswer>, Error> {
+) -> Result<Json<NotifyView>, Error> {
     caller.require(Permission::SettingsUpdate)?;
     let body: NotifyBody = if body.iter().all(u8::is_ascii_whitespace) {
         NotifyBody::default()
@@ -120,30 +144,124 @@ pub async fn notify(
         .filter(|(_, f)| roles.is_empty() || roles.contains(&f.role))
         .map(|(id, f)| (id, f.clone()))
         .collect();
-    let answer = state
-        .admin
-        .fleet
-        .notify(
-            targets,
-            &pryv_protocol::NotifyRequest {
-                services: body.services,
-                confirm_removals: body.confirm_removals,
-                ..pryv_protocol::NotifyRequest::default()
-            },
+    let request = pryv_protocol::NotifyRequest {
+        services: body.services,
+        confirm_removals: body.confirm_removals,
+        ..pryv_protocol::NotifyRequest::default()
+    };
+    let (answer, rollout) = if body.strategy.is_set() {
+        let rollout = state.admin.rollouts.create(
+            &body.strategy,
+            &targets,
             &revisions,
-        )
-        .await;
+            &request,
+            &caller.name(),
+        )?;
+        let (first, answer) = tokio::sync::oneshot::channel();
+        tokio::spawn(state.drive().run(rollout.id, Some(first)));
+        (answer.await.unwrap_or_default(), Some(rollout.id))
+    } else {
+        // A plain notification is for everyone now: rollouts in progress no longer hold anyone back.
+        state.admin.rollouts.supersede_all();
+        state.store.wake();
+        let answer = state
+            .admin
+            .fleet
+            .notify(targets, &request, &revisions)
+            .await;
+        (answer, None)
+    };
     state.admin.audit(
         &caller.name(),
         "notify",
         &format!(
-            "{} ok, {} failed",
+            "{} ok, {} failed{}",
             answer.successes.len(),
-            answer.failures.len()
+            answer.failures.len(),
+            rollout.map_or(String::new(), |id| format!(", rollout {id}"))
         ),
         &remote,
     );
-    Ok(Json(answer))
+    Ok(Json(NotifyView { answer, rollout }))
+}
+
+/// Rollouts, newest first (settings:read).
+#[utoipa::path(get, path = "/admin/rollouts", tag = "fleet", responses((status = 200, body = RolloutsView)))]
+pub async fn rollouts(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<RolloutsView>, Error> {
+    caller.require(Permission::SettingsRead)?;
+    Ok(Json(RolloutsView {
+        rollouts: state.admin.rollouts.list(100)?,
+    }))
+}
+
+/// One rollout: its waves and each follower's state (settings:read).
+#[utoipa::path(get, path = "/admin/rollouts/{id}", tag = "fleet", params(("id" = i64, Path)),
+    responses((status = 200, body = Rollout), (status = 404, body = pryv_protocol::ErrorBody)))]
+pub async fn rollout(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Rollout>, Error> {
+    caller.require(Permission::SettingsRead)?;
+    let id = rollout_id(&id)?;
+    state
+        .admin
+        .rollouts
+        .get(id)?
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("no rollout {id}")))
+}
+
+/// Goes on with the wave after the one that stopped the rollout (settings:update).
+#[utoipa::path(post, path = "/admin/rollouts/{id}/resume", tag = "fleet", params(("id" = i64, Path)),
+    responses((status = 200, body = Rollout), (status = 409, body = pryv_protocol::ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Rollout>, Error> {
+    caller.require(Permission::SettingsUpdate)?;
+    let id = rollout_id(&id)?;
+    let resumed = state.admin.rollouts.resume(id)?;
+    tokio::spawn(state.drive().run(id, None));
+    state.admin.audit(
+        &caller.name(),
+        "rollout-resume",
+        &format!("rollout {id}"),
+        &remote,
+    );
+    Ok(Json(resumed))
+}
+
+/// Ends a rollout; the followers it held get the current tree at their next fetch (settings:update).
+#[utoipa::path(post, path = "/admin/rollouts/{id}/abort", tag = "fleet", params(("id" = i64, Path)),
+    responses((status = 200, body = Rollout), (status = 409, body = pryv_protocol::ErrorBody)))]
+pub async fn abort(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Rollout>, Error> {
+    caller.require(Permission::SettingsUpdate)?;
+    let id = rollout_id(&id)?;
+    let aborted = state.admin.rollouts.abort(id)?;
+    state.store.wake();
+    state.admin.audit(
+        &caller.name(),
+        "rollout-abort",
+        &format!("rollout {id}"),
+        &remote,
+    );
+    Ok(Json(aborted))
+}
+
+fn rollout_id(text: &str) -> Result<i64, Error> {
+    text.parse()
+        .map_err(|_| Error::BadRequest(format!("rollout id {text:?} is not a number")))
 }
 
 /// Every follower (never its key): last fetch, revision, whether it is current, last notification (settings:read).

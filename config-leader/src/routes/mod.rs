@@ -52,6 +52,17 @@ pub struct AppState {
     pub admin: Arc<Admin>,
 }
 
+impl AppState {
+    /// What a rollout's driving task needs.
+    pub fn drive(&self) -> crate::admin::rollouts::Drive {
+        crate::admin::rollouts::Drive {
+            admin: self.admin.clone(),
+            store: self.store.clone(),
+            followers: self.followers.clone(),
+        }
+    }
+}
+
 /// The leader's router.
 pub fn app(state: AppState) -> Router {
     // Every route but the notification fan-out (bounded by its own per-follower timeout) has a deadline.

@@ -15,6 +15,7 @@ use super::AppState;
     paths(
         super::conf::get_conf,
         super::conf::health,
+        super::conf::report,
         super::auth::login,
         super::auth::logout,
         super::users::list,
@@ -34,6 +35,10 @@ use super::AppState;
         super::fleet::notify,
         super::fleet::status,
         super::fleet::audit,
+        super::fleet::rollouts,
+        super::fleet::rollout,
+        super::fleet::resume,
+        super::fleet::abort,
         super::platform_users::read,
         super::platform_users::remove,
         super::platform_users::remove_mfa,

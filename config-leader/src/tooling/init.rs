@@ -321,7 +321,7 @@ fn plan_followers(
             leader: file::Leader {
                 url: Some(leader_url),
                 auth: Some(key),
-                ca_file: None,
+                ..file::Leader::default()
             },
             paths: file::Paths {
                 data_folder: Some("../../pryv/".into()),

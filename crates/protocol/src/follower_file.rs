@@ -37,6 +37,8 @@ pub struct FollowerFile {
     pub tls: Option<Tls>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub metrics: Metrics,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub health: Health,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -62,6 +64,10 @@ pub struct Leader {
     pub auth: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// Wait on the leader for changes (`GET /conf?wait=`) instead of only being notified: for machines the
+    /// leader cannot reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_poll: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -112,6 +118,31 @@ pub struct Tls {
     pub key_file: Option<String>,
 }
 
+/// Health-gated apply: after a restart, wait for the restarted services to be healthy; revert otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// How long restarted services have to become healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_seconds: Option<u64>,
+    /// Without a Docker healthcheck: how long a container must stay running, not restarting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_seconds: Option<u64>,
+    /// Per service, an extra probe that must pass.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub probes: BTreeMap<String, Probe>,
+}
+
+/// `{"http": "http://127.0.0.1:80/"}` (any 2xx/3xx answer) or `{"tcp": "127.0.0.1:3000"}` (a connection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Probe {
+    Http(String),
+    Tcp(String),
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +170,7 @@ impl FollowerFile {
             apply: part(&object, "apply", &mut problems),
             tls: part(&object, "tls", &mut problems),
             metrics: part(&object, "metrics", &mut problems),
+            health: part(&object, "health", &mut problems),
         };
         Ok((file, problems))
     }
@@ -173,6 +205,7 @@ mod tests {
                 url: Some("http://leader:7000".into()),
                 auth: Some("key".into()),
                 ca_file: None,
+                long_poll: None,
             },
             paths: Paths {
                 data_folder: Some("../../pryv/".into()),

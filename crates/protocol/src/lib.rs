@@ -5,7 +5,10 @@
 //! old leader that sends only `files`) keeps working.
 
 pub mod follower_file;
+mod report;
 mod secret;
+
+pub use report::{ApplyOutcome, ApplyReport, UnhealthyService};
 
 pub use secret::{Secret, key_digest};
 use serde::{Deserialize, Serialize};
@@ -84,10 +87,14 @@ pub struct NotifyResponse {
     /// Services named in the notification that this machine does not run (nothing to do for them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<String>,
+    /// Why the leader's tree was not applied at all (a revision this follower reverted before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// A file entry the follower refused to write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RejectedFile {
     pub path: String,
     pub reason: String,

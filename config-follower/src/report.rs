@@ -1,0 +1,120 @@
+//! Apply reports to the leader (`POST /conf/report`): the latest one is persisted
+//! (`.config-follower/report.json`) and sent by one task, retried with backoff while the leader is away. A
+//! newer report replaces an unsent older one: the leader wants to know where the machine stands now.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pryv_protocol::ApplyReport;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::LeaderClient;
+use crate::status::StatusStore;
+
+const REPORT_FILE: &str = "report.json";
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// Handle to the report sender.
+#[derive(Clone)]
+pub struct Reporter {
+    latest: Arc<watch::Sender<Option<ApplyReport>>>,
+    file: PathBuf,
+    status: Arc<StatusStore>,
+}
+
+impl Reporter {
+    /// Starts the sender; a report a previous run could not deliver is sent first.
+    pub fn spawn(
+        client: LeaderClient,
+        state_dir: &Path,
+        status: Arc<StatusStore>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let file = state_dir.join(REPORT_FILE);
+        let unsent: Option<ApplyReport> = std::fs::read(&file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let reporter = Self {
+            latest: Arc::new(watch::Sender::new(None)),
+            file,
+            status,
+        };
+        let receiver = reporter.latest.subscribe();
+        if let Some(report) = unsent {
+            reporter.send(report);
+        }
+        tokio::spawn(deliver(reporter.clone(), client, receiver, shutdown));
+        reporter
+    }
+
+    /// Persists `report` and hands it to the sender (replacing an unsent older one).
+    pub fn send(&self, report: ApplyReport) {
+        let saved = serde_json::to_vec(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                if let Some(parent) = self.file.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                pryv_fs::write_atomic(&self.file, &bytes, 0o600)
+            });
+        if let Err(err) = saved {
+            tracing::warn!(error = %err, "cannot persist the apply report; it is lost if the follower stops before sending it");
+        }
+        self.status.update(|s| {
+            s.last_report = Some(report.clone());
+            s.report_pending = true;
+        });
+        self.latest.send_replace(Some(report));
+    }
+
+    fn delivered(&self, report: &ApplyReport) {
+        // Only if nothing newer came meanwhile.
+        if self.latest.borrow().as_ref() == Some(report) {
+            let _ = std::fs::remove_file(&self.file);
+            self.status.update(|s| s.report_pending = false);
+        }
+    }
+}
+
+async fn deliver(
+    reporter: Reporter,
+    client: LeaderClient,
+    mut receiver: watch::Receiver<Option<ApplyReport>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let report = receiver.borrow_and_update().clone();
+        let mut replaced = false;
+        if let Some(report) = report {
+            let mut delay = FIRST_RETRY;
+            loop {
+                match client.report(&report).await {
+                    Ok(()) => {
+                        reporter.delivered(&report);
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "cannot send the apply report; retrying");
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                    // A newer report replaces this one: the outer loop takes it.
+                    _ = receiver.changed() => { replaced = true; break }
+                }
+                delay = (delay * 2).min(MAX_RETRY);
+            }
+        }
+        if replaced || receiver.has_changed().unwrap_or(false) {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = receiver.changed() => if changed.is_err() { return },
+        }
+    }
+}

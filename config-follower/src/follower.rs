@@ -490,15 +490,16 @@ impl Follower {
     ) -> RestartJob {
         let project = self.project();
         let compose_file = self.config.data_folder.join(COMPOSE_FILE);
-        let mut job = RestartJob {
-            up: listed.is_none() && changed.contains(&compose_file),
-            services: project.affected(changed),
+        let mut job = if listed.is_none() {
+            let (up, services) =
+                crate::compose::plan_restarts(project_before, &project, &compose_file, changed);
+            RestartJob { up, services }
+        } else {
+            RestartJob {
+                up: false,
+                services: project.affected(changed),
+            }
         };
-        if job.up {
-            // `up -d` creates or recreates these with their new files already in place.
-            let recreated = project.recreated_since(project_before);
-            job.services.retain(|s| !recreated.contains(s));
-        }
         if let Some(listed) = listed {
             job.services.retain(|s| listed.contains(s));
         }

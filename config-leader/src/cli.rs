@@ -74,6 +74,13 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Show what the settings on disk change against a recorded revision: per role the files (unified
+    /// diffs, internal secrets as ***) and the services each follower would restart.
+    Diff {
+        /// Settings revision to compare with (`GET /admin/settings/history`); default: the last one recorded.
+        #[arg(long)]
+        from_revision: Option<i64>,
+    },
     /// Write one archive per machine (<name>.tgz) with what it needs; the leader's machine also gets the
     /// leader's folder.
     Package {

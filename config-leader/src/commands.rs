@@ -119,6 +119,41 @@ fn cleartext_to_another_machine(url: &str) -> bool {
     }
 }
 
+/// The preview of going from settings revision `from` (default: the last recorded) to `platform.yml` on
+/// disk, as text.
+pub fn diff(config: &Config, from: Option<i64>) -> Result<String, Error> {
+    let db = crate::admin::db::Db::open(&config.database_path)?;
+    let row = match from {
+        Some(revision) => db.revision(revision)?,
+        None => db.latest_revision()?,
+    }
+    .ok_or_else(|| {
+        Error::BadRequest(match from {
+            Some(revision) => {
+                format!("no settings revision {revision}; see GET /admin/settings/history")
+            }
+            None => "no settings revision recorded yet (the leader records one at its first start)"
+                .to_owned(),
+        })
+    })?;
+    let before = crate::platform::parse(&config.platform_config, &row.content)?;
+    let after = crate::platform::load(&config.platform_config)?;
+    let preview = crate::admin::preview::preview(
+        &config.templates_path,
+        &config.internals,
+        &config.platform_config,
+        &before,
+        &after,
+        &config.followers,
+    )?;
+    Ok(format!(
+        "from settings revision {} to {}:\n{}",
+        row.revision,
+        config.platform_config.display(),
+        crate::admin::preview::to_text(&preview)
+    ))
+}
+
 /// Writes `role`'s rendered tree under `out`; returns the number of files written.
 pub fn render(config: &Config, role: &str, out: &Path) -> Result<usize, Error> {
     let platform = crate::platform::load(&config.platform_config)?;

@@ -53,6 +53,13 @@ fn main() -> ExitCode {
                         Err(err) => fail(&err),
                     }
                 }
+                Command::Diff { from_revision } => match commands::diff(&config, from_revision) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(err) => fail(&err),
+                },
                 Command::Render { role, out } => match commands::render(&config, &role, &out) {
                     Ok(count) => {
                         println!(

@@ -13,6 +13,7 @@ use pryv_e2e::{Daemon, bin, free_port, install_crypto, write};
 use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "admin-key-for-the-safe-changes-tests-0123";
+const INTERNAL_SECRET: &str = "internal-secret-0123456789";
 const HEALTH: &str = r#"{"enabled": true, "deadlineSeconds": 4, "settleSeconds": 1}"#;
 
 /// A `docker` for one machine: logs its calls; `ps -q` names a container; `inspect` says `exited (1)` while
@@ -75,7 +76,7 @@ impl Fleet {
         write(
             r,
             "config-leader/data/core/mail/conf/mail.yml",
-            "host: MAIL_HOST\n",
+            "host: MAIL_HOST\nkey: CORE_SYSTEM_KEY\n",
         );
         let ports: Vec<u16> = (0..machines).map(|_| free_port()).collect();
         let followers: serde_json::Map<String, Value> = ports
@@ -102,7 +103,7 @@ impl Fleet {
                 "adminKey": ADMIN_KEY,
                 "templatesPath": "../data",
                 "platformSettings": {"platformConfig": "platform.yml"},
-                "internals": {},
+                "internals": {"CORE_SYSTEM_KEY": INTERNAL_SECRET},
                 "followers": followers
             })
             .to_string(),
@@ -465,7 +466,13 @@ async fn a_follower_the_leader_cannot_reach_converges_by_long_polling() {
         changed.elapsed()
     );
     assert_eq!(fleet.core_yml(0), "domain: example.com\n");
-    assert_eq!(restarts(&fleet.machine(0)), ["restart core nginx"]);
+    let machine = fleet.machine(0);
+    let done = wait_for("the restart", || async {
+        let done = restarts(&machine);
+        (!done.is_empty()).then_some(done)
+    })
+    .await;
+    assert_eq!(done, ["restart core nginx"]);
 
     // The leader answers a waiting request at the timeout with 304.
     let started = Instant::now();
@@ -481,4 +488,93 @@ async fn a_follower_the_leader_cannot_reach_converges_by_long_polling() {
         .unwrap();
     assert_eq!(response.status(), 304);
     assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_preview_shows_exactly_what_the_apply_then_changes() {
+    let fleet = Fleet::new(1, true);
+    let _leader = fleet.start_leader();
+    let follower = fleet.start_follower(0, &json!({"health": {}}));
+    wait_status(&follower, "the first tree", |s| s["revision"].is_string()).await;
+    let change = json!({"MAIL": {"name": "Mail", "settings": {"MAIL_HOST": {"value": "smtp.example.com", "description": "relay"}}}});
+
+    let preview = fleet
+        .admin(
+            reqwest::Method::POST,
+            "/admin/settings/preview",
+            Some(change.clone()),
+        )
+        .await;
+    let role = &preview["roles"][0];
+    assert_eq!(role["role"], "core");
+    let files: Vec<String> = role["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(files, ["/mail/conf/mail.yml"]);
+    let diff = role["files"][0]["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("-host: smtp.pryv.me\n+host: smtp.example.com"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("key: ***") && !diff.contains(INTERNAL_SECRET),
+        "secrets masked: {diff}"
+    );
+    assert_eq!(role["restarts"], json!(["mail"]));
+    assert_eq!(role["followers"][0]["name"], "m1");
+    assert_eq!(role["followers"][0]["restarts"], json!(["mail"]));
+    assert_eq!(fleet.core_yml(0), "domain: pryv.me\n", "nothing saved");
+    let unchanged = fleet
+        .admin(reqwest::Method::GET, "/admin/settings", None)
+        .await;
+    assert_eq!(
+        unchanged["settings"]["MAIL"]["settings"]["MAIL_HOST"]["value"],
+        "smtp.pryv.me"
+    );
+
+    // The same body saved and notified does exactly that.
+    fleet
+        .admin(reqwest::Method::PUT, "/admin/settings", Some(change))
+        .await;
+    let answer = notify(&follower, 0).await;
+    assert_eq!(answer["files"], json!(files));
+    assert_eq!(answer["restarted"], role["restarts"]);
+    let machine = fleet.machine(0);
+    let done = wait_for("the restart", || async {
+        let done = restarts(&machine);
+        (!done.is_empty()).then_some(done)
+    })
+    .await;
+    assert_eq!(done, ["restart mail"]);
+
+    // The terminal view of the same change, from the recorded revision before it.
+    let output = Command::new(bin("config-leader"))
+        .arg("--config")
+        .arg(
+            fleet
+                .root
+                .path()
+                .join("config-leader/conf/config-leader.json"),
+        )
+        .args(["diff", "--from-revision", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("role core: 1 file(s); restarts: mail"),
+        "{text}"
+    );
+    assert!(
+        text.contains("changed /mail/conf/mail.yml") && text.contains("+host: smtp.example.com"),
+        "{text}"
+    );
+    assert!(!text.contains(INTERNAL_SECRET), "{text}");
 }

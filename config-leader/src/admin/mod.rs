@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod identity;
 pub mod migrations;
 pub mod platform_users;
+pub mod preview;
 pub mod rollouts;
 pub mod settings;
 

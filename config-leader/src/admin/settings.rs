@@ -188,6 +188,16 @@ impl Settings {
     ) -> Result<i64, Error> {
         let _one = self.mutation.lock().await;
         self.sync_history()?;
+        let platform = self.patched(patch, allow_new)?;
+        let message = patch
+            .message
+            .clone()
+            .unwrap_or_else(|| "settings updated".into());
+        self.save(&platform, author, &message)
+    }
+
+    /// The current settings with `patch` merged in (nothing saved): only the values present change.
+    pub fn patched(&self, patch: &SettingsPatch, allow_new: bool) -> Result<PlatformFile, Error> {
         let mut platform = self.current()?;
         let mut unknown = Vec::new();
         for (group_name, group_patch) in &patch.settings {
@@ -228,11 +238,24 @@ impl Settings {
                 unknown.join(", ")
             )));
         }
-        let message = patch
-            .message
-            .clone()
-            .unwrap_or_else(|| "settings updated".into());
-        self.save(&platform, author, &message)
+        Ok(platform)
+    }
+
+    /// What going from `before` to `after` changes in every role (nothing saved).
+    pub fn preview(
+        &self,
+        before: &PlatformFile,
+        after: &PlatformFile,
+        followers: &[crate::config::FollowerEntry],
+    ) -> Result<crate::admin::preview::Preview, Error> {
+        crate::admin::preview::preview(
+            &self.templates,
+            &self.internals,
+            &self.platform_path,
+            before,
+            after,
+            followers,
+        )
     }
 
     /// Makes revision `revision` current again, as a new revision.

@@ -35,6 +35,7 @@ use super::AppState;
         super::fleet::notify,
         super::fleet::status,
         super::fleet::audit,
+        super::settings::preview,
         super::fleet::rollouts,
         super::fleet::rollout,
         super::fleet::resume,

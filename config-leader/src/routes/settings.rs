@@ -14,6 +14,7 @@ use crate::error::Error;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/settings", get(read).put(update))
+        .route("/admin/settings/preview", post(preview))
         .route("/admin/settings/history", get(history))
         .route("/admin/settings/history/{revision}", get(revision))
         .route("/admin/settings/rollback", post(rollback))
@@ -119,6 +120,30 @@ pub async fn update(
         &remote,
     );
     view(&state, Some(revision))
+}
+
+/// What `PUT /admin/settings` with the same body would change, saving nothing (settings:update): per role the
+/// files added, changed and removed with a unified diff (internal secrets as `***`), and the services each
+/// follower would restart.
+#[utoipa::path(post, path = "/admin/settings/preview", tag = "settings", request_body = SettingsPatch,
+    params(("allowNew" = Option<bool>, Query, description = "create unknown groups and settings")),
+    responses((status = 200, body = crate::admin::preview::Preview), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody)))]
+pub async fn preview(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<UpdateQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<crate::admin::preview::Preview>, Error> {
+    caller.require(Permission::SettingsUpdate)?;
+    let body: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| Error::BadRequest(format!("the body is not JSON: {err}")))?;
+    let patch = SettingsPatch::from_body(body)?;
+    let settings = &state.admin.settings;
+    let after = settings.patched(&patch, query.allow_new)?;
+    let before = settings.current()?;
+    let followers = state.followers.all().to_vec();
+    let preview = settings.preview(&before, &after, &followers)?;
+    Ok(Json(preview))
 }
 
 /// Settings revisions, newest first (settings:read).

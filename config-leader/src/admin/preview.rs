@@ -1,0 +1,339 @@
+//! What a settings change would do, before it is saved: per role, the files added, changed and removed (a
+//! unified diff of each text file, internal secrets shown as `***`) and the compose services the followers
+//! would restart, computed from the role's `pryv.yml` with the follower's own rules (`pryv-compose`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pryv_compose::{COMPOSE_FILE, CONF_ROOT_VAR, Project, plan_restarts};
+use pryv_protocol::ConfFile;
+use pryv_render::PlatformFile;
+use serde::Serialize;
+
+use crate::config::{FollowerEntry, Internals};
+use crate::error::Error;
+use crate::tree;
+
+/// Where the preview lays a role's tree to read its compose file: a follower's usual layout.
+const CONF_ROOT: &str = "/var/pryv";
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Preview {
+    pub roles: Vec<RolePreview>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolePreview {
+    pub role: String,
+    pub files: Vec<FileChange>,
+    /// `(project)` first when `pryv.yml` changes (`up -d`), then the services to restart.
+    pub restarts: Vec<String>,
+    /// The followers of the role and what each would restart.
+    pub followers: Vec<FollowerRestarts>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileChange {
+    pub path: String,
+    /// `added`, `changed` or `removed`.
+    pub change: String,
+    /// Unified diff of a text file (absent for binary files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowerRestarts {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub restarts: Vec<String>,
+}
+
+/// Compares the trees `before` and `after` give for every role of `templates`. A role that does not render
+/// with `after` is an error naming it (as a save would be refused).
+pub fn preview(
+    templates: &Path,
+    internals: &Internals,
+    platform_path: &Path,
+    before: &PlatformFile,
+    after: &PlatformFile,
+    followers: &[FollowerEntry],
+) -> Result<Preview, Error> {
+    let old = crate::platform::renderer(platform_path, before, internals)?;
+    let new = crate::platform::renderer(platform_path, after, internals)?;
+    let secrets = secrets(internals);
+    let mut roles = Vec::new();
+    let mut problems = Vec::new();
+    for role in tree::roles(templates)? {
+        let before_files = tree::render_role(&old, templates, &role)
+            .map(|(files, _)| files)
+            .unwrap_or_default();
+        let after_files = match tree::render_role(&new, templates, &role) {
+            Ok((files, errors)) if errors.is_empty() => files,
+            Ok((_, errors)) => {
+                problems.extend(errors.iter().map(ToString::to_string));
+                continue;
+            }
+            Err(err) => {
+                problems.push(err.to_string());
+                continue;
+            }
+        };
+        let files = compare(&before_files, &after_files, &secrets);
+        let restarts = if files.is_empty() {
+            Vec::new()
+        } else {
+            restarts_of(&before_files, &after_files, &files)
+        };
+        roles.push(RolePreview {
+            followers: followers
+                .iter()
+                .filter(|f| f.role == role)
+                .map(|f| FollowerRestarts {
+                    url: f.url.clone(),
+                    name: f.name.clone(),
+                    restarts: restarts.clone(),
+                })
+                .collect(),
+            role,
+            files,
+            restarts,
+        });
+    }
+    if problems.is_empty() {
+        Ok(Preview { roles })
+    } else {
+        Err(Error::InvalidSettings(problems))
+    }
+}
+
+/// Internal values long enough to be secrets (short ones would mask ordinary words).
+fn secrets(internals: &Internals) -> Vec<String> {
+    let mut secrets: Vec<String> = internals
+        .0
+        .values()
+        .filter_map(|v| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        })
+        .filter(|s| s.len() >= 8)
+        .collect();
+    // Longest first, so a secret containing another is masked whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
+}
+
+fn mask(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_owned(), |text, secret| {
+        text.replace(secret.as_str(), "***")
+    })
+}
+
+fn compare(before: &[ConfFile], after: &[ConfFile], secrets: &[String]) -> Vec<FileChange> {
+    let old: BTreeMap<&str, &ConfFile> = before.iter().map(|f| (f.path.as_str(), f)).collect();
+    let new: BTreeMap<&str, &ConfFile> = after.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut changes = Vec::new();
+    for (path, file) in &new {
+        let (change, previous) = match old.get(path) {
+            None => ("added", None),
+            Some(previous) if *previous == *file => continue,
+            Some(previous) => ("changed", Some(*previous)),
+        };
+        let text = |f: Option<&ConfFile>| match f {
+            None => Some(String::new()),
+            Some(f) if f.encoding.is_none() => Some(mask(&f.content, secrets)),
+            Some(_) => None,
+        };
+        let diff = match (text(previous), text(Some(file))) {
+            (Some(a), Some(b)) => Some(unified(path, &a, &b)),
+            _ => None,
+        };
+        changes.push(FileChange {
+            path: (*path).to_owned(),
+            change: change.to_owned(),
+            diff,
+        });
+    }
+    for (path, file) in &old {
+        if !new.contains_key(path) {
+            let diff = file
+                .encoding
+                .is_none()
+                .then(|| unified(path, &mask(&file.content, secrets), ""));
+            changes.push(FileChange {
+                path: (*path).to_owned(),
+                change: "removed".to_owned(),
+                diff,
+            });
+        }
+    }
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    changes
+}
+
+fn unified(path: &str, before: &str, after: &str) -> String {
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a{path}"), &format!("b{path}"))
+        .to_string()
+}
+
+/// The restarts a follower of the role would run for `files`, from the role's compose file before and after.
+fn restarts_of(before: &[ConfFile], after: &[ConfFile], files: &[FileChange]) -> Vec<String> {
+    let data_folder = Path::new(CONF_ROOT).join("pryv");
+    let project = |tree: &[ConfFile]| {
+        tree.iter()
+            .find(|f| f.path == format!("/{COMPOSE_FILE}"))
+            .and_then(|f| {
+                Project::parse(&f.content, &data_folder, &|name| {
+                    (name == CONF_ROOT_VAR).then(|| CONF_ROOT.to_owned())
+                })
+                .ok()
+            })
+            .unwrap_or_default()
+    };
+    let changed: Vec<PathBuf> = files
+        .iter()
+        .map(|f| data_folder.join(f.path.trim_start_matches('/')))
+        .collect();
+    let (up, services) = plan_restarts(
+        &project(before),
+        &project(after),
+        &data_folder.join(COMPOSE_FILE),
+        &changed,
+    );
+    let mut restarts: Vec<String> = services.into_iter().collect();
+    if up {
+        restarts.insert(0, "(project)".to_owned());
+    }
+    restarts
+}
+
+/// The text a terminal shows (`config-leader diff`).
+pub fn to_text(preview: &Preview) -> String {
+    let mut out = String::new();
+    for role in &preview.roles {
+        if role.files.is_empty() {
+            out.push_str(&format!("role {}: no change\n", role.role));
+            continue;
+        }
+        out.push_str(&format!(
+            "role {}: {} file(s); restarts: {}\n",
+            role.role,
+            role.files.len(),
+            if role.restarts.is_empty() {
+                "none".to_owned()
+            } else {
+                role.restarts.join(", ")
+            }
+        ));
+        for follower in &role.followers {
+            out.push_str(&format!(
+                "  follower {}{}\n",
+                follower.name.as_deref().unwrap_or(""),
+                if follower.name.is_some() {
+                    format!(" ({})", follower.url)
+                } else {
+                    follower.url.clone()
+                }
+            ));
+        }
+        for file in &role.files {
+            out.push_str(&format!("  {} {}\n", file.change, file.path));
+            if let Some(diff) = &file.diff {
+                for line in diff.lines() {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, content: &str) -> ConfFile {
+        ConfFile {
+            path: path.into(),
+            content: content.into(),
+            encoding: None,
+        }
+    }
+
+    #[test]
+    fn changes_diffs_and_masked_secrets() {
+        let secret = "s3cr3t-value-xyz".to_owned();
+        let before = [
+            file("/a.yml", "x: 1\nkey: s3cr3t-value-xyz\n"),
+            file("/gone", "g\n"),
+        ];
+        let after = [
+            file("/a.yml", "x: 2\nkey: s3cr3t-value-xyz\n"),
+            file("/new", "n\n"),
+        ];
+        let changes = compare(&before, &after, &[secret]);
+        let kinds: Vec<(&str, &str)> = changes
+            .iter()
+            .map(|c| (c.path.as_str(), c.change.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("/a.yml", "changed"),
+                ("/gone", "removed"),
+                ("/new", "added")
+            ]
+        );
+        let diff = changes[0].diff.as_deref().unwrap();
+        assert!(diff.contains("-x: 1\n+x: 2\n"), "{diff}");
+        assert!(
+            diff.contains("key: ***") && !diff.contains("s3cr3t"),
+            "{diff}"
+        );
+    }
+
+    #[test]
+    fn restarts_follow_the_compose_rules_of_the_follower() {
+        let compose = "services:\n  core:\n    volumes:\n      - ${PRYV_CONF_ROOT}/pryv/core/conf/:/c\n  nginx:\n    volumes:\n      - ./nginx/conf/:/n\n";
+        let tree = [
+            file("/pryv.yml", compose),
+            file("/core/conf/a", "1"),
+            file("/nginx/conf/b", "1"),
+        ];
+        let changed = [FileChange {
+            path: "/core/conf/a".into(),
+            change: "changed".into(),
+            diff: None,
+        }];
+        assert_eq!(restarts_of(&tree, &tree, &changed), ["core"]);
+        let bigger = compose.replace("nginx:\n", "nginx:\n    image: new\n");
+        let after = [
+            file("/pryv.yml", &bigger),
+            file("/core/conf/a", "2"),
+            file("/nginx/conf/b", "1"),
+        ];
+        let changed = [
+            FileChange {
+                path: "/core/conf/a".into(),
+                change: "changed".into(),
+                diff: None,
+            },
+            FileChange {
+                path: "/pryv.yml".into(),
+                change: "changed".into(),
+                diff: None,
+            },
+        ];
+        // `up -d` recreates nginx; core still restarts for its file.
+        assert_eq!(restarts_of(&tree, &after, &changed), ["(project)", "core"]);
+    }
+}

@@ -254,3 +254,227 @@ fn get_json(client: &reqwest::Client, url: &str, key: Option<&str>) -> Option<Va
         })
     })
 }
+
+/// A follower of its own compose project for the revert test: (follower, data folder, project).
+struct Machine {
+    follower: Daemon,
+    data: PathBuf,
+    project: String,
+}
+
+fn container_running(project: &str, compose_file: &Path, service: &str) -> bool {
+    let id = Command::new("docker-compose")
+        .args(["-p", project, "-f"])
+        .arg(compose_file)
+        .args(["ps", "-q", service])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+    let inspect = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", &id])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&inspect.stdout).trim() == "true"
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_containers_a_change_that_makes_a_service_exit_is_reverted_and_stops_the_rollout() {
+    if !docker_available() {
+        skip(
+            "real_containers_a_change_that_makes_a_service_exit_is_reverted_and_stops_the_rollout: no Docker engine (or docker-compose) answers on this machine",
+        );
+        return;
+    }
+    install_crypto();
+    let unique = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let image = format!("pryv-config-revert-{unique}:latest");
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    import_image(r, &image);
+    let admin_key = "docker-admin-key-0123456789abcdefghij";
+    // The service reads its configuration and exits 1 when it says `broken`, as a real one would on a typo.
+    write(
+        r,
+        "config-leader/data/core/pryv.yml",
+        &format!(
+            "services:\n  alpha:\n    image: {image}\n    command: [\"/bin/sh\", \"-c\", \"read line < /conf/alpha.yml; case \\\"$$line\\\" in *broken*) echo \\\"alpha: cannot start: $$line\\\"; exit 1;; esac; exec /bin/sleep 100000\"]\n    stop_signal: SIGKILL\n    volumes:\n      - ./alpha/conf/:/conf/:ro\n"
+        ),
+    );
+    write(
+        r,
+        "config-leader/data/core/alpha/conf/alpha.yml",
+        "value: ALPHA_SETTING\n",
+    );
+    let platform = "vars:\n  G:\n    settings:\n      ALPHA_SETTING:\n        value: one\n";
+    write(r, "config-leader/conf/platform.yml", platform);
+    let ports: Vec<u16> = (0..3).map(|_| pryv_e2e::free_port()).collect();
+    let keys: Vec<String> = (0..3).map(|i| format!("{KEY}-{i}")).collect();
+    let followers: serde_json::Map<String, Value> = (0..3)
+        .map(|i| {
+            (
+                keys[i].clone(),
+                json!({"url": format!("http://127.0.0.1:{}", ports[i]), "role": "core", "name": format!("m{}", i + 1)}),
+            )
+        })
+        .collect();
+    write(
+        r,
+        "config-leader/conf/config-leader.json",
+        &json!({"templatesPath": "../data", "internals": {}, "adminKey": admin_key, "followers": followers})
+            .to_string(),
+    );
+    let mut leader_command = Command::new(bin("config-leader"));
+    leader_command
+        .arg("--config")
+        .arg(r.join("config-leader/conf/config-leader.json"))
+        .args(["--ip", "127.0.0.1", "--port", "0"]);
+    let mut leader = Daemon::spawn(leader_command);
+    let leader_url = format!("http://{}", leader.wait_listening(Duration::from_secs(20)));
+
+    let mut machines = Vec::new();
+    let mut cleanups = Vec::new();
+    for i in 0..3 {
+        let machine = r.join(format!("m{}", i + 1));
+        let data = machine.join("pryv");
+        let project = format!("pryvrevert{unique}m{i}");
+        cleanups.push(Cleanup {
+            image: image.clone(),
+            project: project.clone(),
+            compose_file: data.join("pryv.yml"),
+        });
+        write(
+            &machine,
+            "config-follower.json",
+            &json!({
+                "http": {"ip": "127.0.0.1", "port": ports[i]},
+                "leader": {"url": leader_url, "auth": keys[i]},
+                "paths": {"dataFolder": data},
+                "watch": {"enabled": false},
+                "restart": {"command": ["docker-compose", "-p", project]},
+                "health": {"enabled": true, "deadlineSeconds": 8, "settleSeconds": 2}
+            })
+            .to_string(),
+        );
+        let mut command = Command::new(bin("config-follower"));
+        command
+            .arg("--config")
+            .arg(machine.join("config-follower.json"));
+        let mut follower = Daemon::spawn(command);
+        follower.wait_listening(Duration::from_secs(20));
+        let up = Command::new("docker-compose")
+            .args(["-p", &project, "-f"])
+            .arg(data.join("pryv.yml"))
+            .args(["up", "-d"])
+            .output()
+            .unwrap();
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        machines.push(Machine {
+            follower,
+            data,
+            project,
+        });
+    }
+    let client = reqwest::Client::new();
+    let admin = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut request = client
+            .request(method, format!("{leader_url}{path}"))
+            .header("authorization", admin_key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request
+    };
+
+    // A bad value, rolled out one machine per wave.
+    let bad = json!({"G": {"settings": {"ALPHA_SETTING": {"value": "broken"}}}});
+    let saved = admin(reqwest::Method::PUT, "/admin/settings", Some(bad))
+        .send()
+        .await
+        .unwrap();
+    assert!(saved.status().is_success());
+    let waves =
+        json!({"waves": [{"followers": ["m1"]}, {"followers": ["m2"]}, {"followers": ["m3"]}]});
+    let answer: Value = admin(reqwest::Method::POST, "/admin/notify", Some(waves))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = answer["rollout"].as_i64().unwrap();
+    let rollout = wait_until("the rollout to stop", Duration::from_secs(90), || {
+        let url = format!("{leader_url}/admin/rollouts/{id}?auth={admin_key}");
+        let rollout = get_json(&client, &url, None)?;
+        (rollout["state"] == "stopped").then_some(rollout)
+    });
+    assert_eq!(
+        rollout["waves"][0]["followers"][0]["state"], "reverted",
+        "{rollout}"
+    );
+    assert_eq!(rollout["waves"][1]["followers"][0]["state"], "pending");
+    assert_eq!(rollout["waves"][2]["followers"][0]["state"], "pending");
+
+    let first = &machines[0];
+    let status = get_json(&client, &format!("{}/status", first.follower.url()), None).unwrap();
+    assert_eq!(status["health"]["outcome"], "reverted", "{status}");
+    assert_eq!(status["health"]["unhealthy"]["service"], "alpha");
+    assert!(
+        status["health"]["unhealthy"]["state"]
+            .as_str()
+            .unwrap()
+            .starts_with("exited (1)"),
+        "{status}"
+    );
+    let tail = status["health"]["unhealthy"]["logTail"].to_string();
+    assert!(
+        tail.contains("alpha: cannot start: value: broken"),
+        "{tail}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(first.data.join("alpha/conf/alpha.yml")).unwrap(),
+        "value: one\n"
+    );
+    let compose_file = first.data.join("pryv.yml");
+    wait_until(
+        "alpha to run again with the old file",
+        Duration::from_secs(30),
+        || container_running(&first.project, &compose_file, "alpha").then_some(()),
+    );
+    for later in &machines[1..] {
+        assert_eq!(
+            std::fs::read_to_string(later.data.join("alpha/conf/alpha.yml")).unwrap(),
+            "value: one\n"
+        );
+        assert!(container_running(
+            &later.project,
+            &later.data.join("pryv.yml"),
+            "alpha"
+        ));
+    }
+    let fleet = get_json(
+        &client,
+        &format!("{leader_url}/admin/status?auth={admin_key}"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        fleet["followers"][0]["lastReport"]["outcome"], "reverted",
+        "{fleet}"
+    );
+    leader.terminate();
+    for mut machine in machines {
+        machine.follower.terminate();
+    }
+    drop(cleanups);
+}

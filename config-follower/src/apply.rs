@@ -80,6 +80,47 @@ pub struct Backup {
     manifest: Manifest,
 }
 
+/// [`Backup`] as saved on disk (contents in base64).
+#[derive(Serialize, Deserialize)]
+struct SavedBackup {
+    files: Vec<(PathBuf, Option<String>)>,
+    manifest: Manifest,
+}
+
+impl Serialize for Backup {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        SavedBackup {
+            files: self
+                .files
+                .iter()
+                .map(|(path, bytes)| (path.clone(), bytes.as_ref().map(|b| engine.encode(b))))
+                .collect(),
+            manifest: self.manifest.clone(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Backup {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let saved = SavedBackup::deserialize(deserializer)?;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let files = saved
+            .files
+            .into_iter()
+            .map(|(path, text)| {
+                let bytes = text.map(|t| engine.decode(t)).transpose();
+                bytes.map(|b| (path, b)).map_err(serde::de::Error::custom)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            files,
+            manifest: saved.manifest,
+        })
+    }
+}
+
 impl Backup {
     fn take(data_folder: &Path, paths: &[PathBuf]) -> Self {
         Self {
@@ -169,14 +210,14 @@ impl RemovalGuard {
 /// Writes `files` under `data_folder`. One bad entry never stops the others; it is reported. A tree that
 /// removes more than `guard` allows is refused whole (`Err`, nothing touched). `before_changes` is called
 /// with every path about to be written or removed, before the first change, so the caller can persist what
-/// it must do about them (a crash mid-apply then loses nothing).
+/// it must do about them (a crash mid-apply then loses nothing), and with what the disk held before.
 pub fn apply(
     data_folder: &Path,
     files: &[ConfFile],
     validators: &BTreeMap<String, String>,
     own: &OwnWrites,
     guard: RemovalGuard,
-    before_changes: &dyn Fn(&[PathBuf]),
+    before_changes: &dyn Fn(&[PathBuf], &Backup),
 ) -> Result<Applied, String> {
     let mut applied = Applied::default();
     let (mut wanted, pending) = sort_entries(data_folder, files, &mut applied);
@@ -199,7 +240,7 @@ pub fn apply(
         .collect();
     if !about_to_change.is_empty() {
         applied.backup = Backup::take(data_folder, &about_to_change);
-        before_changes(&about_to_change);
+        before_changes(&about_to_change, &applied.backup);
     }
     write_pending(data_folder, pending, &refused, own, &mut applied);
     for kept in remove_stale(data_folder, &stale, own, &mut applied) {
@@ -473,7 +514,7 @@ mod tests {
             &none,
             &own,
             RemovalGuard::OFF,
-            &|_| {},
+            &|_, _| {},
         )
         .unwrap();
         assert_eq!(first.report.files, ["/pryv.yml", "/core/conf/x.yml"]);
@@ -492,7 +533,7 @@ mod tests {
             &none,
             &own,
             RemovalGuard::OFF,
-            &|_| {},
+            &|_, _| {},
         )
         .unwrap();
         assert!(second.report.files.is_empty());
@@ -530,7 +571,7 @@ mod tests {
             &BTreeMap::new(),
             &OwnWrites::default(),
             RemovalGuard::OFF,
-            &|_| {},
+            &|_, _| {},
         )
         .unwrap()
         .report;
@@ -556,7 +597,7 @@ mod tests {
             &validators,
             &own,
             RemovalGuard::OFF,
-            &|_| {},
+            &|_, _| {},
         )
         .unwrap();
         assert_eq!(ok.report.files, ["/nginx/conf/n.conf"]);
@@ -569,7 +610,7 @@ mod tests {
             &validators,
             &own,
             RemovalGuard::OFF,
-            &|_| {},
+            &|_, _| {},
         )
         .unwrap();
         assert_eq!(bad.report.files, ["/core/conf/c"]);
@@ -596,24 +637,24 @@ mod tests {
         let tree: Vec<ConfFile> = (0..4)
             .map(|i| entry(&format!("/core/conf/{i}.yml"), "x"))
             .collect();
-        apply(data.path(), &tree, &none, &own, guard, &|_| {}).unwrap();
+        apply(data.path(), &tree, &none, &own, guard, &|_, _| {}).unwrap();
 
-        let empty = apply(data.path(), &[], &none, &own, guard, &|_| {}).unwrap_err();
+        let empty = apply(data.path(), &[], &none, &own, guard, &|_, _| {}).unwrap_err();
         assert!(empty.contains("every one of the 4 files"), "{empty}");
-        let most = apply(data.path(), &tree[..1], &none, &own, guard, &|_| {}).unwrap_err();
+        let most = apply(data.path(), &tree[..1], &none, &own, guard, &|_, _| {}).unwrap_err();
         assert!(most.contains("3 of the 4 files"), "{most}");
         assert!(
             data.path().join("core/conf/3.yml").exists(),
             "nothing removed"
         );
 
-        let half = apply(data.path(), &tree[..2], &none, &own, guard, &|_| {}).unwrap();
+        let half = apply(data.path(), &tree[..2], &none, &own, guard, &|_, _| {}).unwrap();
         assert_eq!(half.report.removed.len(), 2, "50 % is allowed");
         let confirmed = RemovalGuard {
             confirmed: true,
             ..guard
         };
-        let all = apply(data.path(), &[], &none, &own, confirmed, &|_| {}).unwrap();
+        let all = apply(data.path(), &[], &none, &own, confirmed, &|_, _| {}).unwrap();
         assert_eq!(all.report.removed.len(), 2);
     }
 
@@ -629,7 +670,7 @@ mod tests {
             &BTreeMap::new(),
             &own,
             RemovalGuard::OFF,
-            &|paths| {
+            &|paths, _| {
                 assert!(!target.exists(), "announced before writing");
                 seen.borrow_mut().extend_from_slice(paths);
             },

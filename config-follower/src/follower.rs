@@ -30,6 +30,8 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Under [`STATE_DIR`]: the revision reverted after a failed health check, not to be applied again.
 const REVERTED_FILE: &str = "reverted-revision";
+/// Under [`STATE_DIR`]: the health check in progress (what to put back if it fails).
+const GATE_FILE: &str = "health-gate.json";
 
 /// Whether a cycle restarts the services whose files it changed (not before the first start of a machine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +143,13 @@ impl Follower {
                     return Ok(self.skip_reverted(tree.revision));
                 }
                 let outcome = self
-                    .apply_tree(tree.files, request, restart, &project_before)
+                    .apply_tree(
+                        tree.files,
+                        request,
+                        restart,
+                        &project_before,
+                        tree.revision.clone(),
+                    )
                     .await?;
                 match outcome {
                     Ok(applied) => (applied, tree.revision),
@@ -210,8 +218,11 @@ impl Follower {
                 follower.gate(gate).await;
                 drop(one_cycle);
             });
-        } else if !nothing_new {
-            self.reporter.send(report);
+        } else {
+            self.forget_gate();
+            if !nothing_new {
+                self.reporter.send(report);
+            }
         }
         answer
     }
@@ -300,6 +311,7 @@ impl Follower {
             Ok(()) => {
                 tracing::info!(services = ?services, "restarted services are healthy");
                 self.finish_health("healthy", None, Vec::new());
+                self.forget_gate();
                 report.outcome = ApplyOutcome::Healthy;
                 self.reporter.send(report);
                 return;
@@ -332,6 +344,7 @@ impl Follower {
             s.revision.clone_from(&previous);
             s.reverted_revision.clone_from(&target);
         });
+        self.forget_gate();
         let outcome = if errors.is_empty() {
             "reverted"
         } else {
@@ -344,6 +357,63 @@ impl Follower {
         report.unhealthy = Some(unhealthy);
         report.errors.extend(errors);
         self.reporter.send(report);
+    }
+
+    fn gate_file(&self) -> PathBuf {
+        self.config.data_folder.join(STATE_DIR).join(GATE_FILE)
+    }
+
+    fn forget_gate(&self) {
+        match std::fs::remove_file(self.gate_file()) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(error = %err, "cannot remove the saved health check");
+            }
+            _ => {}
+        }
+    }
+
+    /// At start: a health check a killed run left unfinished is run again (after the restarts it left
+    /// undone), before any sync. Its files are still on disk, so a revert can still put the old ones back.
+    pub async fn resume_gate(self: &Arc<Self>) {
+        let Ok(bytes) = std::fs::read(self.gate_file()) else {
+            return;
+        };
+        let saved: SavedGate = match serde_json::from_slice(&bytes) {
+            Ok(saved) => saved,
+            Err(err) => {
+                tracing::warn!(error = %err, "unreadable saved health check; dropping it");
+                self.forget_gate();
+                return;
+            }
+        };
+        if !self.config.health.enabled {
+            self.forget_gate();
+            return;
+        }
+        tracing::warn!(
+            revision = saved.target.as_deref().unwrap_or("-"),
+            "a health check was cut short by a stop; running it again"
+        );
+        let one_cycle = self.cycle.clone().lock_owned().await;
+        self.status.update(|s| s.revision.clone_from(&saved.target));
+        let gate = Gate {
+            report: report_of(
+                saved.target.clone(),
+                saved.target.clone(),
+                ApplyOutcome::Applied,
+                &NotifyResponse::default(),
+            ),
+            target: saved.target,
+            previous: saved.previous,
+            backup: saved.backup,
+            ticket: self.restarter.last_ticket(),
+            job: saved.job,
+        };
+        let follower = self.clone();
+        tokio::spawn(async move {
+            follower.gate(gate).await;
+            drop(one_cycle);
+        });
     }
 
     /// The services a restart job concerns (every service of the project for `up -d`).
@@ -455,6 +525,7 @@ impl Follower {
         request: &NotifyRequest,
         restart: Restart,
         project_before: &Project,
+        target: Option<String>,
     ) -> Result<Result<apply::Applied, String>, Error> {
         let data_folder = self.config.data_folder.clone();
         let validators = self.config.validate.clone();
@@ -466,13 +537,30 @@ impl Follower {
         let restarter = self.restarter.clone();
         let project = project_before.clone();
         let compose_file = data_folder.join(COMPOSE_FILE);
+        let gate_file =
+            (restart == Restart::Changed && self.config.health.enabled).then(|| self.gate_file());
+        let revisions = (target, self.status.snapshot().revision);
         tokio::task::spawn_blocking(move || {
-            let announce = |paths: &[PathBuf]| {
+            let announce = |paths: &[PathBuf], backup: &Backup| {
                 if restart == Restart::Changed {
-                    restarter.announce(RestartJob {
+                    let job = RestartJob {
                         up: paths.contains(&compose_file),
                         services: project.affected(paths),
-                    });
+                    };
+                    // Saved before the first write: a follower killed during the health check checks
+                    // again at its next start and can still put these bytes back.
+                    if let Some(file) = &gate_file {
+                        save_gate(
+                            file,
+                            &SavedGate {
+                                target: revisions.0.clone(),
+                                previous: revisions.1.clone(),
+                                job: job.clone(),
+                                backup: backup.clone(),
+                            },
+                        );
+                    }
+                    restarter.announce(job);
                 }
             };
             apply::apply(&data_folder, &files, &validators, &own, guard, &announce)
@@ -559,6 +647,29 @@ impl Follower {
             }
             follower.retrying.store(false, Ordering::Release);
         });
+    }
+}
+
+/// A health check in progress, saved under [`STATE_DIR`] until it ends.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedGate {
+    target: Option<String>,
+    previous: Option<String>,
+    job: RestartJob,
+    backup: Backup,
+}
+
+fn save_gate(file: &std::path::Path, gate: &SavedGate) {
+    let saved = serde_json::to_vec(gate)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| {
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            pryv_fs::write_atomic(file, &bytes, 0o600)
+        });
+    if let Err(err) = saved {
+        tracing::error!(error = %err, "cannot save the health check; a stop during it would skip it");
     }
 }
 

@@ -59,6 +59,7 @@ pub async fn run(
             "mounts a single file: the container keeps the old file after an update; mount its folder instead"
         );
     }
+    follower.resume_gate().await;
     if !first_convergence(&follower, &data).await {
         return Ok(());
     }

@@ -167,6 +167,9 @@ impl Restarter {
             tracing::warn!(services = ?leftover.names(), "restarts left undone by the previous run; doing them now");
             let mut queue = shared.lock();
             queue.queued = leftover;
+            // Ticket 1: a health check resumed at start waits for these restarts.
+            queue.last_ticket = 1;
+            queue.queued_ticket = 1;
             shared.persist(&queue);
             shared.wake.notify_one();
         }
@@ -206,6 +209,11 @@ impl Restarter {
         Ticket(queue.last_ticket)
     }
 
+    /// The ticket of the last request (what a job queued before now waits for).
+    pub fn last_ticket(&self) -> Ticket {
+        Ticket(self.shared.lock().last_ticket)
+    }
+
     /// Waits until the command that covers `ticket` has finished; false if the worker stopped first.
     pub async fn done(&self, ticket: Ticket) -> bool {
         let mut finished = self.shared.finished.subscribe();
@@ -219,7 +227,7 @@ impl Restarter {
         args: &[&str],
         timeout: Duration,
     ) -> Result<String, String> {
-        run(program, &self.shared.compose_file, args, timeout).await
+        run(program, &self.shared.compose_file, args, timeout, Log::Quiet).await
     }
 
     /// The compose tool in use (detected once).
@@ -318,7 +326,7 @@ async fn run_job(
     status: &StatusStore,
 ) {
     if job.up {
-        let outcome = run(program, compose_file, &["up", "-d"], timeout)
+        let outcome = run(program, compose_file, &["up", "-d"], timeout, Log::Info)
             .await
             .map(drop);
         record(status, [PROJECT.to_owned()].iter(), "up", &outcome);
@@ -326,9 +334,18 @@ async fn run_job(
     if !job.services.is_empty() {
         let mut args = vec!["restart"];
         args.extend(job.services.iter().map(String::as_str));
-        let outcome = run(program, compose_file, &args, timeout).await.map(drop);
+        let outcome = run(program, compose_file, &args, timeout, Log::Info)
+            .await
+            .map(drop);
         record(status, job.services.iter(), "restart", &outcome);
     }
+}
+
+/// Whether a compose command is logged (restarts are; the health check's polling is not).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Log {
+    Info,
+    Quiet,
 }
 
 async fn run(
@@ -336,6 +353,7 @@ async fn run(
     compose_file: &std::path::Path,
     args: &[&str],
     timeout: Duration,
+    log: Log,
 ) -> Result<String, String> {
     let Some((exe, lead)) = program.split_first() else {
         return Err("empty restart command".into());
@@ -355,7 +373,11 @@ async fn run(
     {
         command.env(CONF_ROOT_VAR, root);
     }
-    tracing::info!(command = %exe, args = ?args, "running compose command");
+    if log == Log::Info {
+        tracing::info!(command = %exe, args = ?args, "running compose command");
+    } else {
+        tracing::debug!(command = %exe, args = ?args, "running compose command");
+    }
     match tokio::time::timeout(timeout, command.output()).await {
         Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),
         Ok(Err(err)) => Err(format!("cannot run {exe}: {err}")),

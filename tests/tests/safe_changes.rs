@@ -578,3 +578,47 @@ async fn the_preview_shows_exactly_what_the_apply_then_changes() {
     );
     assert!(!text.contains(INTERNAL_SECRET), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_killed_during_the_health_check_checks_again_at_start_and_reverts() {
+    let fleet = Fleet::new(1, true);
+    let _leader = fleet.start_leader();
+    let mut follower = fleet.start_follower(0, &json!({}));
+    let good =
+        wait_status(&follower, "the first tree", |s| s["revision"].is_string()).await["revision"]
+            .clone();
+    let bad = fleet.set_domain("broken.example").await;
+    notify(&follower, 0).await;
+    wait_status(&follower, "the health check", |s| {
+        s["health"]["outcome"] == "checking"
+    })
+    .await;
+    follower.child.kill().unwrap();
+    follower.child.wait().unwrap();
+    assert_eq!(
+        fleet.core_yml(0),
+        "domain: broken.example\n",
+        "killed with the new files on disk"
+    );
+
+    let follower = fleet.start_follower(0, &json!({}));
+    let status = wait_status(&follower, "the revert after the restart", |s| {
+        s["health"]["outcome"] == "reverted"
+    })
+    .await;
+    assert_eq!(status["revision"], good, "{status}");
+    assert_eq!(status["revertedRevision"], bad.as_str());
+    assert_eq!(fleet.core_yml(0), "domain: pryv.me\n");
+    assert!(
+        !fleet
+            .machine(0)
+            .join("pryv/.config-follower/health-gate.json")
+            .exists(),
+        "{}",
+        follower.logs()
+    );
+    // The first sync after the revert skips the bad revision instead of applying it again.
+    let again = notify(&follower, 0).await;
+    assert!(again["skipped"].is_string(), "{again}");
+    assert_eq!(fleet.core_yml(0), "domain: pryv.me\n");
+}

@@ -415,7 +415,7 @@ async fn simulated_notify(
             &Default::default(),
             &OwnWrites::default(),
             RemovalGuard::OFF,
-            &|_| {},
+            &|_, _| {},
         )
         .unwrap()
     })

@@ -227,7 +227,14 @@ impl Restarter {
         args: &[&str],
         timeout: Duration,
     ) -> Result<String, String> {
-        run(program, &self.shared.compose_file, args, timeout, Log::Quiet).await
+        run(
+            program,
+            &self.shared.compose_file,
+            args,
+            timeout,
+            Log::Quiet,
+        )
+        .await
     }
 
     /// The compose tool in use (detected once).

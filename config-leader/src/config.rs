@@ -45,6 +45,9 @@ pub struct Config {
     /// The file it was read from (secrets are written back there).
     pub path: PathBuf,
     pub listen: SocketAddr,
+    /// Connections open at once (followers waiting on `GET /conf?wait=` each hold one), bounded by the
+    /// process's file-descriptor limit.
+    pub max_connections: usize,
     /// One sub-folder per role.
     pub templates_path: PathBuf,
     pub platform_config: PathBuf,
@@ -152,10 +155,15 @@ struct RawPlatformUsers {
     timeout_seconds: Option<f64>,
 }
 
+/// Default of `http.maxConnections`: room for a fleet of thousands long-polling at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
 #[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct RawHttp {
     ip: Option<String>,
     port: Option<Value>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -457,6 +465,11 @@ fn validate(
     Ok(Config {
         path: path.to_owned(),
         listen,
+        max_connections: raw
+            .http
+            .max_connections
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS),
         templates_path,
         platform_config,
         platform_template,

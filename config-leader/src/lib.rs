@@ -32,6 +32,7 @@ pub use crate::routes::{AppState, app};
 pub struct Leader {
     pub state: AppState,
     tls: Option<Arc<rustls::ServerConfig>>,
+    max_connections: usize,
     _watch: watch::ChangeWatch,
 }
 
@@ -78,6 +79,7 @@ impl Leader {
         Ok(Self {
             state,
             tls,
+            max_connections: config.max_connections,
             _watch: watch,
         })
     }
@@ -100,6 +102,7 @@ impl Leader {
         }
         let options = pryv_daemon::ServeOptions {
             tls: self.tls.clone(),
+            max_connections: self.max_connections,
             ..pryv_daemon::ServeOptions::default()
         };
         pryv_daemon::serve(listener, app(self.state.clone()), options, shutdown)

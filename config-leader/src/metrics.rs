@@ -21,6 +21,7 @@ pub const FOLLOWER_LAST_FETCH: &str = "pryv_config_leader_follower_last_fetch_ti
 pub const NOTIFICATIONS: &str = "pryv_config_leader_notifications_total";
 pub const LOGINS: &str = "pryv_config_leader_admin_logins_total";
 pub const SETTINGS_CHANGES: &str = "pryv_config_leader_settings_changes_total";
+pub const ROLLOUTS: &str = "pryv_config_leader_rollouts";
 
 /// A follower without a fetch for this long counts as silent.
 pub const SILENT_AFTER_SECONDS: u64 = 600;
@@ -76,6 +77,10 @@ pub fn describe() {
         LOGINS,
         "Admin logins by outcome (success, failure, throttled)"
     );
+    describe_gauge!(
+        ROLLOUTS,
+        "Rollouts in force by state (running, stopped: held back by an unhealthy follower or a timeout)"
+    );
     describe_counter!(
         SETTINGS_CHANGES,
         "Settings changes by kind (update, rollback, migration)"
@@ -90,6 +95,9 @@ pub fn refresh(state: &AppState) {
     let revisions = state.store.cached_revisions();
     refresh_roles(state, &revisions);
     refresh_fleet(state, revisions);
+    let (running, stopped) = state.admin.rollouts.held_counts();
+    metrics::gauge!(ROLLOUTS, "state" => "running").set(running as f64);
+    metrics::gauge!(ROLLOUTS, "state" => "stopped").set(stopped as f64);
 }
 
 fn refresh_roles(state: &AppState, revisions: &HashMap<String, String>) {

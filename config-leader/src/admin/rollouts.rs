@@ -273,6 +273,17 @@ impl Rollouts {
         Some(updated)
     }
 
+    /// How many rollouts are running and how many stopped.
+    pub fn held_counts(&self) -> (usize, usize) {
+        self.with_active(|active| {
+            let running = active
+                .values()
+                .filter(|r| r.state == RolloutState::Running)
+                .count();
+            (running, active.len() - running)
+        })
+    }
+
     /// Every rollout still held, for the drivers to pick up at start.
     pub fn running_ids(&self) -> Vec<i64> {
         self.with_active(|active| {

@@ -88,14 +88,18 @@ pub fn app(state: AppState) -> Router {
         state.admin.metrics_token.clone(),
         std::sync::Arc::new(move || crate::metrics::refresh(&refresh_state)),
     );
-    Router::new()
-        .merge(public)
+    // Beyond this many requests in progress, new ones wait for a slot instead of exhausting memory. Not for
+    // `GET /conf`: it answers from ready bytes, and followers long-polling it hold a request each for up to
+    // 25 s (the connection cap bounds them).
+    let limited = Router::new()
         .merge(admin)
         .merge(metrics)
+        .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS));
+    Router::new()
+        .merge(public)
+        .merge(limited)
         .fallback(|| async { Error::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        // Beyond this many requests in progress, new ones wait for a slot instead of exhausting memory.
-        .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .layer(middleware::from_fn(pryv_daemon::json_errors))
         .layer(middleware::from_fn(log_request))
         .with_state(state)

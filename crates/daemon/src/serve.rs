@@ -6,8 +6,35 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::{Extension, Router};
+
+/// The router, with the connection's peer address added to each request (what handlers read as
+/// `ConnectInfo`). Not `Router::layer`, which would rebuild every route for each connection: tens of
+/// kilobytes each, multiplied by thousands of long-polling followers.
+#[derive(Clone)]
+struct PeerRouter {
+    app: Router,
+    peer: SocketAddr,
+}
+
+impl tower::Service<hyper::Request<hyper::body::Incoming>> for PeerRouter {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<hyper::Request<hyper::body::Incoming>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        tower::Service::<hyper::Request<hyper::body::Incoming>>::call(&mut self.app, request)
+    }
+}
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -97,7 +124,10 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone().layer(Extension(ConnectInfo(peer))));
+        let service = TowerToHyperService::new(PeerRouter {
+            app: app.clone(),
+            peer,
+        });
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let header_timeout = options.header_timeout;
@@ -136,7 +166,7 @@ pub async fn serve(
 async fn serve_connection<IO>(
     io: IO,
     http2: bool,
-    service: TowerToHyperService<Router>,
+    service: TowerToHyperService<PeerRouter>,
     header_timeout: Duration,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,

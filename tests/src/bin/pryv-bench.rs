@@ -2,7 +2,8 @@
 //!   cargo build --release -p config-leader -p config-follower && cargo run --release -p pryv-e2e --bin pryv-bench
 //! Sections: leader cold start and memory, `GET /conf` throughput and latency at 1/16/64 connections (and the
 //! same bytes served by nginx as a ceiling, when nginx is installed), fleet convergence for 100/1000/5000
-//! simulated followers, follower memory idle and under notifications. `--quick` shortens every run.
+//! simulated followers, 5000 followers long-polling at once, follower memory idle and under notifications.
+//! `--quick` shortens every run; `--fleet-only` and `--long-poll-only` run one section.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -500,6 +501,97 @@ async fn fleet_section(counts: &[usize]) {
     println!();
 }
 
+/// `count` followers waiting at once on `GET /conf?wait=` (one connection each): leader memory while they
+/// wait, and the time from a settings change to the last of them answered with the new tree.
+async fn long_poll_section(count: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = platform(dir.path(), Some((count, "http://127.0.0.1:1")));
+    let port = free_port();
+    let (_leader, _, _, pid) = start_leader(&config, port);
+    let base = format!("http://127.0.0.1:{port}");
+    let revision = reqwest::Client::new()
+        .get(format!("{base}/conf"))
+        .header("authorization", follower_key(0))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["revision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (idle, _) = memory(pid);
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let url = format!("{base}/conf?wait={revision}&timeout=25");
+        let waiting = waiting.clone();
+        let revision = revision.clone();
+        tasks.push(tokio::spawn(async move {
+            // One client each: every follower is its own machine with its own connection.
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let request = client
+                .get(&url)
+                .header("authorization", follower_key(i))
+                .header("if-none-match", format!("\"{revision}\""))
+                .send();
+            waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let response = request.await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (
+                status,
+                body["revision"].as_str().map(str::to_owned),
+                Instant::now(),
+            )
+        }));
+    }
+    // Every request in flight and parked at the leader.
+    while waiting.load(std::sync::atomic::Ordering::SeqCst) < count {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (parked, _) = memory(pid);
+    let started = Instant::now();
+    let answer = reqwest::Client::new()
+        .put(format!("{base}/admin/settings"))
+        .header("authorization", "bench-admin-key-0123456789abcdef")
+        .json(&json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "pryv.changed.example"}}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.status().is_success(),
+        "{}",
+        answer.text().await.unwrap_or_default()
+    );
+    let mut last = started;
+    let mut released = 0;
+    for task in tasks {
+        let (status, new_revision, at) = task.await.unwrap();
+        if status == 200 && new_revision.as_deref() != Some(revision.as_str()) {
+            released += 1;
+        }
+        last = last.max(at);
+    }
+    let (_, peak) = memory(pid);
+    println!("## Long-poll\n");
+    println!(
+        "{count} followers wait on `GET /conf?wait=<revision>&timeout=25`, one connection each; then a `PUT /admin/settings` changes DOMAIN.\n"
+    );
+    println!(
+        "| waiting | leader memory before → while waiting (peak) | settings saved → last follower answered | answered with the new tree |\n|---|---|---|---|"
+    );
+    println!(
+        "| {count} | {idle:.1} → {parked:.1} MiB (peak {peak:.1}) | {:.0} ms | {released} |\n",
+        last.duration_since(started).as_secs_f64() * 1000.0
+    );
+}
+
 async fn follower_section(seconds: u64) {
     let dir = tempfile::tempdir().unwrap();
     let config = platform(dir.path(), None);
@@ -569,11 +661,20 @@ async fn main() {
         "# Benchmark run\n\nMachine: {} cores; release build; load generator in-process on the same machine.\n",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
+    if std::env::args().any(|a| a == "--long-poll-only") {
+        let count = std::env::var("PRYV_BENCH_WAITING")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(if quick { 1000 } else { 5000 });
+        long_poll_section(count).await;
+        return;
+    }
     let fleet_only = std::env::args().any(|a| a == "--fleet-only");
     if !fleet_only {
         conf_section(seconds).await;
     }
     fleet_section(counts).await;
+    long_poll_section(if quick { 1000 } else { 5000 }).await;
     if !fleet_only {
         follower_section(seconds.min(5)).await;
     }

@@ -272,6 +272,20 @@ mod tests {
         assert!(ContainerState::parse("garbage").is_none());
     }
 
+    #[tokio::test]
+    async fn probes_pass_only_when_something_answers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        assert!(run_probe(&Probe::Tcp(open.to_string())).await.is_ok());
+        drop(listener);
+        let closed = run_probe(&Probe::Tcp(open.to_string())).await.unwrap_err();
+        assert!(closed.contains(&open.to_string()), "{closed}");
+        let http = run_probe(&Probe::Http(format!("http://{open}/")))
+            .await
+            .unwrap_err();
+        assert!(http.contains("http://"), "{http}");
+    }
+
     #[test]
     fn docker_cli_beside_the_compose_tool() {
         assert_eq!(docker_cli(&["docker".into(), "compose".into()]), "docker");

@@ -177,9 +177,18 @@ impl Fleet {
 
     /// Sets DOMAIN through the admin API (saved once every role rendered) and returns the new revision.
     async fn set_domain(&self, domain: &str) -> String {
+        self.save_domain(domain, "").await
+    }
+
+    /// [`Fleet::set_domain`] with a query string (`?hold=true`).
+    async fn save_domain(&self, domain: &str, query: &str) -> String {
         let patch = json!({"settings": {"MAIN": {"settings": {"DOMAIN": {"value": domain}}}}});
-        self.admin(reqwest::Method::PUT, "/admin/settings", Some(patch))
-            .await;
+        self.admin(
+            reqwest::Method::PUT,
+            &format!("/admin/settings{query}"),
+            Some(patch),
+        )
+        .await;
         let view = self
             .admin(reqwest::Method::GET, "/admin/status", None)
             .await;
@@ -245,6 +254,8 @@ async fn status(follower: &Daemon) -> Value {
 }
 
 async fn wait_status(follower: &Daemon, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+    let what = format!("{what}; follower log:\n{}", follower.logs());
+    let what = what.as_str();
     wait_for(what, || async {
         let status = status(follower).await;
         predicate(&status).then_some(status)
@@ -621,4 +632,140 @@ async fn a_follower_killed_during_the_health_check_checks_again_at_start_and_rev
     let again = notify(&follower, 0).await;
     assert!(again["skipped"].is_string(), "{again}");
     assert_eq!(fleet.core_yml(0), "domain: pryv.me\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_rollout_survives_a_leader_restart_and_can_be_resumed_or_aborted() {
+    let fleet = Fleet::new(3, true);
+    let mut leader = fleet.start_leader();
+    let followers: Vec<Daemon> = (0..3)
+        .map(|i| fleet.start_follower(i, &json!({})))
+        .collect();
+    for follower in &followers {
+        wait_status(follower, "the first tree", |s| s["revision"].is_string()).await;
+    }
+    let good = fleet.conf(0, None).await.1["revision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let waves = json!({"waves": [{"followers": ["m1"]}, {"followers": ["m2"]}, {"followers": ["m3"]}], "waveTimeoutSeconds": 30});
+    fleet.set_domain("broken.example").await;
+    let id = fleet
+        .admin(reqwest::Method::POST, "/admin/notify", Some(waves))
+        .await["rollout"]
+        .as_i64()
+        .unwrap();
+    rollout(&fleet, id, "the rollout to stop", |r| {
+        r["state"] == "stopped"
+    })
+    .await;
+
+    // A restart of the leader keeps the rollout and what it holds back.
+    leader.terminate();
+    let leader = fleet.start_leader();
+    let kept = fleet
+        .admin(reqwest::Method::GET, &format!("/admin/rollouts/{id}"), None)
+        .await;
+    assert_eq!(kept["state"], "stopped", "{kept}");
+    assert_eq!(kept["waves"][0]["followers"][0]["state"], "reverted");
+    assert_eq!(
+        fleet.conf(1, Some(&good)).await.0,
+        304,
+        "m2 still held back"
+    );
+    let last = fleet
+        .admin(reqwest::Method::GET, "/admin/status", None)
+        .await;
+    assert_eq!(
+        last["followers"][0]["lastReport"]["outcome"], "reverted",
+        "reports kept: {last}"
+    );
+
+    // Resume: the operator goes on with the next wave; m2 gets the (bad) revision and reverts too.
+    let resumed = fleet
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/rollouts/{id}/resume"),
+            None,
+        )
+        .await;
+    assert_eq!(resumed["state"], "running");
+    assert_eq!(resumed["currentWave"], 1);
+    let stopped = rollout(&fleet, id, "the second wave to stop it", |r| {
+        r["state"] == "stopped" && r["currentWave"] == 1
+    })
+    .await;
+    assert_eq!(
+        stopped["waves"][1]["followers"][0]["state"], "reverted",
+        "{stopped}"
+    );
+    assert_eq!(fleet.core_yml(1), "domain: pryv.me\n");
+    assert_eq!(fleet.core_yml(2), "domain: pryv.me\n");
+
+    // Abort: the rollout ends and holds nobody back any more.
+    let aborted = fleet
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/rollouts/{id}/abort"),
+            None,
+        )
+        .await;
+    assert_eq!(aborted["state"], "aborted");
+    let refused = reqwest::Client::new()
+        .post(format!("{}/admin/rollouts/{id}/resume", fleet.leader_url()))
+        .header("authorization", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert_ne!(fleet.conf(2, Some(&good)).await.0, 304, "m3 no longer held");
+    drop(leader);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_polling_follower_of_a_later_wave_waits_for_its_wave() {
+    let fleet = Fleet::new(2, false);
+    let _leader = fleet.start_leader();
+    let poll =
+        |i: usize| json!({"leader": {"url": fleet.leader_url(), "auth": key(i), "longPoll": true}});
+    let first = fleet.start_follower(0, &poll(0));
+    let second = fleet.start_follower(1, &poll(1));
+    for follower in [&first, &second] {
+        wait_status(follower, "the first tree", |s| s["revision"].is_string()).await;
+    }
+    // Saved but held: the followers waiting on the leader do not get it before the rollout.
+    let target = fleet.save_domain("example.com", "?hold=true").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fleet.core_yml(0),
+        "domain: pryv.me\n",
+        "held until the notification"
+    );
+    assert_eq!(fleet.core_yml(1), "domain: pryv.me\n");
+    // The leader reaches neither: they get the target by long-polling, wave by wave.
+    let waves = json!({"waves": [{"followers": ["m1"]}], "pauseSeconds": 2});
+    let id = fleet
+        .admin(reqwest::Method::POST, "/admin/notify", Some(waves))
+        .await["rollout"]
+        .as_i64()
+        .unwrap();
+    wait_status(&first, "m1 to long-poll the target", |s| {
+        s["revision"] == target.as_str()
+    })
+    .await;
+    assert_eq!(
+        fleet.core_yml(1),
+        "domain: pryv.me\n",
+        "m2's wave has not started"
+    );
+    // Its wave starts after m1 reported healthy and the pause: then it converges by itself.
+    wait_status(&second, "m2 in its wave", |s| {
+        s["revision"] == target.as_str()
+    })
+    .await;
+    rollout(&fleet, id, "the rollout to finish", |r| {
+        r["state"] == "done"
+    })
+    .await;
+    assert_eq!(fleet.core_yml(1), "domain: example.com\n");
 }

@@ -80,6 +80,7 @@ impl Db {
                      id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
                      action TEXT NOT NULL, detail TEXT NOT NULL, remote TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS follower_reports (url TEXT PRIMARY KEY, report TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS rollouts (
                      id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL, body TEXT NOT NULL);",
             )
@@ -390,6 +391,31 @@ impl Db {
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(sql)?;
         rows.collect::<Result<_, _>>().map_err(sql)
+    }
+
+    /// A switch kept across restarts (false when never set).
+    pub fn flag(&self, name: &str) -> Result<bool, Error> {
+        let value: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT value FROM flags WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        Ok(value.unwrap_or(0) != 0)
+    }
+
+    pub fn set_flag(&self, name: &str, on: bool) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "INSERT INTO flags (name, value) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![name, i64::from(on)],
+            )
+            .map_err(sql)?;
+        Ok(())
     }
 
     /// A new rollout (its JSON); returns its id.

@@ -124,6 +124,17 @@ pub struct WaveMember {
     pub detail: Option<String>,
 }
 
+impl WaveMember {
+    /// A follower is known to a rollout by its URL and name (never by its key).
+    fn is(&self, follower: &FollowerEntry) -> bool {
+        self.url == follower.url && self.name == follower.name
+    }
+
+    fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.url)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Wave {
@@ -170,11 +181,16 @@ pub struct Rollouts {
     db: Arc<crate::admin::db::Db>,
     /// Running and stopped rollouts, by id.
     active: Mutex<BTreeMap<i64, Rollout>>,
-    /// By follower URL.
-    pins: RwLock<HashMap<String, Pin>>,
+    /// By follower URL and name.
+    pins: RwLock<HashMap<(String, Option<String>), Pin>>,
     /// Wakes a driving task early (abort).
     signal: tokio::sync::Notify,
+    /// A settings change saved with `?hold=true`: no follower outside a rollout gets a newer tree until
+    /// the next notification (kept across restarts).
+    hold: std::sync::atomic::AtomicBool,
 }
+
+const HOLD_FLAG: &str = "hold-changes";
 
 impl Rollouts {
     /// Loads the rollouts a previous run left running or stopped.
@@ -189,11 +205,13 @@ impl Rollouts {
                 Err(err) => tracing::warn!(id, error = %err, "unreadable rollout in the database"),
             }
         }
+        let hold = db.flag(HOLD_FLAG)?;
         let rollouts = Self {
             db,
             active: Mutex::new(active),
             pins: RwLock::new(HashMap::new()),
             signal: tokio::sync::Notify::new(),
+            hold: std::sync::atomic::AtomicBool::new(hold),
         };
         rollouts.refresh_pins();
         Ok(rollouts)
@@ -208,16 +226,34 @@ impl Rollouts {
         )
     }
 
-    /// The pin of the follower at `url`, if a rollout holds it.
-    pub fn pin(&self, url: &str) -> Option<Pin> {
+    /// The pin of the follower at `url`, if a rollout (or a held change) holds it.
+    pub fn pin(&self, follower: &FollowerEntry) -> Option<Pin> {
         let pins = self
             .pins
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if pins.is_empty() {
-            return None;
+        let pinned = if pins.is_empty() {
+            None
+        } else {
+            pins.get(&(follower.url.clone(), follower.name.clone()))
+                .cloned()
+        };
+        pinned.or_else(|| self.holding().then_some(Pin::Hold))
+    }
+
+    /// Whether a change saved with `?hold=true` waits for a notification.
+    pub fn holding(&self) -> bool {
+        self.hold.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Holds every follower outside a rollout on what it has (`on`), or lets them fetch again.
+    pub fn set_hold(&self, on: bool) -> Result<(), Error> {
+        if self.holding() == on {
+            return Ok(());
         }
-        pins.get(url).cloned()
+        self.db.set_flag(HOLD_FLAG, on)?;
+        self.hold.store(on, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     fn refresh_pins(&self) {
@@ -233,7 +269,7 @@ impl Rollouts {
                             Some(target) if released => Pin::Target(target.clone()),
                             _ => Pin::Hold,
                         };
-                        pins.insert(member.url.clone(), pin);
+                        pins.insert((member.url.clone(), member.name.clone()), pin);
                     }
                 }
             }
@@ -295,14 +331,29 @@ impl Rollouts {
         })
     }
 
-    /// Ends every held rollout: a newer notification replaces them.
+    /// Ends every held rollout and a held change: a newer notification replaces them.
     pub fn supersede_all(&self) {
-        let ids: Vec<i64> = self.with_active(|active| active.keys().copied().collect());
+        self.supersede_except(None);
+    }
+
+    fn supersede_except(&self, keep: Option<i64>) {
+        let ids: Vec<i64> = self.with_active(|active| {
+            active
+                .keys()
+                .copied()
+                .filter(|id| Some(*id) != keep)
+                .collect()
+        });
         for id in ids {
             self.update(id, |r| {
                 r.state = RolloutState::Superseded;
                 r.finished = Some(now_unix_i64());
             });
+        }
+        self.refresh_pins();
+        // Last: until here a held change still holds everyone the pins do not cover yet.
+        if let Err(err) = self.set_hold(false) {
+            tracing::error!(error = %err, "cannot release the held change");
         }
         self.signal.notify_waiters();
     }
@@ -346,12 +397,12 @@ impl Rollouts {
             confirm_removals: request.confirm_removals,
             reason: None,
         };
-        self.supersede_all();
         let body = serde_json::to_string(&rollout).map_err(|e| Error::Internal(e.to_string()))?;
         rollout.id = self.db.insert_rollout(rollout.state.as_str(), &body)?;
         self.save(&rollout);
         self.with_active(|active| active.insert(rollout.id, rollout.clone()));
-        self.refresh_pins();
+        // The new pins are in place before the older rollouts and a held change let go.
+        self.supersede_except(Some(rollout.id));
         Ok(rollout)
     }
 
@@ -590,7 +641,7 @@ impl Drive {
             .filter_map(|m| {
                 self.followers
                     .with_ids()
-                    .find(|(_, f)| f.url == m.url)
+                    .find(|(_, f)| m.is(f))
                     .map(|(id, f)| (id, f.clone()))
             })
             .collect()
@@ -650,15 +701,17 @@ impl Drive {
                 .find(|(_, state, _)| state.is_final() && *state != MemberState::Healthy)
                 .cloned();
             let updated = rollouts.update(id, |r| {
-                for (url, state, detail) in &verdicts {
-                    if let Some(member) =
-                        r.waves[index].followers.iter_mut().find(|m| &m.url == url)
-                    {
+                for (position, state, detail) in &verdicts {
+                    if let Some(member) = r.waves[index].followers.get_mut(*position) {
                         member.state = *state;
                         member.detail.clone_from(detail);
                     }
                 }
-                if let Some((url, state, _)) = &bad {
+                if let Some((position, state, _)) = &bad {
+                    let url = r.waves[index]
+                        .followers
+                        .get(*position)
+                        .map_or_else(String::new, |m| m.label().to_owned());
                     r.state = RolloutState::Stopped;
                     r.reason = Some(format!(
                         "wave {}: follower {url} is {}",
@@ -708,14 +761,15 @@ impl Drive {
         rollout: &Rollout,
         index: usize,
         started: i64,
-    ) -> Vec<(String, MemberState, Option<String>)> {
+    ) -> Vec<(usize, MemberState, Option<String>)> {
         let mut verdicts = Vec::new();
-        for member in rollout.waves[index]
+        for (position, member) in rollout.waves[index]
             .followers
             .iter()
-            .filter(|m| !m.state.is_final())
+            .enumerate()
+            .filter(|(_, m)| !m.state.is_final())
         {
-            let Some((id, _)) = self.followers.with_ids().find(|(_, f)| f.url == member.url) else {
+            let Some((id, _)) = self.followers.with_ids().find(|(_, f)| member.is(f)) else {
                 continue;
             };
             let Some((report, received)) = self.admin.fleet.last_report_received(id) else {
@@ -738,7 +792,7 @@ impl Drive {
                 .as_ref()
                 .map(|u| format!("{}: {}", u.service, u.state))
                 .or_else(|| report.errors.first().cloned());
-            verdicts.push((member.url.clone(), state, detail));
+            verdicts.push((position, state, detail));
         }
         verdicts
     }

@@ -139,7 +139,7 @@ async fn served_tree(
     headers: &HeaderMap,
 ) -> Result<Served, std::sync::Arc<Error>> {
     let current = state.store.get(&follower.role).await?;
-    let pinned = match state.admin.rollouts.pin(&follower.url) {
+    let pinned = match state.admin.rollouts.pin(follower) {
         None => None,
         Some(Pin::Target(revision)) => state
             .store

@@ -37,6 +37,10 @@ pub struct SettingsView {
 pub struct UpdateQuery {
     #[serde(default)]
     allow_new: bool,
+    /// Save, but let no follower fetch the change before the next `POST /admin/notify` (which may roll it
+    /// out in waves, also to long-polling followers).
+    #[serde(default)]
+    hold: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -88,7 +92,8 @@ pub async fn read(
 /// Change some settings (settings:update). Every role is rendered with the new values first; on any error
 /// nothing is saved. Unknown groups or settings are refused unless `allowNew=true`.
 #[utoipa::path(put, path = "/admin/settings", tag = "settings", request_body = SettingsPatch,
-    params(("allowNew" = Option<bool>, Query, description = "create unknown groups and settings")),
+    params(("allowNew" = Option<bool>, Query, description = "create unknown groups and settings"),
+        ("hold" = Option<bool>, Query, description = "no follower gets the change before the next notification")),
     responses((status = 200, body = SettingsView), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -102,11 +107,20 @@ pub async fn update(
     let body: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|err| Error::BadRequest(format!("the body is not JSON: {err}")))?;
     let patch = SettingsPatch::from_body(body)?;
-    let revision = state
+    // Held before the save: a follower waiting on `GET /conf?wait=` must not see the change in between.
+    let was_holding = state.admin.rollouts.holding();
+    if query.hold {
+        state.admin.rollouts.set_hold(true)?;
+    }
+    let saved = state
         .admin
         .settings
         .update(&patch, query.allow_new, &caller.name())
-        .await?;
+        .await;
+    if saved.is_err() && query.hold && !was_holding {
+        state.admin.rollouts.set_hold(false)?;
+    }
+    let revision = saved?;
     let names: Vec<String> = patch
         .settings
         .iter()

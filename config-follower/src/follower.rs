@@ -132,50 +132,18 @@ impl Follower {
         if !ignored.is_empty() {
             tracing::info!(ignored = ?ignored, "notification names services this machine does not run");
         }
-        let before = self.status.snapshot();
-        let revision = before.revision.clone();
-        let fetched = self.fetch(revision.as_deref()).await?;
-        let (applied, tree_revision) = match fetched {
-            Fetched::NotModified => (apply::Applied::default(), revision.clone()),
-            Fetched::Tree(tree) => {
-                self.saw(tree.revision.as_deref());
-                if tree.revision.is_some() && tree.revision == before.reverted_revision {
-                    return Ok(self.skip_reverted(tree.revision));
-                }
-                let outcome = self
-                    .apply_tree(
-                        tree.files,
-                        request,
-                        restart,
-                        &project_before,
-                        tree.revision.clone(),
-                    )
-                    .await?;
-                match outcome {
-                    Ok(applied) => (applied, tree.revision),
-                    Err(reason) => {
-                        metrics::counter!(crate::metrics::APPLIES, "outcome" => "refused")
-                            .increment(1);
-                        tracing::error!(reason = %reason, "configuration refused");
-                        self.record_incomplete(&reason, tree.revision.clone());
-                        self.restarter.request(RestartJob::default());
-                        self.reporter.send(ApplyReport {
-                            errors: vec![reason.clone()],
-                            ..report_of(
-                                tree.revision,
-                                revision,
-                                ApplyOutcome::Incomplete,
-                                &NotifyResponse::default(),
-                            )
-                        });
-                        return Err(Error::ApplyIncomplete(reason));
-                    }
-                }
-            }
+        let revision = self.status.snapshot().revision;
+        let (applied, tree_revision) = match self
+            .fetch_and_apply(request, restart, &project_before, revision.clone())
+            .await?
+        {
+            Fetch::Applied(applied, tree_revision) => (applied, tree_revision),
+            Fetch::Skipped(answer) => return Ok(answer),
         };
-        let job = self.restart_job(request, listed.as_ref(), &project_before, &applied.changed);
         let job = match restart {
-            Restart::Changed => job,
+            Restart::Changed => {
+                self.restart_job(request, listed.as_ref(), &project_before, &applied.changed)
+            }
             Restart::Nothing => RestartJob::default(),
         };
         let mut report = applied.report;
@@ -185,25 +153,7 @@ impl Follower {
         // Queued (and persisted) whatever the outcome: files that did reach the disk must reach the services.
         let ticket = self.restarter.request(job.clone());
         let answer = self.conclude(report, tree_revision.clone());
-        let nothing_new = applied.changed.is_empty() && request.revision.is_none();
-        let outcome = match &answer {
-            Ok(_) if applied.changed.is_empty() => ApplyOutcome::Unchanged,
-            Ok(_) => ApplyOutcome::Applied,
-            Err(_) => ApplyOutcome::Incomplete,
-        };
-        let mut report = report_of(
-            tree_revision.clone(),
-            self.status.snapshot().revision,
-            outcome,
-            answer
-                .as_ref()
-                .ok()
-                .map_or(&NotifyResponse::default(), |r| r),
-        );
-        report.apply_ms = apply_ms;
-        if let Err(err) = &answer {
-            report.errors.push(err.to_string());
-        }
+        let report = self.apply_report(&answer, &applied.changed, tree_revision.clone(), apply_ms);
         if answer.is_ok() && self.config.health.enabled && !job.is_empty() {
             let gate = Gate {
                 target: tree_revision,
@@ -220,11 +170,86 @@ impl Follower {
             });
         } else {
             self.forget_gate();
-            if !nothing_new {
+            // A poll that found nothing new is not worth a report; a notification always is.
+            if !(applied.changed.is_empty() && request.revision.is_none()) {
                 self.reporter.send(report);
             }
         }
         answer
+    }
+
+    /// Fetches the tree and writes it, unless it is a revision this follower reverted. A tree refused whole
+    /// is reported and ends the cycle in [`Error::ApplyIncomplete`].
+    async fn fetch_and_apply(
+        &self,
+        request: &NotifyRequest,
+        restart: Restart,
+        project_before: &Project,
+        revision: Option<String>,
+    ) -> Result<Fetch, Error> {
+        let tree = match self.fetch(revision.as_deref()).await? {
+            Fetched::NotModified => return Ok(Fetch::Applied(apply::Applied::default(), revision)),
+            Fetched::Tree(tree) => tree,
+        };
+        self.saw(tree.revision.as_deref());
+        if tree.revision.is_some() && tree.revision == self.status.snapshot().reverted_revision {
+            return Ok(Fetch::Skipped(self.skip_reverted(tree.revision)));
+        }
+        let outcome = self
+            .apply_tree(
+                tree.files,
+                request,
+                restart,
+                project_before,
+                tree.revision.clone(),
+            )
+            .await?;
+        match outcome {
+            Ok(applied) => Ok(Fetch::Applied(applied, tree.revision)),
+            Err(reason) => {
+                metrics::counter!(crate::metrics::APPLIES, "outcome" => "refused").increment(1);
+                tracing::error!(reason = %reason, "configuration refused");
+                self.record_incomplete(&reason, tree.revision.clone());
+                self.restarter.request(RestartJob::default());
+                self.reporter.send(ApplyReport {
+                    errors: vec![reason.clone()],
+                    ..report_of(
+                        tree.revision,
+                        revision,
+                        ApplyOutcome::Incomplete,
+                        &NotifyResponse::default(),
+                    )
+                });
+                Err(Error::ApplyIncomplete(reason))
+            }
+        }
+    }
+
+    /// The report of an apply that just ended (before any health check).
+    fn apply_report(
+        &self,
+        answer: &Result<NotifyResponse, Error>,
+        changed: &[PathBuf],
+        tree_revision: Option<String>,
+        apply_ms: u64,
+    ) -> ApplyReport {
+        let outcome = match answer {
+            Ok(_) if changed.is_empty() => ApplyOutcome::Unchanged,
+            Ok(_) => ApplyOutcome::Applied,
+            Err(_) => ApplyOutcome::Incomplete,
+        };
+        let empty = NotifyResponse::default();
+        let mut report = report_of(
+            tree_revision,
+            self.status.snapshot().revision,
+            outcome,
+            answer.as_ref().unwrap_or(&empty),
+        );
+        report.apply_ms = apply_ms;
+        if let Err(err) = answer {
+            report.errors.push(err.to_string());
+        }
+        report
     }
 
     /// The tree is a revision this follower reverted: it stays on what it runs (a newer revision is tried).
@@ -318,6 +343,36 @@ impl Follower {
             }
             Err(unhealthy) => unhealthy,
         };
+        self.revert(
+            Gate {
+                target,
+                previous,
+                backup,
+                job,
+                ticket,
+                report,
+            },
+            &services,
+            unhealthy,
+        )
+        .await;
+    }
+
+    /// Puts the previous files back, restarts the same services again, and stays on the previous revision.
+    async fn revert(
+        &self,
+        gate: Gate,
+        services: &[String],
+        unhealthy: pryv_protocol::UnhealthyService,
+    ) {
+        let Gate {
+            target,
+            previous,
+            backup,
+            job,
+            mut report,
+            ..
+        } = gate;
         tracing::error!(service = %unhealthy.service, state = %unhealthy.state, revision = target.as_deref().unwrap_or("-"),
             "a restarted service is unhealthy; putting the previous files back");
         let (_, mut errors) = backup.restore(&self.config.data_folder, &self.own_writes);
@@ -671,6 +726,14 @@ fn save_gate(file: &std::path::Path, gate: &SavedGate) {
     if let Err(err) = saved {
         tracing::error!(error = %err, "cannot save the health check; a stop during it would skip it");
     }
+}
+
+/// What a fetch led to.
+enum Fetch {
+    /// Written (or nothing to write), with the revision of the tree.
+    Applied(apply::Applied, Option<String>),
+    /// A reverted revision, not applied: the answer.
+    Skipped(NotifyResponse),
 }
 
 /// What the health gate of one apply needs.

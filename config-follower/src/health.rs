@@ -59,6 +59,30 @@ struct Watch {
     healthy: bool,
 }
 
+impl Watch {
+    /// Healthy by Docker's account: its healthcheck says so, or (without one) it has been running, not
+    /// restarting, with the same restart count for `settle`.
+    fn docker_says_ok(&mut self, state: &ContainerState, settle: Duration) -> bool {
+        if !state.health.is_empty() {
+            return state.health == "healthy";
+        }
+        let running = state.status == "running" && !state.restarting;
+        match (running, self.stable_since) {
+            (false, _) => {
+                self.stable_since = None;
+                false
+            }
+            (true, Some((since, count))) if count == state.restart_count => {
+                since.elapsed() >= settle
+            }
+            (true, _) => {
+                self.stable_since = Some((Instant::now(), state.restart_count));
+                settle.is_zero()
+            }
+        }
+    }
+}
+
 /// The docker CLI next to the compose tool (`docker compose` → `docker`; `docker-compose` → `docker`).
 fn docker_cli(tool: &[String]) -> String {
     match tool.first() {
@@ -174,25 +198,7 @@ async fn look(
         return;
     };
     watch.last_state = state.describe();
-    let docker_ok = if state.health.is_empty() {
-        let running = state.status == "running" && !state.restarting;
-        match (running, watch.stable_since) {
-            (false, _) => {
-                watch.stable_since = None;
-                false
-            }
-            (true, Some((since, count))) if count == state.restart_count => {
-                since.elapsed() >= config.settle
-            }
-            (true, _) => {
-                watch.stable_since = Some((Instant::now(), state.restart_count));
-                config.settle.is_zero()
-            }
-        }
-    } else {
-        state.health == "healthy"
-    };
-    if !docker_ok {
+    if !watch.docker_says_ok(&state, config.settle) {
         return;
     }
     match config.probes.get(service) {

@@ -42,7 +42,14 @@ struct WaitQuery {
 pub async fn get_conf(State(state): State<AppState>, parts: Parts) -> Result<Response, Response> {
     let started = std::time::Instant::now();
     let answer = conf_answer(&state, &parts).await;
-    metrics::histogram!(crate::metrics::CONF_DURATION).record(started.elapsed().as_secs_f64());
+    // A long-poll's time is the wait for a change, not the leader's speed.
+    let long_poll = parts
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("wait=")));
+    if !long_poll {
+        metrics::histogram!(crate::metrics::CONF_DURATION).record(started.elapsed().as_secs_f64());
+    }
     answer
 }
 
@@ -59,35 +66,12 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
             wait: None,
             timeout: None,
         });
-    let deadline = wait.wait.as_ref().map(|_| {
-        let seconds = wait
-            .timeout
-            .as_deref()
-            .and_then(|t| t.parse::<u64>().ok())
-            .map_or(MAX_WAIT, std::time::Duration::from_secs);
-        tokio::time::Instant::now() + seconds.min(MAX_WAIT)
-    });
-    let mut changes = state.store.changes();
-    let served = loop {
-        changes.borrow_and_update();
-        let served = match served_tree(state, index, follower, &parts.headers).await {
-            Ok(served) => served,
-            Err(err) => {
-                let mut response = err.to_response();
-                response.extensions_mut().insert(role);
-                return Err(response);
-            }
-        };
-        // Long-poll: answer once what this follower would get is no longer the revision it has.
-        let (Some(seen), Some(deadline)) = (wait.wait.as_deref(), deadline) else {
-            break served;
-        };
-        if served.revision() != seen.trim_matches('"') {
-            break served;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => break served,
-            _ = changes.changed() => {}
+    let served = match wait_for_news(state, index, follower, parts, wait).await {
+        Ok(served) => served,
+        Err(err) => {
+            let mut response = err.to_response();
+            response.extensions_mut().insert(role);
+            return Err(response);
         }
     };
     let revision = served.revision().to_owned();
@@ -113,6 +97,40 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response.extensions_mut().insert(role);
     Ok(response)
+}
+
+/// What this follower gets now, or, with `?wait=<revision>`, as soon as that is no longer `<revision>`
+/// (at most until the timeout): every change of the trees or of the rollouts' pins wakes the wait.
+async fn wait_for_news(
+    state: &AppState,
+    index: crate::auth::FollowerId,
+    follower: &crate::config::FollowerEntry,
+    parts: &Parts,
+    wait: WaitQuery,
+) -> Result<Served, std::sync::Arc<Error>> {
+    let deadline = wait.wait.as_ref().map(|_| {
+        let seconds = wait
+            .timeout
+            .as_deref()
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or(MAX_WAIT, std::time::Duration::from_secs);
+        tokio::time::Instant::now() + seconds.min(MAX_WAIT)
+    });
+    let mut changes = state.store.changes();
+    loop {
+        changes.borrow_and_update();
+        let served = served_tree(state, index, follower, &parts.headers).await?;
+        let (Some(seen), Some(deadline)) = (wait.wait.as_deref(), deadline) else {
+            return Ok(served);
+        };
+        if served.revision() != seen.trim_matches('"') {
+            return Ok(served);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return Ok(served),
+            _ = changes.changed() => {}
+        }
+    }
 }
 
 /// What `GET /conf` gives one follower.

@@ -220,21 +220,11 @@ pub async fn rollout(
     responses((status = 200, body = Rollout), (status = 409, body = pryv_protocol::ErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
-    Remote(remote): Remote,
+    remote: Remote,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Rollout>, Error> {
-    caller.require(Permission::SettingsUpdate)?;
-    let id = rollout_id(&id)?;
-    let resumed = state.admin.rollouts.resume(id)?;
-    tokio::spawn(state.drive().run(id, None));
-    state.admin.audit(
-        &caller.name(),
-        "rollout-resume",
-        &format!("rollout {id}"),
-        &remote,
-    );
-    Ok(Json(resumed))
+    rollout_action(&state, remote, &caller, &id, RolloutAction::Resume)
 }
 
 /// Ends a rollout; the followers it held get the current tree at their next fetch (settings:update).
@@ -242,21 +232,45 @@ pub async fn resume(
     responses((status = 200, body = Rollout), (status = 409, body = pryv_protocol::ErrorBody)))]
 pub async fn abort(
     State(state): State<AppState>,
-    Remote(remote): Remote,
+    remote: Remote,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Rollout>, Error> {
+    rollout_action(&state, remote, &caller, &id, RolloutAction::Abort)
+}
+
+#[derive(Clone, Copy)]
+enum RolloutAction {
+    Resume,
+    Abort,
+}
+
+fn rollout_action(
+    state: &AppState,
+    Remote(remote): Remote,
+    caller: &Caller,
+    id: &str,
+    action: RolloutAction,
+) -> Result<Json<Rollout>, Error> {
     caller.require(Permission::SettingsUpdate)?;
-    let id = rollout_id(&id)?;
-    let aborted = state.admin.rollouts.abort(id)?;
-    state.store.wake();
-    state.admin.audit(
-        &caller.name(),
-        "rollout-abort",
-        &format!("rollout {id}"),
-        &remote,
-    );
-    Ok(Json(aborted))
+    let id = rollout_id(id)?;
+    let (rollout, name) = match action {
+        RolloutAction::Resume => {
+            let resumed = state.admin.rollouts.resume(id)?;
+            tokio::spawn(state.drive().run(id, None));
+            (resumed, "rollout-resume")
+        }
+        RolloutAction::Abort => {
+            let aborted = state.admin.rollouts.abort(id)?;
+            // The followers it held back may fetch the current tree now, long-polling ones included.
+            state.store.wake();
+            (aborted, "rollout-abort")
+        }
+    };
+    state
+        .admin
+        .audit(&caller.name(), name, &format!("rollout {id}"), &remote);
+    Ok(Json(rollout))
 }
 
 fn rollout_id(text: &str) -> Result<i64, Error> {

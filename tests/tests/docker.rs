@@ -80,6 +80,18 @@ fn import_image(work: &Path, image: &str) {
     assert!(status.success(), "docker import failed");
 }
 
+/// A suffix no other run's images and projects share.
+fn unique_suffix() -> String {
+    format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
 fn copy_into(rootfs: &Path, source: &Path, target: &Path) {
     let destination = rootfs.join(target.strip_prefix("/").unwrap());
     std::fs::create_dir_all(destination.parent().unwrap()).unwrap();
@@ -111,14 +123,7 @@ async fn real_containers_restart_only_what_changed() {
         return;
     }
     install_crypto();
-    let unique = format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
+    let unique = unique_suffix();
     let image = format!("pryv-config-test-{unique}:latest");
     let project = format!("pryvconfigtest{unique}");
     let root = tempfile::tempdir().unwrap();
@@ -286,14 +291,7 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
         return;
     }
     install_crypto();
-    let unique = format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
+    let unique = unique_suffix();
     let image = format!("pryv-config-revert-{unique}:latest");
     let root = tempfile::tempdir().unwrap();
     let r = root.path();

@@ -279,6 +279,128 @@ async fn nobody_grants_what_they_do_not_hold() {
     );
 }
 
+/// One narrow permission is not a key to accounts holding more: reset, re-permission and delete act only on a
+/// user whose permissions are a subset of the caller's, `initial_user` only on itself, and every refusal is
+/// audited.
+#[tokio::test]
+async fn a_narrow_permission_cannot_take_over_a_wider_account() {
+    let Users { h, root, .. } = with_users().await;
+    let create = |name: &str, permissions: Value| {
+        json!({"username": name, "password": format!("{name}-password"), "permissions": permissions})
+    };
+    for (name, permissions) in [
+        ("resetter", json!({"users": ["resetPassword"]})),
+        ("stripper", json!({"users": ["changePermissions"], "settings": ["read"]})),
+        ("deleter", json!({"users": ["delete"]})),
+        (
+            "wide",
+            json!({"users": ["read"], "settings": ["read", "update"]}),
+        ),
+        ("peer", json!({"users": ["resetPassword"]})),
+    ] {
+        let (status, body) = call(
+            &h.app,
+            Method::POST,
+            "/users",
+            Some(&root),
+            Some(create(name, permissions)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let resetter = login(&h.app, "resetter", "resetter-password").await;
+    let stripper = login(&h.app, "stripper", "stripper-password").await;
+    let deleter = login(&h.app, "deleter", "deleter-password").await;
+    let refusals: [(&str, Method, String, Option<Value>); 6] = [
+        (&resetter, Method::POST, "/users/wide/reset-password".into(), None),
+        (&resetter, Method::POST, "/users/initial_user/reset-password".into(), None),
+        (
+            &stripper,
+            Method::PUT,
+            "/users/wide/permissions".into(),
+            Some(json!({"permissions": {}})),
+        ),
+        (
+            &stripper,
+            Method::PUT,
+            "/users/initial_user/permissions".into(),
+            Some(json!({"permissions": {}})),
+        ),
+        (&deleter, Method::DELETE, "/users/wide".into(), None),
+        (&deleter, Method::DELETE, "/users/resetter".into(), None),
+    ];
+    for (token, method, path, body) in refusals {
+        let (status, answer) = call(&h.app, method.clone(), &path, Some(token), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+    }
+    // Nothing changed: the wide account still logs in with its password and keeps its permissions.
+    let wide = login(&h.app, "wide", "wide-password").await;
+    let (_, user) = call(&h.app, Method::GET, "/users/wide", Some(&wide), None).await;
+    assert_eq!(user["permissions"]["settings"], json!(["read", "update"]));
+    login(&h.app, "initial_user", &initial_password(&h.fixture)).await;
+
+    // A subset is fine: same permissions (peer) or fewer (a settings reader).
+    let (status, answer) = call(
+        &h.app,
+        Method::POST,
+        "/users/peer/reset-password",
+        Some(&resetter),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = call(
+        &h.app,
+        Method::PUT,
+        "/users/reader/permissions",
+        Some(&stripper),
+        Some(json!({"permissions": {}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // initial_user acts on itself.
+    let (status, answer) = call(
+        &h.app,
+        Method::POST,
+        "/users/initial_user/reset-password",
+        Some(&root),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let root = login(&h.app, "initial_user", answer["password"].as_str().unwrap()).await;
+
+    let (_, audit) = call(&h.app, Method::GET, "/admin/audit", Some(&root), None).await;
+    let refused: Vec<(String, String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().ends_with("-refused"))
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("resetter", "user-reset-password-refused", "wide"),
+        ("resetter", "user-reset-password-refused", "initial_user"),
+        ("stripper", "user-permissions-refused", "wide"),
+        ("stripper", "user-permissions-refused", "initial_user"),
+        ("deleter", "user-delete-refused", "wide"),
+        ("deleter", "user-delete-refused", "resetter"),
+    ] {
+        let expected = (
+            expected.0.to_owned(),
+            expected.1.to_owned(),
+            expected.2.to_owned(),
+        );
+        assert!(refused.contains(&expected), "{expected:?} in {refused:?}");
+    }
+}
+
 #[tokio::test]
 async fn bad_user_input_says_what_is_wrong() {
     let Users { h, root, .. } = with_users().await;

@@ -1,5 +1,6 @@
 //! Admin users: list, read, create, change permissions, reset or change password, delete. Each route checks the
-//! caller's permission, and nobody grants permissions they do not hold.
+//! caller's permission; nobody grants permissions they do not hold, nor resets, re-permissions or deletes a user
+//! holding more than they do (and only `initial_user` acts on `initial_user`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -124,6 +125,46 @@ fn grantable(caller: &Caller, wanted: &Permissions) -> Result<(), Error> {
     }
 }
 
+/// The rule for acting on another admin: the target's permissions must be a subset of the caller's, and the
+/// emergency account is acted on by nobody but itself. A refusal is audited (`<action>-refused`).
+fn may_act_on(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    username: &str,
+    remote: &str,
+) -> Result<(), Error> {
+    let target = state
+        .admin
+        .db
+        .user(username)?
+        .ok_or_else(|| not_found(username))?;
+    let is_self = matches!(caller, Caller::User { username: own, .. } if own == username);
+    let refusal = if username == INITIAL_USER && !is_self {
+        Some(format!(
+            "{INITIAL_USER} is the emergency account; only {INITIAL_USER} itself may do this"
+        ))
+    } else if !caller
+        .permissions()
+        .covers(&Permissions::from_json(&target.permissions))
+    {
+        Some(format!(
+            "'{username}' holds permissions you do not hold; only an admin holding all of them may do this"
+        ))
+    } else {
+        None
+    };
+    match refusal {
+        None => Ok(()),
+        Some(message) => {
+            state
+                .admin
+                .audit(&caller.name(), &format!("{action}-refused"), username, remote);
+            Err(Error::Forbidden(message))
+        }
+    }
+}
+
 async fn hash(password: String) -> Result<String, Error> {
     tokio::task::spawn_blocking(move || identity::hash_password(&password))
         .await
@@ -217,6 +258,7 @@ pub async fn set_permissions(
 ) -> Result<Json<UserAnswer>, Error> {
     caller.require(Permission::UsersChangePermissions)?;
     grantable(&caller, &body.permissions)?;
+    may_act_on(&state, &caller, "user-permissions", &username, &remote)?;
     if !state
         .admin
         .db
@@ -246,6 +288,7 @@ pub async fn reset_password(
     Path(username): Path<String>,
 ) -> Result<Json<PasswordBody>, Error> {
     caller.require(Permission::UsersResetPassword)?;
+    may_act_on(&state, &caller, "user-reset-password", &username, &remote)?;
     let password = secret::generate();
     if !state
         .admin
@@ -338,6 +381,7 @@ pub async fn delete(
             "{INITIAL_USER} is the emergency account; it cannot be deleted"
         )));
     }
+    may_act_on(&state, &caller, "user-delete", &username, &remote)?;
     if !state.admin.db.delete_user(&username)? {
         return Err(not_found(&username));
     }

@@ -122,13 +122,13 @@ impl<'de> Deserialize<'de> for Backup {
 }
 
 impl Backup {
-    fn take(data_folder: &Path, paths: &[PathBuf]) -> Self {
+    fn take(paths: &[PathBuf], manifest: &Manifest) -> Self {
         Self {
             files: paths
                 .iter()
                 .map(|path| (path.clone(), std::fs::read(path).ok()))
                 .collect(),
-            manifest: read_manifest(data_folder),
+            manifest: manifest.clone(),
         }
     }
 
@@ -166,6 +166,11 @@ impl Backup {
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Manifest {
     files: BTreeSet<String>,
+    /// Files found in the writable zones when the manifest had to be rebuilt, that the leader's tree does not
+    /// have: perhaps written by this follower for an older tree, perhaps made by hand. Reported by every apply
+    /// until they are gone or an operator confirms their removal.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    unclaimed: BTreeSet<String>,
 }
 
 /// How much of its own tree an apply may remove.
@@ -210,21 +215,35 @@ impl RemovalGuard {
 /// Writes `files` under `data_folder`. One bad entry never stops the others; it is reported. A tree that
 /// removes more than `guard` allows is refused whole (`Err`, nothing touched). `before_changes` is called
 /// with every path about to be written or removed, before the first change, so the caller can persist what
-/// it must do about them (a crash mid-apply then loses nothing), and with what the disk held before.
+/// it must do about them (a crash mid-apply then loses nothing), and with what the disk held before; when it
+/// cannot (`Err`), nothing is touched. A manifest that cannot be parsed is rebuilt (files not accounted for
+/// are reported in `problems`); one that cannot be saved is a problem too: either makes the apply incomplete.
 pub fn apply(
     data_folder: &Path,
     files: &[ConfFile],
     validators: &BTreeMap<String, String>,
     own: &OwnWrites,
     guard: RemovalGuard,
-    before_changes: &dyn Fn(&[PathBuf], &Backup),
+    before_changes: &dyn Fn(&[PathBuf], &Backup) -> Result<(), String>,
 ) -> Result<Applied, String> {
     let mut applied = Applied::default();
     let (mut wanted, pending) = sort_entries(data_folder, files, &mut applied);
-    let previous = read_manifest(data_folder);
-    let stale: Vec<String> = previous.files.difference(&wanted).cloned().collect();
+    let previous = match read_manifest(data_folder) {
+        Ok(previous) => previous,
+        Err(reason) => rebuild_manifest(data_folder, &wanted, &reason),
+    };
+    let mut stale: Vec<String> = previous.files.difference(&wanted).cloned().collect();
     if let Some(reason) = guard.refuses(stale.len(), previous.files.len()) {
         return Err(reason);
+    }
+    let mut unclaimed: BTreeSet<String> = previous
+        .unclaimed
+        .difference(&wanted)
+        .filter(|path| data_folder.join(path).is_file())
+        .cloned()
+        .collect();
+    if guard.confirmed {
+        stale.extend(std::mem::take(&mut unclaimed));
     }
     let refused = validate_staged(data_folder, &pending, validators);
     let about_to_change: Vec<PathBuf> = pending
@@ -239,17 +258,107 @@ pub fn apply(
         .chain(stale.iter().map(|stale| data_folder.join(stale)))
         .collect();
     if !about_to_change.is_empty() {
-        applied.backup = Backup::take(data_folder, &about_to_change);
-        before_changes(&about_to_change, &applied.backup);
+        applied.backup = Backup::take(&about_to_change, &previous);
+        // What is owed for these paths could not be recorded: a crash after the writes would lose it.
+        before_changes(&about_to_change, &applied.backup)?;
     }
     write_pending(data_folder, pending, &refused, own, &mut applied);
     for kept in remove_stale(data_folder, &stale, own, &mut applied) {
         wanted.insert(kept);
     }
-    if let Err(err) = write_manifest(data_folder, &Manifest { files: wanted }) {
-        tracing::warn!(error = %err, "cannot save the manifest of written files");
+    if !unclaimed.is_empty() {
+        applied.report.problems.push(unclaimed_problem(&unclaimed));
+    }
+    let manifest = Manifest {
+        files: wanted,
+        unclaimed,
+    };
+    if let Err(err) = write_manifest(data_folder, &manifest) {
+        applied.report.problems.push(format!(
+            "cannot save the manifest of written files {}: {err}; without it the follower cannot remove the \
+             files the leader drops later. Free space or make {} writable",
+            manifest_path(data_folder).display(),
+            data_folder.join(STATE_DIR).display()
+        ));
     }
     Ok(applied)
+}
+
+/// The manifest could not be parsed: its bytes are kept beside it for the operator, and a new one starts
+/// from the leader's tree; every other file in the writable zones is unclaimed (reported, never silently kept).
+fn rebuild_manifest(data_folder: &Path, wanted: &BTreeSet<String>, reason: &str) -> Manifest {
+    let path = manifest_path(data_folder);
+    let aside = path.with_extension("json.corrupt");
+    tracing::error!(manifest = %path.display(), copy = %aside.display(), error = reason,
+        "the manifest of written files is unreadable; rebuilding it from the disk and the leader's tree");
+    if let Err(err) = std::fs::copy(&path, &aside) {
+        tracing::warn!(copy = %aside.display(), error = %err, "cannot keep a copy of the unreadable manifest");
+    }
+    let unclaimed = files_in_writable_zones(data_folder)
+        .into_iter()
+        .filter(|path| !wanted.contains(path))
+        .collect();
+    Manifest {
+        files: BTreeSet::new(),
+        unclaimed,
+    }
+}
+
+fn unclaimed_problem(unclaimed: &BTreeSet<String>) -> String {
+    let listed: Vec<&str> = unclaimed.iter().take(10).map(String::as_str).collect();
+    let more = unclaimed.len() - listed.len();
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "{} file(s) in the writable zones are not in the leader's tree and this follower cannot tell whether it \
+         wrote them (its manifest was unreadable and has been rebuilt): {}{more}. Remove them by hand, or \
+         notify with {{\"confirmRemovals\": true}} to have the follower remove them",
+        unclaimed.len(),
+        listed.join(", ")
+    )
+}
+
+/// Every regular file of the writable zones, relative to the data folder (symlinks are not followed).
+fn files_in_writable_zones(data_folder: &Path) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(data_folder) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if kind.is_file() {
+            found.insert(name);
+        } else if kind.is_dir() && name != STATE_DIR {
+            for zone in ["conf", "templates"] {
+                let prefix = format!("{name}/{zone}");
+                collect_files(&data_folder.join(&prefix), &prefix, &mut found);
+            }
+        }
+    }
+    found
+}
+
+fn collect_files(folder: &Path, prefix: &str, found: &mut BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let relative = format!("{prefix}/{}", entry.file_name().to_string_lossy());
+        if kind.is_file() {
+            found.insert(relative);
+        } else if kind.is_dir() {
+            collect_files(&entry.path(), &relative, found);
+        }
+    }
 }
 
 /// Checks and decodes every entry: the relative paths the tree wants, and the entries whose bytes differ from
@@ -471,11 +580,13 @@ pub fn has_previous_tree(data_folder: &Path) -> bool {
     manifest_path(data_folder).is_file() || data_folder.join("pryv.yml").is_file()
 }
 
-fn read_manifest(data_folder: &Path) -> Manifest {
-    std::fs::read(manifest_path(data_folder))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
+/// The manifest (empty when there is none yet); `Err` when it exists but cannot be read or parsed.
+fn read_manifest(data_folder: &Path) -> Result<Manifest, String> {
+    match std::fs::read(manifest_path(data_folder)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| err.to_string()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 fn write_manifest(data_folder: &Path, manifest: &Manifest) -> std::io::Result<()> {
@@ -514,7 +625,7 @@ mod tests {
             &none,
             &own,
             RemovalGuard::OFF,
-            &|_, _| {},
+            &|_, _| Ok(()),
         )
         .unwrap();
         assert_eq!(first.report.files, ["/pryv.yml", "/core/conf/x.yml"]);
@@ -533,7 +644,7 @@ mod tests {
             &none,
             &own,
             RemovalGuard::OFF,
-            &|_, _| {},
+            &|_, _| Ok(()),
         )
         .unwrap();
         assert!(second.report.files.is_empty());
@@ -571,7 +682,7 @@ mod tests {
             &BTreeMap::new(),
             &OwnWrites::default(),
             RemovalGuard::OFF,
-            &|_, _| {},
+            &|_, _| Ok(()),
         )
         .unwrap()
         .report;
@@ -597,7 +708,7 @@ mod tests {
             &validators,
             &own,
             RemovalGuard::OFF,
-            &|_, _| {},
+            &|_, _| Ok(()),
         )
         .unwrap();
         assert_eq!(ok.report.files, ["/nginx/conf/n.conf"]);
@@ -610,7 +721,7 @@ mod tests {
             &validators,
             &own,
             RemovalGuard::OFF,
-            &|_, _| {},
+            &|_, _| Ok(()),
         )
         .unwrap();
         assert_eq!(bad.report.files, ["/core/conf/c"]);
@@ -637,25 +748,92 @@ mod tests {
         let tree: Vec<ConfFile> = (0..4)
             .map(|i| entry(&format!("/core/conf/{i}.yml"), "x"))
             .collect();
-        apply(data.path(), &tree, &none, &own, guard, &|_, _| {}).unwrap();
+        apply(data.path(), &tree, &none, &own, guard, &|_, _| Ok(())).unwrap();
 
-        let empty = apply(data.path(), &[], &none, &own, guard, &|_, _| {}).unwrap_err();
+        let empty = apply(data.path(), &[], &none, &own, guard, &|_, _| Ok(())).unwrap_err();
         assert!(empty.contains("every one of the 4 files"), "{empty}");
-        let most = apply(data.path(), &tree[..1], &none, &own, guard, &|_, _| {}).unwrap_err();
+        let most = apply(data.path(), &tree[..1], &none, &own, guard, &|_, _| Ok(())).unwrap_err();
         assert!(most.contains("3 of the 4 files"), "{most}");
         assert!(
             data.path().join("core/conf/3.yml").exists(),
             "nothing removed"
         );
 
-        let half = apply(data.path(), &tree[..2], &none, &own, guard, &|_, _| {}).unwrap();
+        let half = apply(data.path(), &tree[..2], &none, &own, guard, &|_, _| Ok(())).unwrap();
         assert_eq!(half.report.removed.len(), 2, "50 % is allowed");
         let confirmed = RemovalGuard {
             confirmed: true,
             ..guard
         };
-        let all = apply(data.path(), &[], &none, &own, confirmed, &|_, _| {}).unwrap();
+        let all = apply(data.path(), &[], &none, &own, confirmed, &|_, _| Ok(())).unwrap();
         assert_eq!(all.report.removed.len(), 2);
+    }
+
+    #[test]
+    fn a_manifest_that_cannot_be_saved_or_read_is_a_problem_never_silent() {
+        let data = tempfile::tempdir().unwrap();
+        let own = OwnWrites::default();
+        let none = BTreeMap::new();
+        let tree = [entry("/core/conf/a.yml", "a")];
+        apply(
+            data.path(),
+            &tree,
+            &none,
+            &own,
+            RemovalGuard::OFF,
+            &|_, _| Ok(()),
+        )
+        .unwrap();
+        // Unparseable: rebuilt; a file in the zones the tree lacks is unclaimed, on disk, and reported.
+        std::fs::write(data.path().join("core/conf/old.yml"), "old").unwrap();
+        std::fs::write(manifest_path(data.path()), "not json").unwrap();
+        let guard = RemovalGuard {
+            max_percent: 50,
+            confirmed: false,
+        };
+        let rebuilt = apply(data.path(), &tree, &none, &own, guard, &|_, _| Ok(())).unwrap();
+        assert_eq!(rebuilt.report.problems.len(), 1, "{:?}", rebuilt.report);
+        assert!(rebuilt.report.problems[0].contains("core/conf/old.yml"));
+        assert!(data.path().join("core/conf/old.yml").exists());
+        let saved = read_manifest(data.path()).unwrap();
+        assert!(saved.files.contains("core/conf/a.yml"));
+        assert!(saved.unclaimed.contains("core/conf/old.yml"));
+        // Removed by hand: no longer a problem.
+        std::fs::remove_file(data.path().join("core/conf/old.yml")).unwrap();
+        let clean = apply(data.path(), &tree, &none, &own, guard, &|_, _| Ok(())).unwrap();
+        assert!(clean.report.problems.is_empty(), "{:?}", clean.report);
+
+        // Cannot be saved (a folder in its place): a problem naming the manifest.
+        let manifest = manifest_path(data.path());
+        std::fs::remove_file(&manifest).unwrap();
+        std::fs::create_dir_all(manifest.join("in-the-way")).unwrap();
+        let unsaved = apply(data.path(), &tree, &none, &own, guard, &|_, _| Ok(())).unwrap();
+        assert!(
+            unsaved
+                .report
+                .problems
+                .iter()
+                .any(|p| p.contains("cannot save the manifest")),
+            "{:?}",
+            unsaved.report
+        );
+
+        // A record that cannot be made before the writes: nothing is touched.
+        std::fs::remove_dir_all(&manifest).unwrap();
+        let refused = apply(
+            data.path(),
+            &[entry("/core/conf/a.yml", "changed")],
+            &none,
+            &own,
+            guard,
+            &|_, _| Err("cannot save".into()),
+        )
+        .unwrap_err();
+        assert_eq!(refused, "cannot save");
+        assert_eq!(
+            std::fs::read_to_string(data.path().join("core/conf/a.yml")).unwrap(),
+            "a"
+        );
     }
 
     #[test]
@@ -673,6 +851,7 @@ mod tests {
             &|paths, _| {
                 assert!(!target.exists(), "announced before writing");
                 seen.borrow_mut().extend_from_slice(paths);
+                Ok(())
             },
         )
         .unwrap();

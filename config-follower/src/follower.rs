@@ -151,7 +151,10 @@ impl Follower {
         report.restarted = job.names();
         let apply_ms = started.elapsed().as_millis() as u64;
         // Queued (and persisted) whatever the outcome: files that did reach the disk must reach the services.
-        let ticket = self.restarter.request(job.clone());
+        let (ticket, saved) = self.restarter.request(job.clone());
+        if let Err(problem) = saved {
+            report.problems.push(problem);
+        }
         let answer = self.conclude(report, tree_revision.clone());
         let report = self.apply_report(&answer, &applied.changed, tree_revision.clone(), apply_ms);
         if answer.is_ok() && self.config.health.enabled && !job.is_empty() {
@@ -170,8 +173,8 @@ impl Follower {
             });
         } else {
             self.forget_gate();
-            // A poll that found nothing new is not worth a report; a notification always is.
-            if !(applied.changed.is_empty() && request.revision.is_none()) {
+            // A poll that found nothing new is not worth a report; a notification or a failure always is.
+            if answer.is_err() || !applied.changed.is_empty() || request.revision.is_some() {
                 self.reporter.send(report);
             }
         }
@@ -210,7 +213,8 @@ impl Follower {
                 metrics::counter!(crate::metrics::APPLIES, "outcome" => "refused").increment(1);
                 tracing::error!(reason = %reason, "configuration refused");
                 self.record_incomplete(&reason, tree.revision.clone());
-                self.restarter.request(RestartJob::default());
+                // Clears the announced intent; if that cannot be saved, the next start restarts it (safe side).
+                let _ = self.restarter.request(RestartJob::default());
                 self.reporter.send(ApplyReport {
                     errors: vec![reason.clone()],
                     ..report_of(
@@ -376,7 +380,10 @@ impl Follower {
         tracing::error!(service = %unhealthy.service, state = %unhealthy.state, revision = target.as_deref().unwrap_or("-"),
             "a restarted service is unhealthy; putting the previous files back");
         let (_, mut errors) = backup.restore(&self.config.data_folder, &self.own_writes);
-        let again = self.restarter.request(job);
+        let (again, saved) = self.restarter.request(job);
+        if let Err(problem) = saved {
+            errors.push(problem);
+        }
         tokio::select! {
             _ = self.shutdown.cancelled() => {}
             _ = self.restarter.done(again) => {}
@@ -545,15 +552,27 @@ impl Follower {
         ] {
             metrics::counter!(crate::metrics::FILES, "result" => result).increment(count as u64);
         }
-        tracing::info!(
-            written = report.files.len(),
-            unchanged = report.unchanged,
-            removed = report.removed.len(),
-            rejected = report.rejected.len(),
-            revision = tree_revision.as_deref().unwrap_or("-"),
-            "configuration applied"
-        );
-        let complete = report.rejected.is_empty();
+        let complete = report.rejected.is_empty() && report.problems.is_empty();
+        let revision = tree_revision.as_deref().unwrap_or("-");
+        if complete {
+            tracing::info!(
+                written = report.files.len(),
+                unchanged = report.unchanged,
+                removed = report.removed.len(),
+                revision,
+                "configuration applied"
+            );
+        } else {
+            tracing::error!(
+                written = report.files.len(),
+                unchanged = report.unchanged,
+                removed = report.removed.len(),
+                rejected = report.rejected.len(),
+                problems = report.problems.len(),
+                revision,
+                "configuration not wholly applied; the revision is not taken"
+            );
+        }
         let outcome = if complete { "complete" } else { "incomplete" };
         metrics::counter!(crate::metrics::APPLIES, "outcome" => outcome).increment(1);
         if complete {
@@ -613,10 +632,11 @@ impl Follower {
                                 job: job.clone(),
                                 backup: backup.clone(),
                             },
-                        );
+                        )?;
                     }
-                    restarter.announce(job);
+                    restarter.announce(job)?;
                 }
+                Ok(())
             };
             apply::apply(&data_folder, &files, &validators, &own, guard, &announce)
         })
@@ -714,18 +734,23 @@ struct SavedGate {
     backup: Backup,
 }
 
-fn save_gate(file: &std::path::Path, gate: &SavedGate) {
-    let saved = serde_json::to_vec(gate)
+/// `Err` when the check cannot be saved: the apply does not start (a stop during the check would skip it).
+fn save_gate(file: &std::path::Path, gate: &SavedGate) -> Result<(), String> {
+    serde_json::to_vec(gate)
         .map_err(std::io::Error::other)
         .and_then(|bytes| {
             if let Some(parent) = file.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             pryv_fs::write_atomic(file, &bytes, 0o600)
-        });
-    if let Err(err) = saved {
-        tracing::error!(error = %err, "cannot save the health check; a stop during it would skip it");
-    }
+        })
+        .map_err(|err| {
+            format!(
+                "cannot save the health check to {} before writing: {err}; nothing was changed. Free space or \
+                 make the folder writable",
+                file.display()
+            )
+        })
 }
 
 /// What a fetch led to.
@@ -783,6 +808,14 @@ fn split_known(
 }
 
 fn incomplete_reason(report: &NotifyResponse) -> String {
+    let mut reasons = report.problems.clone();
+    if !report.rejected.is_empty() {
+        reasons.push(rejected_reason(report));
+    }
+    reasons.join("; ")
+}
+
+fn rejected_reason(report: &NotifyResponse) -> String {
     let listed: Vec<String> = report
         .rejected
         .iter()

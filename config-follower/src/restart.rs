@@ -96,8 +96,9 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Saves what is outstanding (the lock is held so saves happen in order).
-    fn persist(&self, queue: &Queue) {
+    /// Saves what is outstanding (the lock is held so saves happen in order). A failure is logged and
+    /// returned: the caller decides whether what it promised still holds.
+    fn persist(&self, queue: &Queue) -> Result<(), String> {
         let outstanding = queue.outstanding();
         let result = if outstanding.is_empty() {
             match std::fs::remove_file(&self.file) {
@@ -107,11 +108,16 @@ impl Shared {
         } else {
             save(&self.file, &outstanding)
         };
-        if let Err(err) = result {
-            tracing::error!(file = %self.file.display(), error = %err, "cannot persist the pending restarts; a crash now would lose them");
-        }
         self.status
             .update(|s| s.pending_restarts = outstanding.names());
+        result.map_err(|err| {
+            tracing::error!(file = %self.file.display(), error = %err, "cannot save the pending restarts; a crash now would lose them");
+            format!(
+                "cannot save the pending restarts to {}: {err}; a crash before they run would lose them. Free \
+                 space or make the folder writable",
+                self.file.display()
+            )
+        })
     }
 }
 
@@ -123,14 +129,22 @@ fn save(file: &Path, job: &RestartJob) -> std::io::Result<()> {
     pryv_fs::write_atomic(file, &bytes, 0o600)
 }
 
-/// The restarts a previous run left undone (none when the file is missing or unreadable).
+/// The restarts a previous run left undone: none when there is no file; every service when the file exists but
+/// cannot be read or parsed (what it owed is unknown, so everything is restarted to be safe).
 fn load(file: &Path) -> RestartJob {
+    let everything = |error: String| {
+        tracing::warn!(file = %file.display(), error, "unreadable pending restarts; restarting every service to be safe");
+        RestartJob {
+            up: true,
+            services: BTreeSet::new(),
+        }
+    };
     match std::fs::read(file) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
-            tracing::warn!(file = %file.display(), error = %err, "unreadable pending restarts; restarting every service to be safe");
-            RestartJob { up: true, services: BTreeSet::new() }
-        }),
-        Err(_) => RestartJob::default(),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).unwrap_or_else(|err| everything(err.to_string()))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => RestartJob::default(),
+        Err(err) => everything(err.to_string()),
     }
 }
 
@@ -170,7 +184,8 @@ impl Restarter {
             // Ticket 1: a health check resumed at start waits for these restarts.
             queue.last_ticket = 1;
             queue.queued_ticket = 1;
-            shared.persist(&queue);
+            // Failing to save again changes nothing: the file on disk already holds these restarts.
+            let _ = shared.persist(&queue);
             shared.wake.notify_one();
         }
         let restarter = Self {
@@ -185,28 +200,30 @@ impl Restarter {
         restarter
     }
 
-    /// Records (persisted) what an apply about to start will restart, so a crash during it loses nothing.
-    pub fn announce(&self, job: RestartJob) {
+    /// Records (persisted) what an apply about to start will restart, so a crash during it loses nothing;
+    /// `Err` when it could not be saved (the apply must then not start).
+    pub fn announce(&self, job: RestartJob) -> Result<(), String> {
         let mut queue = self.shared.lock();
         queue.intent.merge(job);
-        self.shared.persist(&queue);
+        self.shared.persist(&queue)
     }
 
     /// Queues a job (persisted before this returns) and replaces any announced intent. An empty job only
-    /// clears the intent (its ticket is already done).
-    pub fn request(&self, job: RestartJob) -> Ticket {
+    /// clears the intent (its ticket is already done). The job runs even when it could not be saved; the
+    /// second part says so, for callers that promised it was.
+    pub fn request(&self, job: RestartJob) -> (Ticket, Result<(), String>) {
         let mut queue = self.shared.lock();
         queue.intent = RestartJob::default();
         let wake = !job.is_empty();
         queue.queued.merge(job);
-        self.shared.persist(&queue);
+        let saved = self.shared.persist(&queue);
         if !wake {
-            return Ticket(0);
+            return (Ticket(0), saved);
         }
         queue.last_ticket += 1;
         queue.queued_ticket = queue.last_ticket;
         self.shared.wake.notify_one();
-        Ticket(queue.last_ticket)
+        (Ticket(queue.last_ticket), saved)
     }
 
     /// The ticket of the last request (what a job queued before now waits for).
@@ -298,7 +315,8 @@ async fn work(restarter: Restarter, timeout: Duration, shutdown: CancellationTok
             {
                 let mut queue = shared.lock();
                 queue.running = RestartJob::default();
-                shared.persist(&queue);
+                // A failure leaves the finished job in the file: the next start runs it again (safe side).
+                let _ = shared.persist(&queue);
             }
             shared.finished.send_replace(ticket);
             if shutdown.is_cancelled() {

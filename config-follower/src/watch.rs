@@ -156,7 +156,8 @@ pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(),
             metrics::counter!(crate::metrics::WATCHER_EVENTS).increment(changed.len() as u64);
             let services = follower.project().affected(&changed);
             tracing::info!(files = ?changed, services = ?services, "configuration edited on this machine");
-            follower.restarter.request(RestartJob {
+            // Runs even if it cannot be saved (the failure is logged by the queue).
+            let _ = follower.restarter.request(RestartJob {
                 up: false,
                 services,
             });

@@ -285,12 +285,13 @@ async fn nobody_grants_what_they_do_not_hold() {
 #[tokio::test]
 async fn a_narrow_permission_cannot_take_over_a_wider_account() {
     let Users { h, root, .. } = with_users().await;
-    let create = |name: &str, permissions: Value| {
-        json!({"username": name, "password": format!("{name}-password"), "permissions": permissions})
-    };
+    let create = |name: &str, permissions: Value| json!({"username": name, "password": format!("{name}-password"), "permissions": permissions});
     for (name, permissions) in [
         ("resetter", json!({"users": ["resetPassword"]})),
-        ("stripper", json!({"users": ["changePermissions"], "settings": ["read"]})),
+        (
+            "stripper",
+            json!({"users": ["changePermissions"], "settings": ["read"]}),
+        ),
         ("deleter", json!({"users": ["delete"]})),
         (
             "wide",
@@ -312,8 +313,18 @@ async fn a_narrow_permission_cannot_take_over_a_wider_account() {
     let stripper = login(&h.app, "stripper", "stripper-password").await;
     let deleter = login(&h.app, "deleter", "deleter-password").await;
     let refusals: [(&str, Method, String, Option<Value>); 6] = [
-        (&resetter, Method::POST, "/users/wide/reset-password".into(), None),
-        (&resetter, Method::POST, "/users/initial_user/reset-password".into(), None),
+        (
+            &resetter,
+            Method::POST,
+            "/users/wide/reset-password".into(),
+            None,
+        ),
+        (
+            &resetter,
+            Method::POST,
+            "/users/initial_user/reset-password".into(),
+            None,
+        ),
         (
             &stripper,
             Method::PUT,

@@ -157,9 +157,12 @@ fn may_act_on(
     match refusal {
         None => Ok(()),
         Some(message) => {
-            state
-                .admin
-                .audit(&caller.name(), &format!("{action}-refused"), username, remote);
+            state.admin.audit(
+                &caller.name(),
+                &format!("{action}-refused"),
+                username,
+                remote,
+            );
             Err(Error::Forbidden(message))
         }
     }

@@ -90,6 +90,10 @@ pub struct NotifyResponse {
     /// Why the leader's tree was not applied at all (a revision this follower reverted before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// What kept the apply from being complete besides refused files: a record of the follower's own (its
+    /// manifest, its restart queue) it could not read or save, files it could not account for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// A file entry the follower refused to write.

@@ -416,7 +416,7 @@ async fn simulated_notify(
             &Default::default(),
             &OwnWrites::default(),
             RemovalGuard::OFF,
-            &|_, _| {},
+            &|_, _| Ok(()),
         )
         .unwrap()
     })

@@ -212,6 +212,9 @@ impl RemovalGuard {
     }
 }
 
+/// Records what an apply owes for the paths it is about to change; `Err` stops it before any write.
+pub type BeforeChanges<'a> = dyn Fn(&[PathBuf], &Backup) -> Result<(), String> + 'a;
+
 /// Writes `files` under `data_folder`. One bad entry never stops the others; it is reported. A tree that
 /// removes more than `guard` allows is refused whole (`Err`, nothing touched). `before_changes` is called
 /// with every path about to be written or removed, before the first change, so the caller can persist what
@@ -224,7 +227,7 @@ pub fn apply(
     validators: &BTreeMap<String, String>,
     own: &OwnWrites,
     guard: RemovalGuard,
-    before_changes: &dyn Fn(&[PathBuf], &Backup) -> Result<(), String>,
+    before_changes: &BeforeChanges,
 ) -> Result<Applied, String> {
     let mut applied = Applied::default();
     let (mut wanted, pending) = sort_entries(data_folder, files, &mut applied);

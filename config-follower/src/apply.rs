@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use base64::Engine;
-use pryv_protocol::{BASE64, ConfFile, NotifyResponse, RejectedFile};
+use pryv_protocol::{BASE64, ConfFile, NotifyResponse, RejectedFile, Scrubber};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::{EntryPath, SafePath, check_parents, classify};
@@ -322,6 +322,24 @@ fn unclaimed_problem(unclaimed: &BTreeSet<String>) -> String {
         unclaimed.len(),
         listed.join(", ")
     )
+}
+
+/// What the files of the writable zones say is secret (see [`pryv_protocol::Scrubber::from_conf_files`]):
+/// masked out of the log tails the follower keeps and reports.
+pub fn scrubber_of_disk(data_folder: &Path, extra: impl IntoIterator<Item = String>) -> Scrubber {
+    let files: Vec<ConfFile> = files_in_writable_zones(data_folder)
+        .into_iter()
+        .filter_map(|relative| {
+            let content = std::fs::read_to_string(data_folder.join(&relative)).ok()?;
+            Some(ConfFile {
+                path: format!("/{relative}"),
+                content,
+                encoding: None,
+            })
+        })
+        .collect();
+    let from_files = Scrubber::from_conf_files(&files);
+    Scrubber::new(from_files.values().iter().cloned().chain(extra))
 }
 
 /// Every regular file of the writable zones, relative to the data folder (symlinks are not followed).

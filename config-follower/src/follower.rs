@@ -377,6 +377,15 @@ impl Follower {
             mut report,
             ..
         } = gate;
+        // Log tails hold connection strings and passwords: masked before they are kept or reported.
+        let scrubber = apply::scrubber_of_disk(
+            &self.config.data_folder,
+            [self.config.key.expose().to_owned()],
+        );
+        let mut unhealthy = unhealthy;
+        for line in &mut unhealthy.log_tail {
+            *line = scrubber.scrub(line);
+        }
         tracing::error!(service = %unhealthy.service, state = %unhealthy.state, revision = target.as_deref().unwrap_or("-"),
             "a restarted service is unhealthy; putting the previous files back");
         let (_, mut errors) = backup.restore(&self.config.data_folder, &self.own_writes);

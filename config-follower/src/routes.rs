@@ -1,4 +1,5 @@
-//! HTTP surface: `POST /notify` (authenticated by this follower's key), `GET /health`, `GET /status`.
+//! HTTP surface: `POST /notify`, `GET /status` and `PUT /watch` (authenticated by this follower's key: the
+//! status carries log tails of unhealthy containers), `GET /health` and `GET /watch` (open).
 //! The key may come as the `Authorization` header or the `auth` query parameter; neither is ever logged.
 
 use std::sync::Arc;
@@ -123,6 +124,11 @@ async fn set_watch(
     }))
 }
 
-async fn status(State(follower): State<Arc<Follower>>) -> Json<Status> {
-    Json(follower.status.snapshot())
+async fn status(
+    State(follower): State<Arc<Follower>>,
+    Query(query): Query<AuthQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Status>, Error> {
+    authorize(&follower, &query, &headers)?;
+    Ok(Json(follower.status.snapshot()))
 }

@@ -140,7 +140,7 @@ impl Platform {
             .arg(self.follower_config(leader_port, extra))
             .env("PATH", self.docker.path_env())
             .env_remove("PRYV_CONF_ROOT");
-        Daemon::spawn(command)
+        Daemon::spawn(command).with_credential(KEY)
     }
 
     pub fn set_platform(&self, from: &str, to: &str) {
@@ -208,14 +208,13 @@ pub fn strings(value: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The follower's `GET /status`.
+/// The follower's `GET /status` (with the follower's key, which it requires).
 pub async fn follower_status(follower: &Daemon) -> Value {
-    reqwest::get(format!("{}/status", follower.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let mut request = reqwest::Client::new().get(format!("{}/status", follower.url()));
+    if let Some(key) = &follower.credential {
+        request = request.header("authorization", key);
+    }
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 /// Polls the follower's `/status` until `predicate` holds (15 s at most); returns that status.

@@ -229,7 +229,11 @@ async fn real_containers_restart_only_what_changed() {
     assert_eq!(body["restarted"], json!(["alpha"]), "{body}");
 
     let record = wait_until("alpha restart recorded", Duration::from_secs(90), || {
-        let status = get_json(&client, &format!("http://{follower_addr}/status"), None)?;
+        let status = get_json(
+            &client,
+            &format!("http://{follower_addr}/status"),
+            Some(KEY),
+        )?;
         status["restarts"].get("alpha").cloned()
     });
     assert_eq!(record["ok"], true, "{record}");
@@ -364,7 +368,7 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
         command
             .arg("--config")
             .arg(machine.join("config-follower.json"));
-        let mut follower = Daemon::spawn(command);
+        let mut follower = Daemon::spawn(command).with_credential(&keys[i]);
         follower.wait_listening(Duration::from_secs(20));
         let up = Command::new("docker-compose")
             .args(["-p", &project, "-f"])
@@ -424,7 +428,12 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
     assert_eq!(rollout["waves"][2]["followers"][0]["state"], "pending");
 
     let first = &machines[0];
-    let status = get_json(&client, &format!("{}/status", first.follower.url()), None).unwrap();
+    let status = get_json(
+        &client,
+        &format!("{}/status", first.follower.url()),
+        first.follower.credential.as_deref(),
+    )
+    .unwrap();
     assert_eq!(status["health"]["outcome"], "reverted", "{status}");
     assert_eq!(status["health"]["unhealthy"]["service"], "alpha");
     assert!(

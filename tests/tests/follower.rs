@@ -101,13 +101,24 @@ async fn restarts_exactly_what_changed() {
 
     let (status, _) = notify(&follower, "wrong-key", None).await;
     assert_eq!(status, 401);
-
-    let status: Value = reqwest::get(format!("{}/status", follower.url()))
-        .await
-        .unwrap()
-        .json()
+    // The status carries log tails of unhealthy containers: the follower's key only; /health stays open.
+    for auth in [None, Some("wrong-key")] {
+        let mut request = reqwest::Client::new().get(format!("{}/status", follower.url()));
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401, "{auth:?}");
+    }
+    let by_query = reqwest::get(format!("{}/status?auth={KEY}", follower.url()))
         .await
         .unwrap();
+    assert_eq!(by_query.status(), 200);
+    let health = reqwest::get(format!("{}/health", follower.url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    let status: Value = follower_status(&follower).await;
     assert!(status["lastFetch"].as_u64().is_some());
     assert!(status["revision"].as_str().is_some());
     assert_eq!(status["restarts"]["mail"]["ok"], true);
@@ -153,12 +164,7 @@ async fn hostile_leader_writes_nothing_outside_the_data_folder() {
         message.contains("6 file(s)") && message.contains("/../escape.txt"),
         "{message}"
     );
-    let status = reqwest::get(format!("{}/status", follower.url()))
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let status = follower_status(&follower).await;
     assert!(
         status["lastApplyError"]
             .as_str()
@@ -187,7 +193,7 @@ async fn fresh_follower_waits_for_the_leader_then_converges() {
         .env("PATH", platform.docker.path_env())
         .env("NOTIFY_SOCKET", &socket_path)
         .env_remove("PRYV_CONF_ROOT");
-    let mut follower = Daemon::spawn(command);
+    let mut follower = Daemon::spawn(command).with_credential(KEY);
     wait_until("a failed attempt", Duration::from_secs(10), || {
         follower
             .logs()
@@ -296,11 +302,9 @@ async fn compose_changes_new_services_polling_and_failed_restarts() {
         .docker
         .wait_for("restart extra", |a| a.iter().any(|l| l == "restart extra"));
     let record = wait_until("failure on /status", Duration::from_secs(10), || {
-        let url = format!("{}/status", follower.url());
         let status: Value = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current()
-                .block_on(async { reqwest::get(&url).await.ok()?.json().await.ok() })
-        })?;
+            tokio::runtime::Handle::current().block_on(follower_status(&follower))
+        });
         status["restarts"].get("extra").cloned()
     });
     assert_eq!(record["ok"], false);

@@ -27,11 +27,12 @@ fn health_aware_docker(machine: &Path) -> PathBuf {
          case \"$*\" in\n\
            *' ps -q '*) for last in \"$@\"; do :; done; echo \"cid-$last\";;\n\
            'inspect '*) if grep -q broken '{conf}'; then echo 'exited||false|1|1'; else echo 'running||false|0|0'; fi;;\n\
-           'logs '*) echo 'core: cannot parse core.yml: broken';;\n\
+           'logs '*) echo 'core: cannot parse core.yml: broken'; echo 'core: auth with {secret} failed at broken.example';;\n\
          esac\n\
          exit 0\n",
         log = machine.join("docker-calls.log").display(),
         conf = machine.join("pryv/core/conf/core.yml").display(),
+        secret = INTERNAL_SECRET,
     );
     let path = bin_dir.join("docker");
     std::fs::write(&path, script).unwrap();
@@ -165,7 +166,7 @@ impl Fleet {
                 ),
             )
             .env_remove("PRYV_CONF_ROOT");
-        let mut follower = Daemon::spawn(command);
+        let mut follower = Daemon::spawn(command).with_credential(&key(index));
         follower.wait_listening(Duration::from_secs(30));
         follower
     }
@@ -245,12 +246,7 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
 }
 
 async fn status(follower: &Daemon) -> Value {
-    reqwest::get(format!("{}/status", follower.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    pryv_e2e::platform::follower_status(follower).await
 }
 
 async fn wait_status(follower: &Daemon, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
@@ -304,6 +300,12 @@ async fn a_change_that_makes_a_service_exit_is_reverted_reported_and_not_retried
             .unwrap()
             .contains("cannot parse")
     );
+    // The follower masks what its files say is secret (here `key: <internal>` of mail.yml).
+    let tail = status["health"]["unhealthy"]["logTail"].to_string();
+    assert!(
+        tail.contains("auth with *** failed") && !tail.contains(INTERNAL_SECRET),
+        "{tail}"
+    );
     assert_eq!(
         fleet.core_yml(0),
         "domain: pryv.me\n",
@@ -328,6 +330,14 @@ async fn a_change_that_makes_a_service_exit_is_reverted_reported_and_not_retried
     assert_eq!(line["lastReport"]["revision"], bad.as_str());
     assert_eq!(line["lastReport"]["currentRevision"], good);
     assert_eq!(line["lastReport"]["unhealthy"]["service"], "core");
+    // The leader masks every setting and internal value of 8+ characters (here the DOMAIN too).
+    let tail = line["lastReport"]["unhealthy"]["logTail"].to_string();
+    assert!(
+        tail.contains("failed at ***")
+            && !tail.contains(INTERNAL_SECRET)
+            && !tail.contains("broken.example"),
+        "{tail}"
+    );
     assert_eq!(
         line["upToDate"], false,
         "a reverted follower is not up to date: {line}"

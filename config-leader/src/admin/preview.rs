@@ -112,21 +112,11 @@ pub fn preview(
     }
 }
 
-/// Internal values long enough to be secrets (short ones would mask ordinary words).
+/// Internal values long enough to be secrets (short ones would mask ordinary words), longest first.
 fn secrets(internals: &Internals) -> Vec<String> {
-    let mut secrets: Vec<String> = internals
-        .0
+    pryv_protocol::Scrubber::from_json_values(internals.0.values())
         .values()
-        .filter_map(|v| match v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Null => None,
-            other => Some(other.to_string()),
-        })
-        .filter(|s| s.len() >= 8)
-        .collect();
-    // Longest first, so a secret containing another is masked whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets
+        .to_vec()
 }
 
 fn mask(text: &str, secrets: &[String]) -> String {

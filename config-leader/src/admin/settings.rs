@@ -174,6 +174,17 @@ impl Settings {
         Ok(())
     }
 
+    /// Every setting and internal value long enough to be a secret: masked out of what followers report
+    /// (container log tails). Internals alone when `platform.yml` cannot be read.
+    pub fn scrubber(&self) -> pryv_protocol::Scrubber {
+        let current = self.current().ok();
+        let settings = current
+            .iter()
+            .flat_map(|platform| platform.settings().map(|(_, _, value)| value.clone()))
+            .collect::<Vec<_>>();
+        pryv_protocol::Scrubber::from_json_values(settings.iter().chain(self.internals.0.values()))
+    }
+
     /// The current settings.
     pub fn current(&self) -> Result<PlatformFile, Error> {
         self.parse(&self.read_text()?)

@@ -6,10 +6,12 @@
 
 pub mod follower_file;
 mod report;
+pub mod scrub;
 mod secret;
 
 pub use report::{ApplyOutcome, ApplyReport, UnhealthyService};
 
+pub use scrub::Scrubber;
 pub use secret::{Secret, key_digest};
 use serde::{Deserialize, Serialize};
 

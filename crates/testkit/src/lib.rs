@@ -74,6 +74,8 @@ pub struct Daemon {
     pub child: Child,
     pub addr: Option<SocketAddr>,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The key its protected routes want (a follower's `/status`), when the test set one.
+    pub credential: Option<String>,
     listening: mpsc::Receiver<SocketAddr>,
 }
 
@@ -106,8 +108,15 @@ impl Daemon {
             child,
             addr: None,
             logs,
+            credential: None,
             listening,
         }
+    }
+
+    /// Records the key its protected routes want.
+    pub fn with_credential(mut self, key: &str) -> Self {
+        self.credential = Some(key.to_owned());
+        self
     }
 
     /// Waits for the "listening" line and returns the address.

@@ -509,6 +509,21 @@ async fn a_follower_the_leader_cannot_reach_converges_by_long_polling() {
         .unwrap();
     assert_eq!(response.status(), 304);
     assert!(started.elapsed() >= Duration::from_millis(900));
+    // The same without If-None-Match (as the docs promise): 304 too, with the ETag, never the whole tree.
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/conf?wait={target}&timeout=1",
+            fleet.leader_url()
+        ))
+        .header("authorization", key(0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 304);
+    assert_eq!(
+        response.headers()["etag"].to_str().unwrap(),
+        format!("\"{target}\"")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

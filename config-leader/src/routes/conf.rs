@@ -66,8 +66,8 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
             wait: None,
             timeout: None,
         });
-    let served = match wait_for_news(state, index, follower, parts, wait).await {
-        Ok(served) => served,
+    let (served, unchanged) = match wait_for_news(state, index, follower, parts, wait).await {
+        Ok(news) => news,
         Err(err) => {
             let mut response = err.to_response();
             response.extensions_mut().insert(role);
@@ -81,7 +81,7 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
     let etag = HeaderValue::from_str(&format!("\"{revision}\""))
         .map_err(|_| Error::Internal("revision is not a header value".into()).into_response())?;
     let mut response = match served {
-        Served::Tree(tree) if !etag_matches(&parts.headers, &tree.revision) => {
+        Served::Tree(tree) if !unchanged && !etag_matches(&parts.headers, &tree.revision) => {
             metrics::counter!(crate::metrics::CONF_BYTES).increment(tree.body.len() as u64);
             let mut response = tree.body.clone().into_response();
             response
@@ -100,14 +100,15 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
 }
 
 /// What this follower gets now, or, with `?wait=<revision>`, as soon as that is no longer `<revision>`
-/// (at most until the timeout): every change of the trees or of the rollouts' pins wakes the wait.
+/// (at most until the timeout): every change of the trees or of the rollouts' pins wakes the wait. The flag
+/// says the wait timed out with nothing new: the answer is then 304, whatever `If-None-Match` says.
 async fn wait_for_news(
     state: &AppState,
     index: crate::auth::FollowerId,
     follower: &crate::config::FollowerEntry,
     parts: &Parts,
     wait: WaitQuery,
-) -> Result<Served, std::sync::Arc<Error>> {
+) -> Result<(Served, bool), std::sync::Arc<Error>> {
     let deadline = wait.wait.as_ref().map(|_| {
         let seconds = wait
             .timeout
@@ -121,13 +122,13 @@ async fn wait_for_news(
         changes.borrow_and_update();
         let served = served_tree(state, index, follower, &parts.headers).await?;
         let (Some(seen), Some(deadline)) = (wait.wait.as_deref(), deadline) else {
-            return Ok(served);
+            return Ok((served, false));
         };
         if served.revision() != seen.trim_matches('"') {
-            return Ok(served);
+            return Ok((served, false));
         }
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return Ok(served),
+            _ = tokio::time::sleep_until(deadline) => return Ok((served, true)),
             _ = changes.changed() => {}
         }
     }

@@ -116,6 +116,22 @@ fn check_topology(init_args: &[&str], machines: &[(&str, &str)]) {
         String::from_utf8_lossy(&after.stdout)
     );
 
+    // The certificate service maps DNS_SETTINGS.NAME_SERVER_ENTRIES.value to names (and throws without it).
+    let platform: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root.join("config-leader/conf/platform.yml")).unwrap(),
+    )
+    .unwrap();
+    let entries = platform["vars"]["DNS_SETTINGS"]["settings"]["NAME_SERVER_ENTRIES"]["value"]
+        .as_array()
+        .expect("NAME_SERVER_ENTRIES is a list");
+    assert!(!entries.is_empty());
+    for entry in entries {
+        assert!(
+            entry["name"].as_str().unwrap().ends_with(".DOMAIN") && entry["ip"].is_string(),
+            "{entry}"
+        );
+    }
+
     // Every role renders; its files are valid for the tools that read them.
     let roles: std::collections::BTreeSet<&str> = machines.iter().map(|(_, role)| *role).collect();
     for role in roles {
@@ -140,6 +156,16 @@ fn check_topology(init_args: &[&str], machines: &[(&str, &str)]) {
             "{compose}"
         );
         compose_config(&out, role);
+        if let Ok(dns) = std::fs::read(out.join("dns/conf/dns.json")) {
+            let dns: Value = serde_json::from_slice(&dns).unwrap();
+            let servers = dns["dns"]["nameserver"].as_array().unwrap();
+            assert_eq!(servers.len(), entries.len(), "{dns}");
+            assert!(
+                servers.iter().all(|s| !s["name"].as_str().unwrap().contains("DOMAIN")
+                    && !s["ip"].as_str().unwrap().contains("IP_ADDRESS")),
+                "{dns}"
+            );
+        }
         if out.join("nginx/conf/nginx.conf").exists() {
             nginx_test(&out.join("nginx"), role);
         }

@@ -161,8 +161,10 @@ fn check_topology(init_args: &[&str], machines: &[(&str, &str)]) {
             let servers = dns["dns"]["nameserver"].as_array().unwrap();
             assert_eq!(servers.len(), entries.len(), "{dns}");
             assert!(
-                servers.iter().all(|s| !s["name"].as_str().unwrap().contains("DOMAIN")
-                    && !s["ip"].as_str().unwrap().contains("IP_ADDRESS")),
+                servers
+                    .iter()
+                    .all(|s| !s["name"].as_str().unwrap().contains("DOMAIN")
+                        && !s["ip"].as_str().unwrap().contains("IP_ADDRESS")),
                 "{dns}"
             );
         }

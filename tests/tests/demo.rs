@@ -46,3 +46,45 @@ fn demo_writes_a_rendered_single_node_tree() {
         core
     );
 }
+
+/// The operator action the demo prints is the install guide's (`POST /admin/notify?auth=ADMIN_KEY`), and it
+/// works: the leader reaches the demo's follower where it really listens.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_printed_admin_notify_reaches_the_follower() {
+    use std::io::BufRead;
+    pryv_e2e::install_crypto();
+    let out = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_pryv-demo"))
+        .arg(out.path().join("demo"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                let start = line.find("http://")?;
+                line.contains("/admin/notify?auth=")
+                    .then(|| line[start..].trim_end_matches('"').to_owned())
+            })
+    })
+    .await
+    .unwrap();
+    let answer = match url {
+        Some(url) => reqwest::Client::new().post(&url).send().await,
+        None => {
+            let _ = demo.kill();
+            panic!("the demo printed no /admin/notify command");
+        }
+    };
+    let _ = demo.kill();
+    let _ = demo.wait();
+    let answer = answer.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["successes"].as_array().unwrap().len(), 1, "{body}");
+    assert!(body["failures"].as_array().unwrap().is_empty(), "{body}");
+}

@@ -78,11 +78,21 @@ async fn demo(out: &Path, once: bool) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let leader_addr = listener.local_addr()?;
-    let config = config_leader::Config::load(&leader_config, &config_leader::Overrides::default())?;
-    let leader = tokio::spawn(config_leader::run(config, listener, shutdown.clone()));
-
     let follower_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let follower_port = follower_listener.local_addr()?.port();
+    let mut config =
+        config_leader::Config::load(&leader_config, &config_leader::Overrides::default())?;
+    // The leader notifies its follower where it really listens (an ephemeral port, not the file's 6000).
+    for follower in &mut config.followers {
+        follower.url = format!("http://127.0.0.1:{follower_port}/");
+    }
+    let admin_key = config
+        .admin_key
+        .as_ref()
+        .map(|key| key.expose().to_owned())
+        .unwrap_or_default();
+    let leader = tokio::spawn(config_leader::run(config, listener, shutdown.clone()));
+
     let follower_config = config_follower::Config::load(
         &out.join("config-follower/conf/config-follower.json"),
         &config_follower::Overrides {
@@ -121,7 +131,7 @@ async fn demo(out: &Path, once: bool) -> anyhow::Result<()> {
     println!("leader:   http://{leader_addr}   (GET /conf with header 'authorization: {key}')");
     println!("follower: http://127.0.0.1:{follower_port}");
     println!(
-        "try: edit {} then run\n  curl -X POST -H 'authorization: {key}' http://127.0.0.1:{follower_port}/notify",
+        "try: edit {} then notify every follower, as the install guide does:\n  curl -X POST \"http://{leader_addr}/admin/notify?auth={admin_key}\"",
         out.join("config-leader/conf/platform.yml").display()
     );
     if once {

@@ -1277,3 +1277,33 @@ async fn limits_errors_and_openapi() {
         );
     }
 }
+
+/// A single-node platform made by `init` says so in the migration plan (it has no SINGLE_MACHINE_IP_ADDRESS).
+#[tokio::test]
+async fn an_init_single_node_platform_migrates_as_singlenode() {
+    use config_leader::tooling::init::{InitOptions, Topology, init};
+    let dir = tempfile::tempdir().unwrap();
+    init(&InitOptions {
+        topology: Topology::SingleNode,
+        cores: 1,
+        reg_slave: false,
+        out: dir.path().to_owned(),
+        leader_url: "http://127.0.0.1:7000".into(),
+        force: false,
+    })
+    .unwrap();
+    let config_path = dir.path().join("config-leader/conf/config-leader.json");
+    let config =
+        config_leader::Config::load(&config_path, &config_leader::Overrides::default()).unwrap();
+    let admin_key = config.admin_key.as_ref().unwrap().expose().to_owned();
+    let leader = config_leader::Leader::new(&config, &CancellationToken::new()).unwrap();
+    let app = config_leader::app(leader.state.clone());
+    for (method, path) in [
+        (Method::GET, "/admin/migrations"),
+        (Method::POST, "/admin/migrations/apply"),
+    ] {
+        let (status, body) = call(&app, method, path, Some(&admin_key), None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["deploymentType"], "singlenode", "{path}: {body}");
+    }
+}

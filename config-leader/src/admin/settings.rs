@@ -290,7 +290,11 @@ impl Settings {
     fn migration(&self) -> Result<(MigrationPlan, PlatformFile), Error> {
         let template = self.template()?;
         let current = self.current()?;
-        let plan = crate::admin::migrations::plan(&current, &template)?;
+        let mut plan = crate::admin::migrations::plan(&current, &template)?;
+        // Our single-node platforms (from `init`) name the machine REG_MASTER_IP_ADDRESS: the role tells.
+        if self.templates.join("singlenode").is_dir() {
+            plan.deployment = crate::admin::migrations::DeploymentType::Singlenode;
+        }
         let migrated = crate::admin::migrations::migrate(&current, &template, &plan);
         let summary = MigrationPlan {
             migrations: plan.views(),

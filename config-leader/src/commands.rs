@@ -165,7 +165,7 @@ pub fn render(config: &Config, role: &str, out: &Path) -> Result<usize, Error> {
     }
     for file in &files {
         let target = out.join(file.path.trim_start_matches('/'));
-        let io = |source| Error::Io {
+        let io = |source| Error::Write {
             path: target.clone(),
             source,
         };

@@ -36,6 +36,11 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{}: cannot write: {source}; check the free space and the folder's permissions", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("configuration folder not found for role '{0}'")]
     RoleNotFound(String),
     #[error("role '{role}': {file}: {source}")]
@@ -99,6 +104,7 @@ impl Error {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "invalid-platform-settings",
             ),
+            Error::Write { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "write-failed"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "unexpected-error"),
         }
     }
@@ -114,7 +120,7 @@ impl Error {
     /// The JSON answer for this error (by reference, so cached errors shared in an `Arc` answer too).
     pub fn to_response(&self) -> Response {
         let (status, id) = self.status_and_id();
-        // Render and platform errors name a file and a reason an operator must fix, so they are shown; any
+        // Render, platform and write errors name a file and a reason an operator must fix, so they are shown; any
         // other 5xx is logged here once and answered generically.
         let message = match self {
             Error::Unavailable(_) => {
@@ -123,6 +129,11 @@ impl Error {
             }
             Error::Render { .. } | Error::Platform { .. } | Error::EmptyRole(_) => {
                 tracing::error!(error = %self, "cannot render configuration");
+                self.to_string()
+            }
+            // The operator must fix the disk: say which file could not be written.
+            Error::Write { .. } => {
+                tracing::error!(error = %self, "cannot save");
                 self.to_string()
             }
             _ if status.is_server_error() => {

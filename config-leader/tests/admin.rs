@@ -1307,3 +1307,42 @@ async fn an_init_single_node_platform_migrates_as_singlenode() {
         assert_eq!(body["deploymentType"], "singlenode", "{path}: {body}");
     }
 }
+
+/// A platform.yml that cannot be replaced (immutable) makes the save fail with a message naming the write.
+#[tokio::test]
+async fn a_failed_write_of_platform_yml_says_it_could_not_write() {
+    let h = harness();
+    let path = h.fixture.root().join("conf/platform.yml");
+    let immutable = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&path)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !immutable {
+        println!("SKIPPED immutable platform.yml: chattr +i is not available here");
+        return;
+    }
+    let (status, body) = call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        Some(json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "other.example.com"}}}}})),
+    )
+    .await;
+    let _ = std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(&path)
+        .status();
+    assert!(status.is_server_error(), "{status}: {body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot write") && !message.contains("cannot read"),
+        "{message}"
+    );
+    assert!(
+        !String::from_utf8(platform_bytes(&h))
+            .unwrap()
+            .contains("other.example.com")
+    );
+}

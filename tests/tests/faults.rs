@@ -78,6 +78,12 @@ async fn a_file_that_cannot_be_written_keeps_the_old_revision_and_is_retried() {
             .unwrap()
             .contains("/core/conf/core.yml")
     );
+    assert!(
+        follower
+            .logs()
+            .contains("configuration not wholly applied; the revision is not taken"),
+        "the log says what happened"
+    );
     let status = follower_status(&follower).await;
     assert_eq!(
         status["revision"], before,

@@ -60,7 +60,7 @@ fn sql(err: rusqlite::Error) -> Error {
 impl Db {
     /// Opens (creating if needed) the database in `folder`.
     pub fn open(folder: &Path) -> Result<Self, Error> {
-        std::fs::create_dir_all(folder).map_err(|source| Error::Io {
+        std::fs::create_dir_all(folder).map_err(|source| Error::Write {
             path: folder.to_owned(),
             source,
         })?;

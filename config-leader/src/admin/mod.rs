@@ -88,7 +88,7 @@ impl Admin {
             },
             now_unix_i64(),
         )?;
-        let io = |source| Error::Io {
+        let io = |source| Error::Write {
             path: credentials.to_owned(),
             source,
         };

@@ -424,7 +424,7 @@ impl Settings {
             text.as_bytes(),
             pryv_fs::DEFAULT_FILE_MODE,
         )
-        .map_err(|source| Error::Io {
+        .map_err(|source| Error::Write {
             path: self.platform_path.clone(),
             source,
         })?;

@@ -377,7 +377,7 @@ fn refuse_overwrites(options: &InitOptions, plan: &Plan) -> Result<(), Error> {
 /// Writes the plan atomically, file by file; configuration files (keys) 0600.
 fn write_plan(plan: &Plan) -> Result<(), Error> {
     for (path, bytes) in plan {
-        let io = |source| Error::Io {
+        let io = |source| Error::Write {
             path: path.clone(),
             source,
         };

@@ -2,7 +2,7 @@
 //! folder).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use pryv_render::REPLACE_ME;
@@ -90,6 +90,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
             )
         })
         .collect();
+    warnings.extend(exposed_secret_files(config));
     for role in tree::roles(&config.templates_path).unwrap_or_default() {
         let Ok(dir) = tree::role_dir(&config.templates_path, &role) else {
             continue;
@@ -102,6 +103,46 @@ pub fn warnings(config: &Config) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// The files holding secrets that other users of the machine may read (or enter, for the database folder).
+fn exposed_secret_files(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let database = config.database_path.join(crate::admin::db::FILE);
+    let with_suffix = |suffix: &str| PathBuf::from(format!("{}{suffix}", database.display()));
+    let files = [
+        (
+            config.path.clone(),
+            "follower keys, the admin key and the internals",
+        ),
+        (
+            config.platform_config.clone(),
+            "the settings, SMTP password included",
+        ),
+        (config.credentials_file.clone(), "the initial_user password"),
+        (config.database_path.clone(), "the database"),
+        (
+            database.clone(),
+            "password hashes and every settings revision",
+        ),
+        (with_suffix("-wal"), "recent database writes"),
+        (with_suffix("-shm"), "database pages"),
+    ];
+    files
+        .into_iter()
+        .filter_map(|(path, holds)| {
+            let mode = std::fs::metadata(&path).ok()?.permissions().mode();
+            (mode & 0o077 != 0).then(|| {
+                let fix = if path.is_dir() { "700" } else { "600" };
+                format!(
+                    "{} holds {holds} and other users of this machine can read it (mode {:o}); chmod {fix} {}",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 fn cleartext_to_another_machine(url: &str) -> bool {
@@ -122,7 +163,7 @@ fn cleartext_to_another_machine(url: &str) -> bool {
 /// The preview of going from settings revision `from` (default: the last recorded) to `platform.yml` on
 /// disk, as text.
 pub fn diff(config: &Config, from: Option<i64>) -> Result<String, Error> {
-    let db = crate::admin::db::Db::open(&config.database_path)?;
+    let db = crate::admin::db::Db::open(&config.database_path, config.credentials_file.exists())?;
     let row = match from {
         Some(revision) => db.revision(revision)?,
         None => db.latest_revision()?,

@@ -31,6 +31,8 @@ pub enum Error {
         path: PathBuf,
         source: pryv_render::Error,
     },
+    #[error("{}: {problem}", path.display())]
+    Database { path: PathBuf, problem: String },
     #[error("{}: cannot read: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -181,9 +181,10 @@ fn serve(config: Config) -> ExitCode {
 fn fail(err: &Error) -> ExitCode {
     eprintln!("config-leader: {err}");
     match err {
-        Error::Config { .. } | Error::ConfigRead { .. } | Error::Tls(_) => {
-            ExitCode::from(EXIT_CONFIG)
-        }
+        Error::Config { .. }
+        | Error::ConfigRead { .. }
+        | Error::Tls(_)
+        | Error::Database { .. } => ExitCode::from(EXIT_CONFIG),
         _ => ExitCode::FAILURE,
     }
 }

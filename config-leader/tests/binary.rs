@@ -275,3 +275,109 @@ fn tells_systemd_it_is_ready_once_listening() {
         .into_owned();
     assert!(message.contains("READY=1"), "{message}");
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+}
+
+/// The database (hashes, every platform.yml) and platform.yml (the SMTP password) are the leader's user's
+/// alone; `check` names any secret file others can read.
+#[tokio::test]
+async fn secret_files_are_private_and_check_names_loose_ones() {
+    install_crypto();
+    let fixture = Fixture::new();
+    let platform = fixture.root().join("conf/platform.yml");
+    let set_mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    set_mode(&platform, 0o644);
+    set_mode(&fixture.config_path(), 0o644);
+    let check = Command::new(BIN)
+        .arg("--config")
+        .arg(fixture.config_path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        said.contains(&format!("chmod 600 {}", fixture.config_path().display()))
+            && said.contains(&format!("chmod 600 {}", platform.display())),
+        "{said}"
+    );
+
+    let config = fixture.config();
+    let database = config.database_path.clone();
+    // A save writes platform.yml 0600.
+    let admin_key = "binary-admin-key-0123456789abcdefghij";
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.config_path()).unwrap()).unwrap();
+    json["adminKey"] = serde_json::json!(admin_key);
+    write_config(fixture.root(), &json);
+    let leader = start(&fixture, &[]);
+    let saved = reqwest::Client::new()
+        .put(format!("{}/admin/settings", leader.url()))
+        .header("authorization", admin_key)
+        .json(&serde_json::json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "private.example.com"}}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200, "{}", saved.text().await.unwrap());
+    assert_eq!(mode(&platform), 0o600);
+    assert_eq!(mode(&database), 0o700);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!(
+            "{}{suffix}",
+            database.join("config-leader.sqlite").display()
+        ));
+        if file.exists() {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+    }
+    drop(leader);
+    // An operator's stricter mode is kept.
+    set_mode(&platform, 0o400);
+    let leader = start(&fixture, &[]);
+    let saved = reqwest::Client::new()
+        .put(format!("{}/admin/settings", leader.url()))
+        .header("authorization", admin_key)
+        .json(&serde_json::json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "strict.example.com"}}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    assert_eq!(mode(&platform), 0o400);
+}
+
+/// A database that is garbage, or empty where a leader ran before, stops the start with exit 78 naming it.
+#[test]
+fn a_broken_or_emptied_database_exits_78_naming_the_file() {
+    let fixture = Fixture::new();
+    let database = fixture.config().database_path.join("config-leader.sqlite");
+    std::fs::create_dir_all(database.parent().unwrap()).unwrap();
+    let run = || {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(fixture.config_path())
+            .args(["--ip", "127.0.0.1", "--port", "0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_exit(&mut child);
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (status.code(), stderr)
+    };
+    std::fs::write(&database, vec![b'x'; 8192]).unwrap();
+    let (code, stderr) = run();
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&database.display().to_string()) && stderr.contains("backup"),
+        "{stderr}"
+    );
+    // Emptied after a run (the credentials file says one happened): refused, not started empty.
+    std::fs::write(&database, b"").unwrap();
+    std::fs::write(fixture.config().credentials_file, "old-password\n").unwrap();
+    let (code, stderr) = run();
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("is empty (0 bytes)"), "{stderr}");
+}

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 
-const FILE: &str = "config-leader.sqlite";
+pub const FILE: &str = "config-leader.sqlite";
 
 /// Handle to the database.
 pub struct Db(Mutex<Connection>);
@@ -53,18 +53,92 @@ pub struct AuditRow {
     pub remote: String,
 }
 
+/// The folder (0700 when created) and the database file (created 0600); an empty file where a database was.
+fn prepare_files(folder: &Path, path: &Path, ran_before: bool) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let write = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Write { path, source }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(folder)
+        .map_err(write(folder))?;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 && ran_before => Err(Error::Database {
+            path: path.to_owned(),
+            problem: "is empty (0 bytes) although this leader ran here before (its credentials file exists): \
+                      the settings history, admin users and audit are gone. Restore the file from a backup, or \
+                      delete it to start with an empty database"
+                .into(),
+        }),
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(drop)
+            .map_err(write(path)),
+        Err(source) => Err(Error::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The database and its `-wal`/`-shm` readable by the leader's user only (tightened on an older install).
+fn private_files(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| Error::Write {
+                    path: file.clone(),
+                    source,
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn sql(err: rusqlite::Error) -> Error {
     Error::Internal(format!("database: {err}"))
 }
 
 impl Db {
-    /// Opens (creating if needed) the database in `folder`.
-    pub fn open(folder: &Path) -> Result<Self, Error> {
-        std::fs::create_dir_all(folder).map_err(|source| Error::Write {
-            path: folder.to_owned(),
-            source,
-        })?;
-        let connection = Connection::open(folder.join(FILE)).map_err(sql)?;
+    /// Opens (creating if needed) the database in `folder`: the folder 0700, the files 0600 (it holds password
+    /// hashes and every platform.yml with its SMTP password). `ran_before` (this leader started here before):
+    /// an empty database file then means lost history, refused. A file that is not a readable SQLite database
+    /// is refused too ([`Error::Database`], exit 78), never replaced.
+    pub fn open(folder: &Path, ran_before: bool) -> Result<Self, Error> {
+        let path = folder.join(FILE);
+        prepare_files(folder, &path, ran_before)?;
+        let unreadable = |err: rusqlite::Error| Error::Database {
+            path: path.clone(),
+            problem: format!(
+                "is not a readable SQLite database ({err}); restore it from a backup, or move it away to start \
+                 with an empty one (settings history, admin users and audit are then lost)"
+            ),
+        };
+        let connection = Connection::open(&path).map_err(unreadable)?;
+        let verdict: String = connection
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(unreadable)?;
+        if verdict != "ok" {
+            return Err(Error::Database {
+                path: path.clone(),
+                problem: format!(
+                    "is damaged ({verdict}); restore it from a backup, or move it away to start with an empty one"
+                ),
+            });
+        }
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
@@ -92,6 +166,7 @@ impl Db {
         ] {
             add_column(&connection, table, column, definition)?;
         }
+        private_files(&path)?;
         Ok(Self(Mutex::new(connection)))
     }
 
@@ -527,7 +602,7 @@ mod tests {
     fn users_revisions_audit_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = Db::open(dir.path()).unwrap();
+            let db = Db::open(dir.path(), false).unwrap();
             let user = UserRow {
                 username: "ada".into(),
                 password_hash: "h".into(),
@@ -540,7 +615,7 @@ mod tests {
             db.audit(3, "ada", "login", "", "127.0.0.1").unwrap();
             db.revoke("jti-1", 100, 50).unwrap();
         }
-        let db = Db::open(dir.path()).unwrap();
+        let db = Db::open(dir.path(), false).unwrap();
         assert_eq!(db.user("ada").unwrap().unwrap().password_hash, "h");
         assert_eq!(db.latest_revision().unwrap().unwrap().content, "a: 2");
         assert_eq!(db.revisions().unwrap().len(), 2);
@@ -556,7 +631,7 @@ mod tests {
     #[test]
     fn pending_revisions_are_invisible_and_settled_by_the_disk_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
+        let db = Db::open(dir.path(), false).unwrap();
         db.add_revision("initial", 1, "first", "a").unwrap();
         let written = db.add_pending_revision("alice", 2, "change", "b").unwrap();
         assert!(db.has_pending_revision().unwrap());
@@ -580,7 +655,7 @@ mod tests {
     #[test]
     fn every_change_of_a_user_changes_its_token_generation() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
+        let db = Db::open(dir.path(), false).unwrap();
         let user = UserRow {
             username: "u".into(),
             password_hash: "h".into(),

@@ -69,7 +69,7 @@ pub struct StepView {
     pub version_to: String,
 }
 
-/// Single node (the platform has `SINGLE_MACHINE_IP_ADDRESS`, or its templates a `singlenode` role) or cluster.
+/// Single node (the platform has `SINGLE_MACHINE_IP_ADDRESS`, or its templates a `singlenode` role and no `core`) or cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeploymentType {

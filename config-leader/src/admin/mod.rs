@@ -44,7 +44,10 @@ pub struct Admin {
 impl Admin {
     /// Opens the database, records the current `platform.yml` in history, recreates `initial_user`.
     pub fn new(config: &Config, store: &TreeStore) -> Result<Self, Error> {
-        let db = Arc::new(Db::open(&config.database_path)?);
+        let db = Arc::new(Db::open(
+            &config.database_path,
+            config.credentials_file.exists(),
+        )?);
         let settings = Settings::new(
             config.platform_config.clone(),
             config.platform_template.clone(),

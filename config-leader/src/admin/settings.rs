@@ -100,6 +100,9 @@ pub struct MigrationPlan {
     pub changes: Vec<SettingChange>,
 }
 
+/// Mode of the platform.yml the leader writes (at most: a stricter one set by an operator is kept).
+const PLATFORM_MODE: u32 = 0o600;
+
 /// The settings service.
 pub struct Settings {
     platform_path: PathBuf,
@@ -291,8 +294,8 @@ impl Settings {
         let template = self.template()?;
         let current = self.current()?;
         let mut plan = crate::admin::migrations::plan(&current, &template)?;
-        // Our single-node platforms (from `init`) name the machine REG_MASTER_IP_ADDRESS: the role tells.
-        if self.templates.join("singlenode").is_dir() {
+        // Our single-node platforms (from `init`) name the machine REG_MASTER_IP_ADDRESS: the roles tell.
+        if self.templates.join("singlenode").is_dir() && !self.templates.join("core").is_dir() {
             plan.deployment = crate::admin::migrations::DeploymentType::Singlenode;
         }
         let migrated = crate::admin::migrations::migrate(&current, &template, &plan);
@@ -418,16 +421,18 @@ impl Settings {
         Ok(revision)
     }
 
+    /// Writes platform.yml 0600 (it holds the SMTP password), or with the operator's mode when stricter.
     fn write(&self, text: &str) -> Result<(), Error> {
-        pryv_fs::write_atomic(
-            &self.platform_path,
-            text.as_bytes(),
-            pryv_fs::DEFAULT_FILE_MODE,
-        )
-        .map_err(|source| Error::Write {
-            path: self.platform_path.clone(),
-            source,
-        })?;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&self.platform_path).map_or(PLATFORM_MODE, |meta| {
+            meta.permissions().mode() & PLATFORM_MODE
+        });
+        pryv_fs::write_atomic_with_mode(&self.platform_path, text.as_bytes(), mode).map_err(
+            |source| Error::Write {
+                path: self.platform_path.clone(),
+                source,
+            },
+        )?;
         // Followers fetching from now on must see the new values, before this request even returns.
         self.store.invalidate();
         Ok(())

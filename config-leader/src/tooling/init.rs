@@ -374,7 +374,7 @@ fn refuse_overwrites(options: &InitOptions, plan: &Plan) -> Result<(), Error> {
     })
 }
 
-/// Writes the plan atomically, file by file; configuration files (keys) 0600.
+/// Writes the plan atomically, file by file; configuration files (keys, settings with passwords) 0600.
 fn write_plan(plan: &Plan) -> Result<(), Error> {
     for (path, bytes) in plan {
         let io = |source| Error::Write {
@@ -384,7 +384,9 @@ fn write_plan(plan: &Plan) -> Result<(), Error> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let mode = if path.ends_with("config-leader.json") || path.ends_with("config-follower.json")
+        let mode = if path.ends_with("config-leader.json")
+            || path.ends_with("config-follower.json")
+            || path.ends_with("platform.yml")
         {
             0o600
         } else {

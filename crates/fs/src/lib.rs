@@ -15,12 +15,18 @@ pub const TEMP_PREFIX: &str = ".pryv-tmp-";
 /// Replaces `path` with `bytes` atomically: temporary file in the same folder, write, `fsync`, rename over the
 /// target, `fsync` the folder. An existing target keeps its permission bits; a new one gets `new_mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], new_mode: u32) -> io::Result<()> {
-    let dir = parent_of(path)?;
     let mode = match fs::metadata(path) {
         Ok(meta) => meta.permissions().mode() & 0o7777,
         Err(err) if err.kind() == io::ErrorKind::NotFound => new_mode,
         Err(err) => return Err(err),
     };
+    write_atomic_with_mode(path, bytes, mode)
+}
+
+/// [`write_atomic`] giving the file exactly `mode`, whatever the replaced file had (for files holding
+/// secrets, whose mode must not stay looser than wanted).
+pub fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_of(path)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempfile_in(dir)?;

@@ -67,12 +67,18 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
         problems.extend(crate::platform::render_all(
             renderer,
             &config.templates_path,
+            &links(config),
         )?);
     }
     // One cycle shows up in every file that uses it; say it once.
     let mut seen = BTreeSet::new();
     problems.retain(|p| seen.insert(p.clone()));
     Ok(problems)
+}
+
+/// Where the templates' symlinks may lead.
+fn links(config: &Config) -> tree::LinkPolicy {
+    tree::LinkPolicy::new(&config.templates_path, &config.allow_links_to)
 }
 
 /// What an operator should know but that does not stop the leader: follower URLs over plain HTTP to
@@ -95,7 +101,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
         let Ok(dir) = tree::role_dir(&config.templates_path, &role) else {
             continue;
         };
-        let listed = tree::list_files(&dir).unwrap_or_default();
+        let listed = tree::list_files(&dir, &links(config)).unwrap_or_default();
         for file in tree::superseded(&listed) {
             warnings.push(format!(
                 "role '{role}': {file} is not served: a file of the same name in a newer format is beside it"
@@ -180,7 +186,7 @@ pub fn diff(config: &Config, from: Option<i64>) -> Result<String, Error> {
     let before = crate::platform::parse(&config.platform_config, &row.content)?;
     let after = crate::platform::load(&config.platform_config)?;
     let preview = crate::admin::preview::preview(
-        &config.templates_path,
+        (&config.templates_path, &links(config)),
         &config.internals,
         &config.platform_config,
         &before,
@@ -200,7 +206,8 @@ pub fn render(config: &Config, role: &str, out: &Path) -> Result<usize, Error> {
     let platform = crate::platform::load(&config.platform_config)?;
     let renderer =
         crate::platform::renderer(&config.platform_config, &platform, &config.internals)?;
-    let (files, mut errors) = tree::render_role(&renderer, &config.templates_path, role)?;
+    let (files, mut errors) =
+        tree::render_role(&renderer, &config.templates_path, &links(config), role)?;
     if !errors.is_empty() {
         return Err(errors.swap_remove(0));
     }

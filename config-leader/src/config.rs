@@ -50,6 +50,8 @@ pub struct Config {
     pub max_connections: usize,
     /// One sub-folder per role.
     pub templates_path: PathBuf,
+    /// Folders outside the templates that a symlink in them may lead to (`templates.allowLinksTo`).
+    pub allow_links_to: Vec<PathBuf>,
     pub platform_config: PathBuf,
     pub platform_template: Option<PathBuf>,
     pub database_path: PathBuf,
@@ -128,6 +130,8 @@ struct RawConfig {
     #[serde(default)]
     cors: RawCors,
     #[serde(default)]
+    templates: RawTemplates,
+    #[serde(default)]
     metrics: RawMetrics,
     register_url: Option<String>,
     #[serde(default)]
@@ -139,6 +143,13 @@ struct RawConfig {
 #[derive(Deserialize, Default)]
 struct RawMetrics {
     token: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawTemplates {
+    #[serde(default)]
+    allow_links_to: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -471,6 +482,12 @@ fn validate(
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_MAX_CONNECTIONS),
         templates_path,
+        allow_links_to: raw
+            .templates
+            .allow_links_to
+            .iter()
+            .map(|p| checks.resolve(p))
+            .collect(),
         platform_config,
         platform_template,
         database_path,

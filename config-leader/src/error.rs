@@ -31,6 +31,8 @@ pub enum Error {
         path: PathBuf,
         source: pryv_render::Error,
     },
+    #[error("{}: a symlink to {}, outside the templates folder and templates.allowLinksTo; replace it with the file, or add its folder to templates.allowLinksTo", link.display(), target.display())]
+    Link { link: PathBuf, target: PathBuf },
     #[error("{}: {problem}", path.display())]
     Database { path: PathBuf, problem: String },
     #[error("{}: cannot read: {source}", path.display())]
@@ -99,7 +101,7 @@ impl Error {
             Error::RoleNotFound(_) => (StatusCode::NOT_FOUND, "role-not-found"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
             Error::Unavailable(_) => (StatusCode::BAD_GATEWAY, "upstream-unavailable"),
-            Error::Render { .. } | Error::EmptyRole(_) => {
+            Error::Render { .. } | Error::EmptyRole(_) | Error::Link { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "render-failed")
             }
             Error::Platform { .. } => (
@@ -129,7 +131,10 @@ impl Error {
                 tracing::warn!(error = %self, "a platform peer failed");
                 self.to_string()
             }
-            Error::Render { .. } | Error::Platform { .. } | Error::EmptyRole(_) => {
+            Error::Render { .. }
+            | Error::Platform { .. }
+            | Error::EmptyRole(_)
+            | Error::Link { .. } => {
                 tracing::error!(error = %self, "cannot render configuration");
                 self.to_string()
             }

@@ -60,6 +60,7 @@ impl Leader {
         }
         let store = store::TreeStore::new(
             config.templates_path.clone(),
+            tree::LinkPolicy::new(&config.templates_path, &config.allow_links_to),
             config.platform_config.clone(),
             config.internals.clone(),
         );

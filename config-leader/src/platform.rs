@@ -39,10 +39,14 @@ pub fn renderer(
 }
 
 /// Renders every role of `templates` with `renderer`; one sentence per problem, empty when all render.
-pub fn render_all(renderer: &Renderer, templates: &Path) -> Result<Vec<String>, Error> {
+pub fn render_all(
+    renderer: &Renderer,
+    templates: &Path,
+    links: &tree::LinkPolicy,
+) -> Result<Vec<String>, Error> {
     let mut problems = Vec::new();
     for role in tree::roles(templates)? {
-        match tree::render_role(renderer, templates, &role) {
+        match tree::render_role(renderer, templates, links, &role) {
             Ok((_, errors)) => problems.extend(errors.iter().map(ToString::to_string)),
             Err(err) => problems.push(err.to_string()),
         }

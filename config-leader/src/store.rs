@@ -37,6 +37,7 @@ pub struct TreeStore {
 
 struct Inner {
     templates: PathBuf,
+    links: tree::LinkPolicy,
     platform_config: PathBuf,
     internals: Internals,
     generation: AtomicU64,
@@ -67,10 +68,16 @@ pub struct RenderProblem {
 }
 
 impl TreeStore {
-    pub fn new(templates: PathBuf, platform_config: PathBuf, internals: Internals) -> Self {
+    pub fn new(
+        templates: PathBuf,
+        links: tree::LinkPolicy,
+        platform_config: PathBuf,
+        internals: Internals,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 templates,
+                links,
                 platform_config,
                 internals,
                 generation: AtomicU64::new(1),
@@ -82,6 +89,11 @@ impl TreeStore {
                 changes: tokio::sync::watch::Sender::new(0),
             }),
         }
+    }
+
+    /// Where the templates' symlinks may lead.
+    pub fn links(&self) -> tree::LinkPolicy {
+        self.inner.links.clone()
     }
 
     /// The templates folder (one sub-folder per role).
@@ -192,9 +204,9 @@ impl Inner {
         // never taken as fresh for a state it did not see.
         let generation = self.generation.load(Ordering::Acquire);
         let started = std::time::Instant::now();
-        let result = self
-            .renderer_for(generation)
-            .and_then(|renderer| render_tree(&renderer, &self.templates, role).map_err(Arc::new));
+        let result = self.renderer_for(generation).and_then(|renderer| {
+            render_tree(&renderer, &self.templates, &self.links, role).map_err(Arc::new)
+        });
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         metrics::counter!(crate::metrics::RENDERS, "role" => role.to_owned(), "outcome" => outcome)
             .increment(1);
@@ -293,9 +305,10 @@ fn load_renderer(
 fn render_tree(
     renderer: &Renderer,
     templates: &std::path::Path,
+    links: &tree::LinkPolicy,
     role: &str,
 ) -> Result<Arc<ServedTree>, Error> {
-    let (files, mut errors) = tree::render_role(renderer, templates, role)?;
+    let (files, mut errors) = tree::render_role(renderer, templates, links, role)?;
     if !errors.is_empty() {
         return Err(errors.swap_remove(0));
     }
@@ -350,6 +363,7 @@ mod tests {
         .unwrap();
         let store = TreeStore::new(
             dir.path().join("data"),
+            tree::LinkPolicy::new(&dir.path().join("data"), &[]),
             dir.path().join("platform.yml"),
             Internals::default(),
         );

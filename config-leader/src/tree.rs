@@ -12,6 +12,40 @@ use crate::error::Error;
 /// Folders nested deeper than this are not followed (guards against symlink loops).
 const MAX_DEPTH: usize = 32;
 
+/// Where a symlink in the templates may lead: inside the templates folder, or inside a folder of
+/// `templates.allowLinksTo` (certificates linked from `/etc/letsencrypt/...`). Any other link would serve a
+/// file of the leader's machine (its `config-leader.json`, say) to every follower of the role.
+#[derive(Debug, Clone, Default)]
+pub struct LinkPolicy {
+    allowed: Vec<PathBuf>,
+}
+
+impl LinkPolicy {
+    /// `templates` and the extra folders, canonical (a folder that does not exist allows nothing).
+    pub fn new(templates: &Path, allow_links_to: &[PathBuf]) -> Self {
+        let allowed = std::iter::once(templates)
+            .chain(allow_links_to.iter().map(PathBuf::as_path))
+            .filter_map(|folder| folder.canonicalize().ok())
+            .collect();
+        Self { allowed }
+    }
+
+    fn check(&self, link: &Path) -> Result<(), Error> {
+        let target = link.canonicalize().map_err(|source| Error::Io {
+            path: link.to_owned(),
+            source,
+        })?;
+        if self.allowed.iter().any(|root| target.starts_with(root)) {
+            Ok(())
+        } else {
+            Err(Error::Link {
+                link: link.to_owned(),
+                target,
+            })
+        }
+    }
+}
+
 /// The roles present in the templates folder: its sub-folders, sorted.
 pub fn roles(templates: &Path) -> Result<Vec<String>, Error> {
     let io = |source| Error::Io {
@@ -65,10 +99,12 @@ pub fn superseded(listed: &[(String, PathBuf)]) -> std::collections::BTreeSet<St
         .collect()
 }
 
-/// Every file under `dir` as (`/relative/path`, absolute path), depth first, names in byte order.
-pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
+/// Every file under `dir` as (`/relative/path`, absolute path), depth first, names in byte order. A symlink
+/// (to a file or a folder) is followed only where `links` allows.
+pub fn list_files(dir: &Path, links: &LinkPolicy) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut files = Vec::new();
-    walk(dir, "", 0, &mut files)?;
+    links.check(dir)?;
+    walk(dir, "", 0, links, &mut files)?;
     Ok(files)
 }
 
@@ -76,6 +112,7 @@ fn walk(
     dir: &Path,
     prefix: &str,
     depth: usize,
+    links: &LinkPolicy,
     out: &mut Vec<(String, PathBuf)>,
 ) -> Result<(), Error> {
     let io = |source| Error::Io {
@@ -99,14 +136,17 @@ fn walk(
             });
         };
         let relative = format!("{prefix}/{name}");
-        // Follows symlinks: operators link certificates into the tree.
+        // Follows symlinks where they stay in allowed folders: operators link certificates into the tree.
+        if entry.file_type().is_ok_and(|kind| kind.is_symlink()) {
+            links.check(&path)?;
+        }
         let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
         })?;
         if meta.is_dir() {
             if depth < MAX_DEPTH {
-                walk(&path, &relative, depth + 1, out)?;
+                walk(&path, &relative, depth + 1, links, out)?;
             }
         } else if meta.is_file() {
             out.push((relative, path));
@@ -119,12 +159,13 @@ fn walk(
 pub fn render_role(
     renderer: &Renderer,
     templates: &Path,
+    links: &LinkPolicy,
     role: &str,
 ) -> Result<(Vec<ConfFile>, Vec<Error>), Error> {
     let dir = role_dir(templates, role)?;
     let mut files = Vec::new();
     let mut errors = Vec::new();
-    let mut listed = list_files(&dir)?;
+    let mut listed = list_files(&dir, links)?;
     let superseded = superseded(&listed);
     listed.retain(|(relative, _)| !superseded.contains(relative));
     if listed.is_empty() {
@@ -167,6 +208,48 @@ mod tests {
     use pryv_render::Vars;
 
     #[test]
+    fn symlinks_are_followed_only_into_allowed_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let templates = dir.path().join("data");
+        let certs = dir.path().join("letsencrypt");
+        std::fs::create_dir_all(templates.join("core/nginx/conf")).unwrap();
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::write(templates.join("core/pryv.yml"), "x").unwrap();
+        std::fs::write(certs.join("cert.pem"), "cert").unwrap();
+        std::fs::write(
+            dir.path().join("config-leader.json"),
+            "{\"adminKey\": \"k\"}",
+        )
+        .unwrap();
+        let conf = templates.join("core/nginx/conf");
+        std::os::unix::fs::symlink(templates.join("core/pryv.yml"), conf.join("inside.yml"))
+            .unwrap();
+        std::os::unix::fs::symlink(certs.join("cert.pem"), conf.join("cert.pem")).unwrap();
+        let role = templates.join("core");
+        let allowed = LinkPolicy::new(&templates, std::slice::from_ref(&certs));
+        assert_eq!(list_files(&role, &allowed).unwrap().len(), 3);
+        let err = list_files(&role, &LinkPolicy::new(&templates, &[])).unwrap_err();
+        assert!(err.to_string().contains("cert.pem") && err.to_string().contains("allowLinksTo"));
+        std::os::unix::fs::symlink(
+            dir.path().join("config-leader.json"),
+            conf.join("leak.json"),
+        )
+        .unwrap();
+        let err = list_files(&role, &allowed).unwrap_err();
+        assert!(
+            matches!(&err, Error::Link { link, .. } if link.ends_with("leak.json")),
+            "{err}"
+        );
+        // A linked folder leading outside is refused the same way.
+        std::fs::remove_file(conf.join("leak.json")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), conf.join("everything")).unwrap();
+        assert!(matches!(
+            list_files(&role, &allowed),
+            Err(Error::Link { .. })
+        ));
+    }
+
+    #[test]
     fn files_are_listed_depth_first_in_byte_order() {
         let dir = tempfile::tempdir().unwrap();
         for file in ["b.yml", "a/z.json", "a/b/c.txt", "pryv.yml", "A.txt"] {
@@ -174,7 +257,7 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, "x").unwrap();
         }
-        let listed: Vec<_> = list_files(dir.path())
+        let listed: Vec<_> = list_files(dir.path(), &LinkPolicy::new(dir.path(), &[]))
             .unwrap()
             .into_iter()
             .map(|(p, _)| p)
@@ -194,7 +277,8 @@ mod tests {
         std::fs::write(role.join("bad.json"), "{").unwrap();
         std::fs::write(role.join("ok.yml"), "a: 1").unwrap();
         let renderer = Renderer::new(&Vars::from_map(IndexMap::new())).unwrap();
-        let (files, errors) = render_role(&renderer, dir.path(), "core").unwrap();
+        let links = LinkPolicy::new(dir.path(), &[]);
+        let (files, errors) = render_role(&renderer, dir.path(), &links, "core").unwrap();
         assert_eq!(files.len(), 2);
         assert_eq!(files[0].path, "/cert.der");
         assert_eq!(files[0].content, "/wCA");
@@ -202,11 +286,11 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert!(errors[0].to_string().contains("/bad.json"), "{}", errors[0]);
         assert!(matches!(
-            render_role(&renderer, dir.path(), "nope"),
+            render_role(&renderer, dir.path(), &links, "nope"),
             Err(Error::RoleNotFound(_))
         ));
         assert!(matches!(
-            render_role(&renderer, dir.path(), ".."),
+            render_role(&renderer, dir.path(), &links, ".."),
             Err(Error::RoleNotFound(_))
         ));
     }

@@ -381,3 +381,38 @@ fn a_broken_or_emptied_database_exits_78_naming_the_file() {
     assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("is empty (0 bytes)"), "{stderr}");
 }
+
+/// A symlink in the templates to a file outside them (here the leader's own configuration, with the follower
+/// keys) is never served: the role fails naming the link, and `check` lists it.
+#[tokio::test]
+async fn a_template_symlink_leading_outside_is_refused() {
+    install_crypto();
+    let fixture = Fixture::new();
+    let link = fixture.root().join("data/core/core/conf/leak.json");
+    std::os::unix::fs::symlink(fixture.config_path(), &link).unwrap();
+    let check = Command::new(BIN)
+        .arg("--config")
+        .arg(fixture.config_path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("core/core/conf/leak.json: a symlink") && said.contains("allowLinksTo"),
+        "{said}"
+    );
+    let leader = start(&fixture, &[]);
+    let response = reqwest::Client::new()
+        .get(format!("{}/conf", leader.url()))
+        .header("authorization", CORE_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("leak.json") && !body.contains(CORE_KEY),
+        "{body}"
+    );
+}

@@ -57,7 +57,7 @@ pub struct FollowerRestarts {
 /// Compares the trees `before` and `after` give for every role of `templates`. A role that does not render
 /// with `after` is an error naming it (as a save would be refused).
 pub fn preview(
-    templates: &Path,
+    (templates, links): (&Path, &tree::LinkPolicy),
     internals: &Internals,
     platform_path: &Path,
     before: &PlatformFile,
@@ -70,10 +70,10 @@ pub fn preview(
     let mut roles = Vec::new();
     let mut problems = Vec::new();
     for role in tree::roles(templates)? {
-        let before_files = tree::render_role(&old, templates, &role)
+        let before_files = tree::render_role(&old, templates, links, &role)
             .map(|(files, _)| files)
             .unwrap_or_default();
-        let after_files = match tree::render_role(&new, templates, &role) {
+        let after_files = match tree::render_role(&new, templates, links, &role) {
             Ok((files, errors)) if errors.is_empty() => files,
             Ok((_, errors)) => {
                 problems.extend(errors.iter().map(ToString::to_string));

@@ -263,7 +263,7 @@ impl Settings {
         followers: &[crate::config::FollowerEntry],
     ) -> Result<crate::admin::preview::Preview, Error> {
         crate::admin::preview::preview(
-            &self.templates,
+            (&self.templates, &self.store.links()),
             &self.internals,
             &self.platform_path,
             before,
@@ -391,7 +391,8 @@ impl Settings {
             .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
         let renderer = crate::platform::renderer(&self.platform_path, platform, &self.internals)
             .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
-        let problems = crate::platform::render_all(&renderer, &self.templates)?;
+        let problems =
+            crate::platform::render_all(&renderer, &self.templates, &self.store.links())?;
         if problems.is_empty() {
             Ok(())
         } else {

@@ -31,6 +31,10 @@ pub enum Error {
         path: PathBuf,
         source: pryv_render::Error,
     },
+    #[error(
+        "the settings changed since revision {expected} (now revision {current}): read them again (GET /admin/settings), redo the change on the current values, and send If-Match: \"{current}\""
+    )]
+    StaleRevision { expected: i64, current: i64 },
     #[error("{}: a symlink to {}, outside the templates folder and templates.allowLinksTo; replace it with the file, or add its folder to templates.allowLinksTo", link.display(), target.display())]
     Link { link: PathBuf, target: PathBuf },
     #[error("{}: {problem}", path.display())]
@@ -96,6 +100,7 @@ impl Error {
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request"),
             Error::InvalidSettings(_) => (StatusCode::BAD_REQUEST, "invalid-settings"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::StaleRevision { .. } => (StatusCode::PRECONDITION_FAILED, "stale-revision"),
             Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
             Error::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too-many-attempts"),
             Error::RoleNotFound(_) => (StatusCode::NOT_FOUND, "role-not-found"),
@@ -149,6 +154,20 @@ impl Error {
             }
             _ => self.to_string(),
         };
+        if let Error::StaleRevision { current, .. } = self {
+            // The current revision in the body and as the ETag: what the next If-Match must name.
+            let body = serde_json::json!({
+                "error": {"id": id, "message": message},
+                "currentRevision": current,
+            });
+            let mut response = (status, Json(body)).into_response();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&format!("\"{current}\"")) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::ETAG, value);
+            }
+            return response;
+        }
         let mut response = (status, Json(ErrorBody::new(id, message))).into_response();
         if let Error::TooManyAttempts(seconds) = self
             && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())

@@ -1346,3 +1346,88 @@ async fn a_failed_write_of_platform_yml_says_it_could_not_write() {
             .contains("other.example.com")
     );
 }
+
+/// Two admins edit from what they read: the second save, made on a stale revision, is refused with 412 and
+/// the current revision instead of silently reverting the first; without If-Match nothing changes (the admin
+/// web app sends none).
+#[tokio::test]
+async fn if_match_stops_a_lost_update() {
+    let h = harness();
+    let auth = [("authorization", ADMIN_KEY)];
+    let (status, headers, _) = request(&h.app, Method::GET, "/admin/settings", &auth, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let read_etag = headers["etag"].to_str().unwrap().to_owned();
+    let change = |domain: &str| json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": domain}}}}});
+    // Admin A saves on the revision both read.
+    let with_tag = [
+        ("authorization", ADMIN_KEY),
+        ("if-match", read_etag.as_str()),
+    ];
+    let (status, headers, saved) = request(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        &with_tag,
+        Some(change("first.example.com")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    let new_etag = headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(new_etag, format!("\"{}\"", saved["revision"]));
+    // Admin B saves on the same, now stale, revision: refused, nothing written.
+    let (status, headers, refused) = request(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        &with_tag,
+        Some(change("second.example.com")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{refused}");
+    assert_eq!(refused["error"]["id"], "stale-revision");
+    assert_eq!(refused["currentRevision"], saved["revision"]);
+    assert_eq!(headers["etag"].to_str().unwrap(), new_etag);
+    let on_disk = String::from_utf8(platform_bytes(&h)).unwrap();
+    assert!(on_disk.contains("first.example.com") && !on_disk.contains("second.example.com"));
+    // Rollback and migrations honour it too.
+    for (path, body) in [
+        ("/admin/settings/rollback", Some(json!({"revision": 1}))),
+        ("/admin/migrations/apply", None),
+    ] {
+        let (status, _, refused) = request(&h.app, Method::POST, path, &with_tag, body).await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{path}: {refused}");
+    }
+    // History entries carry their revision as the ETag.
+    let (_, headers, _) = request(
+        &h.app,
+        Method::GET,
+        "/admin/settings/history/1",
+        &auth,
+        None,
+    )
+    .await;
+    assert_eq!(headers["etag"].to_str().unwrap(), "\"1\"");
+    // With the current tag, or without any, the save goes through.
+    let current = [
+        ("authorization", ADMIN_KEY),
+        ("if-match", new_etag.as_str()),
+    ];
+    let (status, _, _) = request(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        &current,
+        Some(change("second.example.com")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = request(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        &auth,
+        Some(change("third.example.com")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}

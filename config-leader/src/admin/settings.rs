@@ -193,15 +193,41 @@ impl Settings {
         self.parse(&self.read_text()?)
     }
 
-    /// Applies `patch`; unknown groups or settings are refused unless `allow_new`. Returns the new revision.
+    /// The current settings and the revision they are (a hand edit is recorded first): what `If-Match` names.
+    pub async fn current_with_revision(&self) -> Result<(PlatformFile, i64), Error> {
+        let _one = self.mutation.lock().await;
+        self.sync_history()?;
+        let platform = self.current()?;
+        Ok((platform, self.latest_revision()?))
+    }
+
+    fn latest_revision(&self) -> Result<i64, Error> {
+        Ok(self.db.latest_revision()?.map_or(0, |row| row.revision))
+    }
+
+    /// Refuses a change made against revision `expected` when another one was saved since (a lost update).
+    fn ensure_current(&self, expected: Option<i64>) -> Result<(), Error> {
+        let current = self.latest_revision()?;
+        match expected {
+            Some(expected) if expected != current => {
+                Err(Error::StaleRevision { expected, current })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies `patch`; unknown groups or settings are refused unless `allow_new`. With `expected` (the
+    /// request's `If-Match`) only if the settings are still at that revision. Returns the new revision.
     pub async fn update(
         &self,
         patch: &SettingsPatch,
         allow_new: bool,
         author: &str,
+        expected: Option<i64>,
     ) -> Result<i64, Error> {
         let _one = self.mutation.lock().await;
         self.sync_history()?;
+        self.ensure_current(expected)?;
         let platform = self.patched(patch, allow_new)?;
         let message = patch
             .message
@@ -273,9 +299,15 @@ impl Settings {
     }
 
     /// Makes revision `revision` current again, as a new revision.
-    pub async fn rollback(&self, revision: i64, author: &str) -> Result<i64, Error> {
+    pub async fn rollback(
+        &self,
+        revision: i64,
+        author: &str,
+        expected: Option<i64>,
+    ) -> Result<i64, Error> {
         let _one = self.mutation.lock().await;
         self.sync_history()?;
+        self.ensure_current(expected)?;
         let old = self
             .db
             .revision(revision)?
@@ -318,9 +350,11 @@ impl Settings {
     pub async fn apply_migrations(
         &self,
         author: &str,
+        expected: Option<i64>,
     ) -> Result<(MigrationPlan, Option<i64>), Error> {
         let _one = self.mutation.lock().await;
         self.sync_history()?;
+        self.ensure_current(expected)?;
         let (plan, migrated) = self.migration()?;
         if plan.migrations.is_empty() {
             return Ok((plan, None));

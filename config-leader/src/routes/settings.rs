@@ -1,6 +1,9 @@
 //! `/admin/settings` (read, partial update), its history and rollback, and `/admin/migrations`.
 
 use axum::extract::{Path, Query, State};
+use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -71,39 +74,76 @@ pub struct MigrationResult {
     pub revision: Option<i64>,
 }
 
-fn view(state: &AppState, revision: Option<i64>) -> Result<Json<SettingsView>, Error> {
-    let platform = state.admin.settings.current()?;
+/// The settings with the revision they are, the revision also as the `ETag` (what `If-Match` names).
+/// `revision` in the body only after a change (the legacy answer of a read has none).
+async fn view(state: &AppState, changed: bool) -> Result<Response, Error> {
+    let (platform, current) = state.admin.settings.current_with_revision().await?;
     let settings =
         serde_json::to_value(&platform.vars).map_err(|err| Error::Internal(err.to_string()))?;
-    Ok(Json(SettingsView { settings, revision }))
+    let revision = changed.then_some(current);
+    Ok(with_etag(
+        Json(SettingsView { settings, revision }),
+        current,
+    ))
+}
+
+fn with_etag(answer: impl IntoResponse, revision: i64) -> Response {
+    let mut response = answer.into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{revision}\"")) {
+        response.headers_mut().insert(ETAG, value);
+    }
+    response
+}
+
+/// The revision `If-Match` names (`"12"`, `12`, `W/"12"`); `None` without the header or with `*`. A tag that
+/// is not a revision number can never be current: refused as stale.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let tag = value
+        .to_str()
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("W/")
+        .trim_matches('"');
+    if tag == "*" {
+        return Ok(None);
+    }
+    tag.parse::<i64>().map(Some).map_err(|_| {
+        Error::BadRequest(format!(
+            "If-Match must hold a settings revision (the ETag of GET /admin/settings), not {tag:?}"
+        ))
+    })
 }
 
 /// The platform settings (settings:read). Internal variables never leave the leader.
 #[utoipa::path(get, path = "/admin/settings", tag = "settings",
     responses((status = 200, body = SettingsView), (status = 401, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody)))]
-pub async fn read(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<SettingsView>, Error> {
+pub async fn read(State(state): State<AppState>, caller: Caller) -> Result<Response, Error> {
     caller.require(Permission::SettingsRead)?;
-    view(&state, None)
+    view(&state, false).await
 }
 
 /// Change some settings (settings:update). Every role is rendered with the new values first; on any error
 /// nothing is saved. Unknown groups or settings are refused unless `allowNew=true`.
 #[utoipa::path(put, path = "/admin/settings", tag = "settings", request_body = SettingsPatch,
     params(("allowNew" = Option<bool>, Query, description = "create unknown groups and settings"),
-        ("hold" = Option<bool>, Query, description = "no follower gets the change before the next notification")),
-    responses((status = 200, body = SettingsView), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody)))]
+        ("hold" = Option<bool>, Query, description = "no follower gets the change before the next notification"),
+        ("If-Match" = Option<String>, Header, description = "the settings revision the change was made on (the ETag of GET /admin/settings)")),
+    responses((status = 200, body = SettingsView), (status = 400, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody),
+        (status = 412, description = "another change was saved since the If-Match revision; `currentRevision` and the ETag name the current one", body = pryv_protocol::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Remote(remote): Remote,
     caller: Caller,
     Query(query): Query<UpdateQuery>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<SettingsView>, Error> {
+) -> Result<Response, Error> {
     // The permission comes before the body: a read-only user gets 403 whatever it sends.
     caller.require(Permission::SettingsUpdate)?;
+    let expected = if_match(&headers)?;
     let body: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|err| Error::BadRequest(format!("the body is not JSON: {err}")))?;
     let patch = SettingsPatch::from_body(body)?;
@@ -115,7 +155,7 @@ pub async fn update(
     let saved = state
         .admin
         .settings
-        .update(&patch, query.allow_new, &caller.name())
+        .update(&patch, query.allow_new, &caller.name(), expected)
         .await;
     if saved.is_err() && query.hold && !was_holding {
         state.admin.rollouts.set_hold(false)?;
@@ -133,7 +173,7 @@ pub async fn update(
         &format!("revision {revision}: {}", names.join(", ")),
         &remote,
     );
-    view(&state, Some(revision))
+    view(&state, true).await
 }
 
 /// What `PUT /admin/settings` with the same body would change, saving nothing (settings:update): per role the
@@ -179,30 +219,37 @@ pub async fn revision(
     State(state): State<AppState>,
     caller: Caller,
     Path(revision): Path<i64>,
-) -> Result<Json<RevisionView>, Error> {
+) -> Result<Response, Error> {
     caller.require(Permission::SettingsRead)?;
     let (row, changes) = state.admin.settings.revision(revision)?;
-    Ok(Json(RevisionView {
-        content: row.content.clone(),
-        revision: row,
-        changes,
-    }))
+    let number = row.revision;
+    Ok(with_etag(
+        Json(RevisionView {
+            content: row.content.clone(),
+            revision: row,
+            changes,
+        }),
+        number,
+    ))
 }
 
 /// Make an earlier revision current again, recorded as a new revision (settings:update).
 #[utoipa::path(post, path = "/admin/settings/rollback", tag = "settings", request_body = RollbackBody,
-    responses((status = 200, body = SettingsView), (status = 400, body = pryv_protocol::ErrorBody)))]
+    params(("If-Match" = Option<String>, Header, description = "the current settings revision")),
+    responses((status = 200, body = SettingsView), (status = 400, body = pryv_protocol::ErrorBody), (status = 412, body = pryv_protocol::ErrorBody)))]
 pub async fn rollback(
     State(state): State<AppState>,
     Remote(remote): Remote,
     caller: Caller,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<RollbackBody>,
-) -> Result<Json<SettingsView>, Error> {
+) -> Result<Response, Error> {
     caller.require(Permission::SettingsUpdate)?;
+    let expected = if_match(&headers)?;
     let revision = state
         .admin
         .settings
-        .rollback(body.revision, &caller.name())
+        .rollback(body.revision, &caller.name(), expected)
         .await?;
     metrics::counter!(crate::metrics::SETTINGS_CHANGES, "kind" => "rollback").increment(1);
     state.admin.audit(
@@ -211,7 +258,7 @@ pub async fn rollback(
         &format!("to revision {} as revision {revision}", body.revision),
         &remote,
     );
-    view(&state, Some(revision))
+    view(&state, true).await
 }
 
 /// The steps from the platform's template version to the template platform file's, and what they would change
@@ -227,17 +274,20 @@ pub async fn migrations(
 
 /// Migrate platform.yml to the template's version (settings:update): one history entry. The answer lists the
 /// steps applied (empty when there was nothing to do).
-#[utoipa::path(post, path = "/admin/migrations/apply", tag = "settings", responses((status = 200, body = MigrationResult), (status = 400, body = pryv_protocol::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/migrations/apply", tag = "settings", params(("If-Match" = Option<String>, Header, description = "the current settings revision")),
+    responses((status = 200, body = MigrationResult), (status = 400, body = pryv_protocol::ErrorBody), (status = 412, body = pryv_protocol::ErrorBody)))]
 pub async fn apply_migrations(
     State(state): State<AppState>,
     Remote(remote): Remote,
     caller: Caller,
+    headers: HeaderMap,
 ) -> Result<Json<MigrationResult>, Error> {
     caller.require(Permission::SettingsUpdate)?;
+    let expected = if_match(&headers)?;
     let (plan, revision) = state
         .admin
         .settings
-        .apply_migrations(&caller.name())
+        .apply_migrations(&caller.name(), expected)
         .await?;
     if revision.is_some() {
         metrics::counter!(crate::metrics::SETTINGS_CHANGES, "kind" => "migration").increment(1);

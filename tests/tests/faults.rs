@@ -336,3 +336,51 @@ async fn the_follower_serves_https_and_the_leader_notifies_it_with_its_ca() {
         .await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
+
+/// A hand edit with a value nested 100,000 levels deep: refused at once naming the line, the last good tree
+/// stays served without delay, and SIGTERM still stops the leader.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pathologically_deep_platform_file_is_refused_fast_and_the_good_tree_stays() {
+    let platform = Platform::new();
+    let port = free_port();
+    let mut leader = platform.start_leader(port);
+    let good = leader_revision(&leader).await;
+    let platform_yml = platform.path("config-leader/conf/platform.yml");
+    let deep = format!(
+        "{}      DEEP:\n        value: {}{}\n",
+        std::fs::read_to_string(&platform_yml).unwrap(),
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    std::fs::write(&platform_yml, deep).unwrap();
+    let check = Command::new(bin("config-leader"))
+        .arg("--config")
+        .arg(platform.path("config-leader/conf/config-leader.json"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(said.contains("line 13: values nested more than 64 levels"), "{said}");
+    // The leader keeps answering with the last good tree, at once.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let answer = client
+        .get(format!("{}/conf", leader.url()))
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["revision"], good.as_str());
+    wait_until("the leader to refuse the edit", Duration::from_secs(10), || {
+        leader
+            .logs()
+            .contains("still serving the last good tree")
+            .then_some(())
+    });
+    assert_eq!(leader.terminate(), Some(0));
+}

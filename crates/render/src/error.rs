@@ -18,6 +18,12 @@ pub enum Error {
     /// A rendered `.yml`/`.yaml` file does not parse.
     #[error("invalid YAML after substitution: {0}")]
     InvalidYaml(String),
+    /// A YAML text larger, with a longer line, than accepted.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// A YAML text whose values nest deeper than accepted (the parser would take minutes).
+    #[error("{0}")]
+    NestedTooDeep(String),
     /// The variable names could not be compiled into a matcher (pathologically many or long names).
     #[error("cannot build the variable matcher: {0}")]
     Matcher(String),

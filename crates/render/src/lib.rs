@@ -10,11 +10,13 @@
 mod error;
 mod platform;
 mod renderer;
+mod shape;
 mod validate;
 
 pub use error::Error;
 pub use platform::{Group, PlatformFile, Setting};
 pub use renderer::{FileContent, Renderer, Vars, value_text};
+pub use shape::check_yaml_shape;
 pub use validate::validate_rendered;
 
 /// Placeholder our templates use for values an operator must set.

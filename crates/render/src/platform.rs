@@ -52,6 +52,7 @@ impl PlatformFile {
         let parsed: Option<Self> = if text.trim().is_empty() {
             None
         } else {
+            crate::check_yaml_shape(text).map_err(|err| Error::Platform(err.to_string()))?;
             serde_yaml_ng::from_str(text).map_err(|err| Error::Platform(err.to_string()))?
         };
         let platform = parsed.unwrap_or_default();

@@ -16,6 +16,7 @@ pub fn validate_rendered(path: &str, text: &str) -> Result<(), Error> {
             .map(drop)
             .map_err(|err| Error::InvalidJson(err.to_string())),
         Some("yml" | "yaml") => {
+            crate::check_yaml_shape(text).map_err(|err| Error::InvalidYaml(err.to_string()))?;
             for document in serde_yaml_ng::Deserializer::from_str(text) {
                 serde::Deserialize::deserialize(document)
                     .map(|_: IgnoredAny| ())

@@ -361,7 +361,10 @@ async fn a_pathologically_deep_platform_file_is_refused_fast_and_the_good_tree_s
         .unwrap();
     let said = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(1), "{said}");
-    assert!(said.contains("line 13: values nested more than 64 levels"), "{said}");
+    assert!(
+        said.contains("line 13: values nested more than 64 levels"),
+        "{said}"
+    );
     // The leader keeps answering with the last good tree, at once.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -376,11 +379,15 @@ async fn a_pathologically_deep_platform_file_is_refused_fast_and_the_good_tree_s
     assert_eq!(answer.status(), 200);
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["revision"], good.as_str());
-    wait_until("the leader to refuse the edit", Duration::from_secs(10), || {
-        leader
-            .logs()
-            .contains("still serving the last good tree")
-            .then_some(())
-    });
+    wait_until(
+        "the leader to refuse the edit",
+        Duration::from_secs(10),
+        || {
+            leader
+                .logs()
+                .contains("still serving the last good tree")
+                .then_some(())
+        },
+    );
     assert_eq!(leader.terminate(), Some(0));
 }

@@ -28,7 +28,7 @@ use pryv_daemon::now_unix_i64;
 /// Shared admin state.
 pub struct Admin {
     pub db: Arc<Db>,
-    pub settings: Settings,
+    pub settings: Arc<Settings>,
     pub fleet: Fleet,
     pub tokens: Tokens,
     pub admin_key: Option<Secret>,
@@ -48,14 +48,14 @@ impl Admin {
             &config.database_path,
             config.credentials_file.exists(),
         )?);
-        let settings = Settings::new(
+        let settings = Arc::new(Settings::new(
             config.platform_config.clone(),
             config.platform_template.clone(),
             config.templates_path.clone(),
             config.internals.clone(),
             db.clone(),
             store.clone(),
-        );
+        ));
         settings.settle_after_crash()?;
         settings.sync_history()?;
         let admin = Self {

@@ -193,12 +193,27 @@ impl Settings {
         self.parse(&self.read_text()?)
     }
 
+    /// Runs `job` on a blocking thread: parsing, rendering every role, fsync and SQLite writes must not hold
+    /// an async worker (the followers' `GET /conf` and the shutdown run there).
+    async fn off_runtime<T: Send + 'static>(
+        self: &Arc<Self>,
+        job: impl FnOnce(&Self) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || job(&this))
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))?
+    }
+
     /// The current settings and the revision they are (a hand edit is recorded first): what `If-Match` names.
-    pub async fn current_with_revision(&self) -> Result<(PlatformFile, i64), Error> {
+    pub async fn current_with_revision(self: &Arc<Self>) -> Result<(PlatformFile, i64), Error> {
         let _one = self.mutation.lock().await;
-        self.sync_history()?;
-        let platform = self.current()?;
-        Ok((platform, self.latest_revision()?))
+        self.off_runtime(|this| {
+            this.sync_history()?;
+            let platform = this.current()?;
+            Ok((platform, this.latest_revision()?))
+        })
+        .await
     }
 
     fn latest_revision(&self) -> Result<i64, Error> {
@@ -219,21 +234,25 @@ impl Settings {
     /// Applies `patch`; unknown groups or settings are refused unless `allow_new`. With `expected` (the
     /// request's `If-Match`) only if the settings are still at that revision. Returns the new revision.
     pub async fn update(
-        &self,
+        self: &Arc<Self>,
         patch: &SettingsPatch,
         allow_new: bool,
         author: &str,
         expected: Option<i64>,
     ) -> Result<i64, Error> {
         let _one = self.mutation.lock().await;
-        self.sync_history()?;
-        self.ensure_current(expected)?;
-        let platform = self.patched(patch, allow_new)?;
-        let message = patch
-            .message
-            .clone()
-            .unwrap_or_else(|| "settings updated".into());
-        self.save(&platform, author, &message)
+        let (patch, author) = (patch.clone(), author.to_owned());
+        self.off_runtime(move |this| {
+            this.sync_history()?;
+            this.ensure_current(expected)?;
+            let platform = this.patched(&patch, allow_new)?;
+            let message = patch
+                .message
+                .clone()
+                .unwrap_or_else(|| "settings updated".into());
+            this.save(&platform, &author, &message)
+        })
+        .await
     }
 
     /// The current settings with `patch` merged in (nothing saved): only the values present change.
@@ -300,25 +319,29 @@ impl Settings {
 
     /// Makes revision `revision` current again, as a new revision.
     pub async fn rollback(
-        &self,
+        self: &Arc<Self>,
         revision: i64,
         author: &str,
         expected: Option<i64>,
     ) -> Result<i64, Error> {
         let _one = self.mutation.lock().await;
-        self.sync_history()?;
-        self.ensure_current(expected)?;
-        let old = self
-            .db
-            .revision(revision)?
-            .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
-        let platform = self.parse(&old.content)?;
-        self.validate(&platform)?;
-        self.commit(
-            &old.content,
-            author,
-            &format!("rollback to revision {revision}"),
-        )
+        let author = author.to_owned();
+        self.off_runtime(move |this| {
+            this.sync_history()?;
+            this.ensure_current(expected)?;
+            let old = this
+                .db
+                .revision(revision)?
+                .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
+            let platform = this.parse(&old.content)?;
+            this.validate(&platform)?;
+            this.commit(
+                &old.content,
+                &author,
+                &format!("rollback to revision {revision}"),
+            )
+        })
+        .await
     }
 
     /// The migration to the template's version, and the platform it gives.
@@ -348,26 +371,30 @@ impl Settings {
 
     /// Migrates `platform.yml` to the template's version: one history entry (rollback undoes it).
     pub async fn apply_migrations(
-        &self,
+        self: &Arc<Self>,
         author: &str,
         expected: Option<i64>,
     ) -> Result<(MigrationPlan, Option<i64>), Error> {
         let _one = self.mutation.lock().await;
-        self.sync_history()?;
-        self.ensure_current(expected)?;
-        let (plan, migrated) = self.migration()?;
-        if plan.migrations.is_empty() {
-            return Ok((plan, None));
-        }
-        let revision = self.save(
-            &migrated,
-            author,
-            &format!(
-                "migration from {} to {}",
-                plan.platform_version, plan.template_version
-            ),
-        )?;
-        Ok((plan, Some(revision)))
+        let author = author.to_owned();
+        self.off_runtime(move |this| {
+            this.sync_history()?;
+            this.ensure_current(expected)?;
+            let (plan, migrated) = this.migration()?;
+            if plan.migrations.is_empty() {
+                return Ok((plan, None));
+            }
+            let revision = this.save(
+                &migrated,
+                &author,
+                &format!(
+                    "migration from {} to {}",
+                    plan.platform_version, plan.template_version
+                ),
+            )?;
+            Ok((plan, Some(revision)))
+        })
+        .await
     }
 
     fn template(&self) -> Result<PlatformFile, Error> {

@@ -192,11 +192,16 @@ pub async fn preview(
     let body: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|err| Error::BadRequest(format!("the body is not JSON: {err}")))?;
     let patch = SettingsPatch::from_body(body)?;
-    let settings = &state.admin.settings;
-    let after = settings.patched(&patch, query.allow_new)?;
-    let before = settings.current()?;
+    let settings = state.admin.settings.clone();
     let followers = state.followers.all().to_vec();
-    let preview = settings.preview(&before, &after, &followers)?;
+    // Two renders of every role: off the async workers.
+    let preview = tokio::task::spawn_blocking(move || {
+        let after = settings.patched(&patch, query.allow_new)?;
+        let before = settings.current()?;
+        settings.preview(&before, &after, &followers)
+    })
+    .await
+    .map_err(|err| Error::Internal(err.to_string()))??;
     Ok(Json(preview))
 }
 

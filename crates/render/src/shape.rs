@@ -90,10 +90,22 @@ mod tests {
         let deep = format!("a: 1\nb: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
         let err = check_yaml_shape(&deep).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("nested"), "{err}");
-        let block: String = (0..100).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
-        assert!(check_yaml_shape(&block).unwrap_err().to_string().contains("nested"));
+        let block: String = (0..100)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert!(
+            check_yaml_shape(&block)
+                .unwrap_err()
+                .to_string()
+                .contains("nested")
+        );
         let long = format!("a: {}\n", "x".repeat(MAX_LINE_BYTES + 1));
-        assert!(check_yaml_shape(&long).unwrap_err().to_string().contains("line 1"));
+        assert!(
+            check_yaml_shape(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("line 1")
+        );
         let large = "a: b\n".repeat(MAX_DOCUMENT_BYTES / 4);
         assert!(matches!(check_yaml_shape(&large), Err(Error::TooLarge(_))));
     }

@@ -314,13 +314,14 @@ async fn secret_files_are_private_and_check_names_loose_ones() {
     json["adminKey"] = serde_json::json!(admin_key);
     write_config(fixture.root(), &json);
     let leader = start(&fixture, &[]);
-    let saved = reqwest::Client::new()
-        .put(format!("{}/admin/settings", leader.url()))
-        .header("authorization", admin_key)
-        .json(&serde_json::json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "private.example.com"}}}}}))
-        .send()
-        .await
-        .unwrap();
+    let save_domain = |domain: &str| {
+        reqwest::Client::new()
+            .put(format!("{}/admin/settings", leader.url()))
+            .header("authorization", admin_key)
+            .json(&serde_json::json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": domain}}}}}))
+            .send()
+    };
+    let saved = save_domain("private.example.com").await.unwrap();
     assert_eq!(saved.status(), 200, "{}", saved.text().await.unwrap());
     assert_eq!(mode(&platform), 0o600);
     assert_eq!(mode(&database), 0o700);
@@ -333,17 +334,9 @@ async fn secret_files_are_private_and_check_names_loose_ones() {
             assert_eq!(mode(&file), 0o600, "{}", file.display());
         }
     }
-    drop(leader);
     // An operator's stricter mode is kept.
     set_mode(&platform, 0o400);
-    let leader = start(&fixture, &[]);
-    let saved = reqwest::Client::new()
-        .put(format!("{}/admin/settings", leader.url()))
-        .header("authorization", admin_key)
-        .json(&serde_json::json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "strict.example.com"}}}}}))
-        .send()
-        .await
-        .unwrap();
+    let saved = save_domain("strict.example.com").await.unwrap();
     assert_eq!(saved.status(), 200);
     assert_eq!(mode(&platform), 0o400);
 }

@@ -91,6 +91,11 @@ impl TreeStore {
         }
     }
 
+    /// Bumped by every change of the templates or the settings: what caches of derived values key on.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
     /// Where the templates' symlinks may lead.
     pub fn links(&self) -> tree::LinkPolicy {
         self.inner.links.clone()

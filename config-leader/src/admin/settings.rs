@@ -112,6 +112,8 @@ pub struct Settings {
     db: Arc<Db>,
     store: TreeStore,
     mutation: tokio::sync::Mutex<()>,
+    /// The scrubber of the settings at a store generation: reports of a whole fleet parse platform.yml once.
+    scrubber: std::sync::Mutex<Option<(u64, Arc<pryv_protocol::Scrubber>)>>,
 }
 
 impl Settings {
@@ -131,6 +133,7 @@ impl Settings {
             db,
             store,
             mutation: tokio::sync::Mutex::new(()),
+            scrubber: std::sync::Mutex::new(None),
         }
     }
 
@@ -179,13 +182,28 @@ impl Settings {
 
     /// Every setting and internal value long enough to be a secret: masked out of what followers report
     /// (container log tails). Internals alone when `platform.yml` cannot be read.
-    pub fn scrubber(&self) -> pryv_protocol::Scrubber {
+    pub fn scrubber(&self) -> Arc<pryv_protocol::Scrubber> {
+        // The generation is read before the file: a change meanwhile bumps it and the next call reads again.
+        let generation = self.store.generation();
+        let mut cached = self
+            .scrubber
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, scrubber)) = cached.as_ref()
+            && *seen == generation
+        {
+            return scrubber.clone();
+        }
         let current = self.current().ok();
         let settings = current
             .iter()
             .flat_map(|platform| platform.settings().map(|(_, _, value)| value.clone()))
             .collect::<Vec<_>>();
-        pryv_protocol::Scrubber::from_json_values(settings.iter().chain(self.internals.0.values()))
+        let scrubber = Arc::new(pryv_protocol::Scrubber::from_json_values(
+            settings.iter().chain(self.internals.0.values()),
+        ));
+        *cached = Some((generation, scrubber.clone()));
+        scrubber
     }
 
     /// The current settings.

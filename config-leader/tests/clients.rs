@@ -1014,3 +1014,37 @@ async fn a_json_file_superseded_by_its_yaml_is_not_served() {
         "{warnings:?}"
     );
 }
+
+/// The default allowed origin follows the platform's DOMAIN when it changes (the parsed settings are cached per
+/// change, never served stale).
+#[tokio::test]
+async fn the_default_origin_follows_a_domain_change() {
+    let client = Client::new();
+    let token = client.login_as_initial_user().await;
+    let allowed = |origin: &'static str| {
+        let client = &client;
+        async move {
+            let (_, headers, _) = client
+                .send(
+                    Method::OPTIONS,
+                    "/admin/settings",
+                    &[("origin", origin), ("access-control-request-method", "GET")],
+                    None,
+                )
+                .await;
+            headers.get("access-control-allow-origin").is_some()
+        }
+    };
+    assert!(allowed("https://adm.pryv.me").await);
+    let (status, answer) = client
+        .call(
+            Method::PUT,
+            "/admin/settings",
+            &token,
+            Some(json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "moved.example.com"}}}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(allowed("https://adm.moved.example.com").await);
+    assert!(!allowed("https://adm.pryv.me").await);
+}

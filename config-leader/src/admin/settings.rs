@@ -112,8 +112,9 @@ pub struct Settings {
     db: Arc<Db>,
     store: TreeStore,
     mutation: tokio::sync::Mutex<()>,
-    /// The scrubber of the settings at a store generation: reports of a whole fleet parse platform.yml once.
-    scrubber: std::sync::Mutex<Option<(u64, Arc<pryv_protocol::Scrubber>)>>,
+    /// The settings as parsed at a store generation: what every CORS check and every follower report reads,
+    /// so platform.yml is parsed once per change, not once per request.
+    parsed: std::sync::Mutex<Option<(u64, Arc<PlatformFile>)>>,
 }
 
 impl Settings {
@@ -133,7 +134,7 @@ impl Settings {
             db,
             store,
             mutation: tokio::sync::Mutex::new(()),
-            scrubber: std::sync::Mutex::new(None),
+            parsed: std::sync::Mutex::new(None),
         }
     }
 
@@ -182,28 +183,31 @@ impl Settings {
 
     /// Every setting and internal value long enough to be a secret: masked out of what followers report
     /// (container log tails). Internals alone when `platform.yml` cannot be read.
-    pub fn scrubber(&self) -> Arc<pryv_protocol::Scrubber> {
+    pub fn scrubber(&self) -> pryv_protocol::Scrubber {
+        let current = self.current_cached();
+        let settings = current
+            .iter()
+            .flat_map(|platform| platform.settings().map(|(_, _, value)| value))
+            .chain(self.internals.0.values());
+        pryv_protocol::Scrubber::from_json_values(settings)
+    }
+
+    /// The current settings, parsed once per store generation (`None` while platform.yml does not parse).
+    fn current_cached(&self) -> Option<Arc<PlatformFile>> {
         // The generation is read before the file: a change meanwhile bumps it and the next call reads again.
         let generation = self.store.generation();
         let mut cached = self
-            .scrubber
+            .parsed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((seen, scrubber)) = cached.as_ref()
+        if let Some((seen, platform)) = cached.as_ref()
             && *seen == generation
         {
-            return scrubber.clone();
+            return Some(platform.clone());
         }
-        let current = self.current().ok();
-        let settings = current
-            .iter()
-            .flat_map(|platform| platform.settings().map(|(_, _, value)| value.clone()))
-            .collect::<Vec<_>>();
-        let scrubber = Arc::new(pryv_protocol::Scrubber::from_json_values(
-            settings.iter().chain(self.internals.0.values()),
-        ));
-        *cached = Some((generation, scrubber.clone()));
-        scrubber
+        let platform = Arc::new(self.current().ok()?);
+        *cached = Some((generation, platform.clone()));
+        Some(platform)
     }
 
     /// The current settings.
@@ -427,7 +431,7 @@ impl Settings {
 
     /// The platform's `DOMAIN` setting, if it is a string.
     pub fn domain(&self) -> Option<String> {
-        let platform = self.current().ok()?;
+        let platform = self.current_cached()?;
         platform
             .settings()
             .find(|(_, name, _)| *name == "DOMAIN")
@@ -436,7 +440,7 @@ impl Settings {
 
     /// A setting's value, by name.
     pub fn value_of(&self, name: &str) -> Option<Value> {
-        let platform = self.current().ok()?;
+        let platform = self.current_cached()?;
         platform
             .settings()
             .find(|(_, n, _)| *n == name)

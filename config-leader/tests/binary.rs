@@ -189,12 +189,7 @@ fn bad_configuration_exits_78_with_one_line_per_problem() {
 #[test]
 fn check_reports_every_problem_and_render_writes_a_tree() {
     let fixture = Fixture::new();
-    let ok = Command::new(BIN)
-        .arg("--config")
-        .arg(fixture.config_path())
-        .arg("check")
-        .output()
-        .unwrap();
+    let ok = run_check(&fixture);
     let stdout = String::from_utf8_lossy(&ok.stdout);
     // The fixture has a follower whose role has no folder.
     assert_eq!(ok.status.code(), Some(1), "{stdout}");
@@ -206,12 +201,7 @@ fn check_reports_every_problem_and_render_writes_a_tree() {
     );
     fixture.write("data/static/broken.json", "{TRUSTED_AUTH_URLS");
     fixture.write("data/static/bad.yml", "a: [DOMAIN");
-    let output = Command::new(BIN)
-        .arg("--config")
-        .arg(fixture.config_path())
-        .arg("check")
-        .output()
-        .unwrap();
+    let output = run_check(&fixture);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1));
     for expected in [
@@ -276,6 +266,16 @@ fn tells_systemd_it_is_ready_once_listening() {
     assert!(message.contains("READY=1"), "{message}");
 }
 
+/// `config-leader check` on the fixture's configuration.
+fn run_check(fixture: &Fixture) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(fixture.config_path())
+        .arg("check")
+        .output()
+        .unwrap()
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
 }
@@ -292,12 +292,7 @@ async fn secret_files_are_private_and_check_names_loose_ones() {
     };
     set_mode(&platform, 0o644);
     set_mode(&fixture.config_path(), 0o644);
-    let check = Command::new(BIN)
-        .arg("--config")
-        .arg(fixture.config_path())
-        .arg("check")
-        .output()
-        .unwrap();
+    let check = run_check(&fixture);
     let said = String::from_utf8_lossy(&check.stdout);
     assert!(
         said.contains(&format!("chmod 600 {}", fixture.config_path().display()))
@@ -383,12 +378,7 @@ async fn a_template_symlink_leading_outside_is_refused() {
     let fixture = Fixture::new();
     let link = fixture.root().join("data/core/core/conf/leak.json");
     std::os::unix::fs::symlink(fixture.config_path(), &link).unwrap();
-    let check = Command::new(BIN)
-        .arg("--config")
-        .arg(fixture.config_path())
-        .arg("check")
-        .output()
-        .unwrap();
+    let check = run_check(&fixture);
     let said = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(1), "{said}");
     assert!(

@@ -143,6 +143,16 @@ impl Platform {
         Daemon::spawn(command).with_credential(KEY)
     }
 
+    /// `config-leader check` on the leader's configuration.
+    pub fn check(&self) -> std::process::Output {
+        Command::new(bin("config-leader"))
+            .arg("--config")
+            .arg(self.path("config-leader/conf/config-leader.json"))
+            .arg("check")
+            .output()
+            .unwrap()
+    }
+
     pub fn set_platform(&self, from: &str, to: &str) {
         let path = self.path("config-leader/conf/platform.yml");
         let text = std::fs::read_to_string(&path).unwrap().replace(from, to);

@@ -3,11 +3,10 @@
 //! bodies. The follower must never claim a state it is not in, never wipe itself, never lose a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use pryv_e2e::platform::*;
-use pryv_e2e::{FakeDocker, bin, free_port, wait_until, write};
+use pryv_e2e::{FakeDocker, free_port, wait_until, write};
 use serde_json::{Value, json};
 
 /// A leader and a converged follower; returns (leader, follower, leader port).
@@ -185,12 +184,7 @@ async fn an_empty_or_broken_source_never_empties_a_machine() {
 
     // An emptied platform.yml: `check` fails, the leader keeps serving the last good tree.
     std::fs::write(&platform_yml, "").unwrap();
-    let check = Command::new(bin("config-leader"))
-        .arg("--config")
-        .arg(platform.path("config-leader/conf/config-leader.json"))
-        .arg("check")
-        .output()
-        .unwrap();
+    let check = platform.check();
     assert_eq!(check.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&check.stdout).contains("no settings"));
     let (status, body) = notify(&follower, KEY, Some(json!({"force": false}))).await;
@@ -205,12 +199,7 @@ async fn an_empty_or_broken_source_never_empties_a_machine() {
     let moved = platform.path("config-leader/core-away");
     std::fs::rename(&role, &moved).unwrap();
     std::fs::create_dir(&role).unwrap();
-    let check = Command::new(bin("config-leader"))
-        .arg("--config")
-        .arg(platform.path("config-leader/conf/config-leader.json"))
-        .arg("check")
-        .output()
-        .unwrap();
+    let check = platform.check();
     assert!(String::from_utf8_lossy(&check.stdout).contains("has no file"));
     let (status, _) = notify(&follower, KEY, None).await;
     assert_eq!(status, 200);
@@ -353,12 +342,7 @@ async fn a_pathologically_deep_platform_file_is_refused_fast_and_the_good_tree_s
         "]".repeat(100_000)
     );
     std::fs::write(&platform_yml, deep).unwrap();
-    let check = Command::new(bin("config-leader"))
-        .arg("--config")
-        .arg(platform.path("config-leader/conf/config-leader.json"))
-        .arg("check")
-        .output()
-        .unwrap();
+    let check = platform.check();
     let said = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(1), "{said}");
     assert!(

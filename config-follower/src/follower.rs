@@ -64,7 +64,7 @@ pub struct Follower {
     last_seen: std::sync::Mutex<Option<String>>,
     pub shutdown: CancellationToken,
     /// The `*/conf/` watcher, switched at run time by `PUT /watch` (`watch-config`).
-    pub watch: crate::watch::WatchSwitch,
+    pub watch: crate::conf_watch::WatchSwitch,
 }
 
 impl Follower {
@@ -88,9 +88,16 @@ impl Follower {
             status.clone(),
             shutdown.clone(),
         );
+        let own_writes = Arc::new(OwnWrites::default());
+        let watch = crate::conf_watch::WatchSwitch::new(crate::conf_watch::Watched {
+            data: config.data_folder.clone(),
+            debounce: config.debounce,
+            restarter: restarter.clone(),
+            own_writes: own_writes.clone(),
+        });
         Ok(Self {
             status,
-            own_writes: Arc::new(OwnWrites::default()),
+            own_writes,
             restarter,
             client,
             cycle: Arc::new(tokio::sync::Mutex::new(())),
@@ -98,7 +105,7 @@ impl Follower {
             reporter,
             last_seen: std::sync::Mutex::new(None),
             shutdown: shutdown.clone(),
-            watch: crate::watch::WatchSwitch::new(&config.data_folder),
+            watch,
             config,
         })
     }
@@ -110,10 +117,7 @@ impl Follower {
 
     /// The machine's compose project (no services when the file is missing or unreadable).
     pub fn project(&self) -> Project {
-        Project::load(&self.config.data_folder).unwrap_or_else(|err| {
-            tracing::warn!(error = %err, "cannot read the compose file; no service will be restarted");
-            Project::default()
-        })
+        crate::compose::machine_project(&self.config.data_folder)
     }
 
     /// Fetches, writes, and (with [`Restart::Changed`]) queues the restart of what changed, as `request` asks.

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cli;
 pub mod client;
 pub mod compose;
+pub mod conf_watch;
 pub mod config;
 pub mod error;
 pub mod follower;
@@ -17,7 +18,6 @@ pub mod report;
 pub mod restart;
 pub mod routes;
 pub mod status;
-pub mod watch;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ pub async fn run(
 
     // The operator's last `watch-config` choice wins over the configuration file.
     let watching = follower.watch.persisted().unwrap_or(follower.config.watch);
-    follower.watch.set(&follower, watching, false, &shutdown)?;
+    follower.watch.set(watching, false, &shutdown)?;
     if let Some(interval) = follower.config.poll_interval {
         spawn_poll(follower.clone(), interval, shutdown.clone());
     }

@@ -2,7 +2,7 @@
 //! gauges computed at scrape time from its status. Labels are bounded: outcomes are fixed words, services come
 //! from the machine's compose file. See docs/METRICS.md.
 
-use crate::follower::Follower;
+use crate::status::StatusStore;
 
 pub const FETCHES: &str = "pryv_config_follower_fetches_total";
 pub const FETCH_DURATION: &str = "pryv_config_follower_fetch_duration_seconds";
@@ -70,8 +70,8 @@ pub fn describe() {
 static PREVIOUS_REVISION: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// Sets the gauges computed at scrape time.
-pub fn refresh(follower: &Follower) {
-    let status = follower.status.snapshot();
+pub fn refresh(status: &StatusStore) {
+    let status = status.snapshot();
     if let Some(at) = status.last_apply {
         metrics::gauge!(LAST_APPLY).set(at as f64);
         metrics::gauge!(SINCE_APPLY).set(pryv_daemon::now_unix().saturating_sub(at) as f64);

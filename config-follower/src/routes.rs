@@ -20,7 +20,7 @@ use crate::status::Status;
 /// The follower's router.
 pub fn app(follower: Arc<Follower>) -> Router {
     crate::metrics::describe();
-    let scraped = follower.clone();
+    let scraped = follower.status.clone();
     let metrics = pryv_daemon::metrics::route(
         follower.config.metrics_token.clone(),
         Arc::new(move || crate::metrics::refresh(&scraped)),
@@ -117,7 +117,7 @@ async fn set_watch(
     })?;
     follower
         .watch
-        .set(&follower, wanted.enabled, true, &follower.shutdown)?;
+        .set(wanted.enabled, true, &follower.shutdown)?;
     tracing::info!(enabled = wanted.enabled, "watcher switched by the operator");
     Ok(Json(WatchBody {
         enabled: follower.watch.is_on(),

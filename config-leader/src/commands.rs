@@ -14,7 +14,7 @@ use crate::tree;
 /// Every problem of the configuration, one sentence each; empty when the platform is ready.
 pub fn check(config: &Config) -> Result<Vec<String>, Error> {
     let mut problems = Vec::new();
-    let platform = match crate::platform::load(&config.platform_config) {
+    let platform = match crate::render_roles::load(&config.platform_config) {
         Ok(platform) => platform,
         Err(err) => return Ok(vec![err.to_string()]),
     };
@@ -64,7 +64,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
         }
     }
     if let Some(renderer) = &renderer {
-        problems.extend(crate::platform::render_all(
+        problems.extend(crate::render_roles::render_all(
             renderer,
             &config.templates_path,
             &links(config),
@@ -183,8 +183,8 @@ pub fn diff(config: &Config, from: Option<i64>) -> Result<String, Error> {
                 .to_owned(),
         })
     })?;
-    let before = crate::platform::parse(&config.platform_config, &row.content)?;
-    let after = crate::platform::load(&config.platform_config)?;
+    let before = crate::render_roles::parse(&config.platform_config, &row.content)?;
+    let after = crate::render_roles::load(&config.platform_config)?;
     let preview = crate::admin::preview::preview(
         (&config.templates_path, &links(config)),
         &config.internals,
@@ -203,9 +203,9 @@ pub fn diff(config: &Config, from: Option<i64>) -> Result<String, Error> {
 
 /// Writes `role`'s rendered tree under `out`; returns the number of files written.
 pub fn render(config: &Config, role: &str, out: &Path) -> Result<usize, Error> {
-    let platform = crate::platform::load(&config.platform_config)?;
+    let platform = crate::render_roles::load(&config.platform_config)?;
     let renderer =
-        crate::platform::renderer(&config.platform_config, &platform, &config.internals)?;
+        crate::render_roles::renderer(&config.platform_config, &platform, &config.internals)?;
     let (files, mut errors) =
         tree::render_role(&renderer, &config.templates_path, &links(config), role)?;
     if !errors.is_empty() {

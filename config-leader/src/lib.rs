@@ -5,19 +5,19 @@
 //! drive it in-process: [`app`] builds the router, [`run`] serves on a listener until a shutdown token fires.
 
 pub mod admin;
-pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod follower_keys;
 pub mod metrics;
-pub mod platform;
+pub mod render_roles;
 pub mod routes;
 pub mod secret;
+pub mod source_watch;
 pub mod store;
 pub mod tooling;
 pub mod tree;
-pub mod watch;
 
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ pub struct Leader {
     pub state: AppState,
     tls: Option<Arc<rustls::ServerConfig>>,
     max_connections: usize,
-    _watch: watch::ChangeWatch,
+    _watch: source_watch::ChangeWatch,
 }
 
 impl Leader {
@@ -64,7 +64,7 @@ impl Leader {
             config.platform_config.clone(),
             config.internals.clone(),
         );
-        let watch = watch::start(
+        let watch = source_watch::start(
             &store,
             &config.templates_path,
             &config.platform_config,
@@ -73,7 +73,7 @@ impl Leader {
         let admin = Arc::new(admin::Admin::new(config, &store)?);
         let state = AppState {
             store,
-            followers: Arc::new(auth::FollowerIndex::new(&config.followers)),
+            followers: Arc::new(follower_keys::FollowerIndex::new(&config.followers)),
             admin,
         };
         restore_reports(&state);

@@ -1,12 +1,7 @@
-//! The leader's Prometheus metrics: names (all `pryv_config_leader_*`, base units, `_total` counters) and the
-//! gauges computed at scrape time from the fleet and the rendered trees. Labels are bounded: routes are
+//! The leader's Prometheus metrics: names (all `pryv_config_leader_*`, base units, `_total` counters) and their
+//! descriptions; a leaf module (the scrape-time gauges are set by `routes::scrape`). Labels are bounded: routes are
 //! patterns, roles come from the templates folder, outcomes are fixed words; follower names (never keys) only
 //! while the fleet has at most [`PER_FOLLOWER_LIMIT`] followers. See docs/METRICS.md.
-
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-
-use crate::routes::AppState;
 
 pub const HTTP_REQUESTS: &str = "pryv_config_leader_http_requests_total";
 pub const CONF_DURATION: &str = "pryv_config_leader_conf_request_duration_seconds";
@@ -85,83 +80,4 @@ pub fn describe() {
         SETTINGS_CHANGES,
         "Settings changes by kind (update, rollback, migration)"
     );
-}
-
-/// Series set at the previous scrape, so the ones that no longer apply are zeroed.
-static PREVIOUS_REVISIONS: Mutex<Option<HashSet<(String, String)>>> = Mutex::new(None);
-
-/// Sets the gauges computed at scrape time (never renders: only what is cached).
-pub fn refresh(state: &AppState) {
-    let revisions = state.store.cached_revisions();
-    refresh_roles(state, &revisions);
-    refresh_fleet(state, revisions);
-    let (running, stopped) = state.admin.rollouts.held_counts();
-    metrics::gauge!(ROLLOUTS, "state" => "running").set(running as f64);
-    metrics::gauge!(ROLLOUTS, "state" => "stopped").set(stopped as f64);
-}
-
-fn refresh_roles(state: &AppState, revisions: &HashMap<String, String>) {
-    let current: HashSet<(String, String)> = revisions
-        .iter()
-        .map(|(role, revision)| (role.clone(), revision.clone()))
-        .collect();
-    let mut previous = PREVIOUS_REVISIONS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for (role, revision) in previous.iter().flatten() {
-        if !current.contains(&(role.clone(), revision.clone())) {
-            metrics::gauge!(ROLE_REVISION, "role" => role.clone(), "revision" => revision.clone())
-                .set(0.0);
-        }
-    }
-    for (role, revision) in &current {
-        metrics::gauge!(ROLE_REVISION, "role" => role.clone(), "revision" => revision.clone())
-            .set(1.0);
-    }
-    *previous = Some(current);
-    drop(previous);
-
-    let problems = state.store.problems();
-    for role in revisions.keys().chain(problems.keys()) {
-        let failing = if problems.contains_key(role) {
-            1.0
-        } else {
-            0.0
-        };
-        metrics::gauge!(ROLE_RENDER_FAILING, "role" => role.clone()).set(failing);
-    }
-}
-
-fn refresh_fleet(state: &AppState, revisions: HashMap<String, String>) {
-    let current: HashMap<String, Option<String>> = revisions
-        .into_iter()
-        .map(|(role, revision)| (role, Some(revision)))
-        .collect();
-    let followers = state.admin.fleet.status(state.followers.all(), &current);
-    let now = pryv_daemon::now_unix() as i64;
-    let silent = |last: Option<i64>| last.is_none_or(|at| now - at > SILENT_AFTER_SECONDS as i64);
-    let count = |keep: &dyn Fn(&crate::admin::fleet::FollowerStatus) -> bool| {
-        followers.iter().filter(|f| keep(f)).count() as f64
-    };
-    metrics::gauge!(FOLLOWERS, "state" => "known").set(followers.len() as f64);
-    metrics::gauge!(FOLLOWERS, "state" => "up_to_date").set(count(&|f| f.up_to_date));
-    metrics::gauge!(FOLLOWERS, "state" => "behind").set(count(&|f| !f.up_to_date));
-    metrics::gauge!(FOLLOWERS, "state" => "silent").set(count(&|f| silent(f.last_fetch)));
-    if followers.len() <= PER_FOLLOWER_LIMIT {
-        for follower in &followers {
-            let name = follower
-                .name
-                .clone()
-                .unwrap_or_else(|| follower.url.clone());
-            let labels = [("follower", name), ("role", follower.role.clone())];
-            metrics::gauge!(FOLLOWER_UP_TO_DATE, &labels).set(if follower.up_to_date {
-                1.0
-            } else {
-                0.0
-            });
-            if let Some(at) = follower.last_fetch {
-                metrics::gauge!(FOLLOWER_LAST_FETCH, &labels).set(at as f64);
-            }
-        }
-    }
 }

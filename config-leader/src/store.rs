@@ -303,8 +303,8 @@ fn load_renderer(
     platform_config: &std::path::Path,
     internals: &Internals,
 ) -> Result<Renderer, Error> {
-    let platform = crate::platform::load(platform_config)?;
-    crate::platform::renderer(platform_config, &platform, internals)
+    let platform = crate::render_roles::load(platform_config)?;
+    crate::render_roles::renderer(platform_config, &platform, internals)
 }
 
 fn render_tree(

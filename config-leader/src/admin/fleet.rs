@@ -9,9 +9,9 @@ use futures::StreamExt;
 use pryv_protocol::{ApplyReport, NotifyRequest};
 use serde::Serialize;
 
-use crate::auth::FollowerId;
 use crate::config::FollowerEntry;
 use crate::error::Error;
+use crate::follower_keys::FollowerId;
 use pryv_daemon::now_unix_i64;
 
 /// Answer of `POST /admin/notify`.

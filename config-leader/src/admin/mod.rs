@@ -29,7 +29,7 @@ use pryv_daemon::now_unix_i64;
 pub struct Admin {
     pub db: Arc<Db>,
     pub settings: Arc<Settings>,
-    pub fleet: Fleet,
+    pub fleet: Arc<Fleet>,
     pub tokens: Tokens,
     pub admin_key: Option<Secret>,
     pub throttle: Throttle,
@@ -38,7 +38,7 @@ pub struct Admin {
     pub platform_users: crate::admin::platform_users::PlatformUsers,
     /// Bearer token required on `/metrics`, when set.
     pub metrics_token: Option<String>,
-    pub rollouts: crate::admin::rollouts::Rollouts,
+    pub rollouts: Arc<crate::admin::rollouts::Rollouts>,
 }
 
 impl Admin {
@@ -61,18 +61,18 @@ impl Admin {
         let admin = Self {
             db: db.clone(),
             settings,
-            fleet: Fleet::new(
+            fleet: Arc::new(Fleet::new(
                 config.notify_timeout,
                 config.notify_concurrency,
                 config.notify_ca_file.as_deref(),
-            )?,
+            )?),
             tokens: Tokens::new(identity::token_secret(&config.internals).expose()),
             admin_key: config.admin_key.clone().filter(|k| !k.expose().is_empty()),
             throttle: Throttle::default(),
             cors_origins: config.cors_origins.clone(),
             platform_users: crate::admin::platform_users::PlatformUsers::new(config)?,
             metrics_token: config.metrics_token.clone(),
-            rollouts: crate::admin::rollouts::Rollouts::load(db.clone())?,
+            rollouts: Arc::new(crate::admin::rollouts::Rollouts::load(db.clone())?),
         };
         crate::metrics::describe();
         admin.create_initial_user(&config.credentials_file)?;

@@ -64,8 +64,8 @@ pub fn preview(
     after: &PlatformFile,
     followers: &[FollowerEntry],
 ) -> Result<Preview, Error> {
-    let old = crate::platform::renderer(platform_path, before, internals)?;
-    let new = crate::platform::renderer(platform_path, after, internals)?;
+    let old = crate::render_roles::renderer(platform_path, before, internals)?;
+    let new = crate::render_roles::renderer(platform_path, after, internals)?;
     let secrets = secrets(internals);
     let mut roles = Vec::new();
     let mut problems = Vec::new();

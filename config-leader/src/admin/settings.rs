@@ -146,7 +146,7 @@ impl Settings {
     }
 
     fn parse(&self, text: &str) -> Result<PlatformFile, Error> {
-        crate::platform::parse(&self.platform_path, text)
+        crate::render_roles::parse(&self.platform_path, text)
     }
 
     /// At start: settles the revisions a crash left between record and write (see [`Db::settle_pending_revisions`]).
@@ -426,7 +426,7 @@ impl Settings {
                     .into(),
             )
         })?;
-        crate::platform::load(path)
+        crate::render_roles::load(path)
     }
 
     /// The platform's `DOMAIN` setting, if it is a string.
@@ -472,10 +472,11 @@ impl Settings {
         platform
             .ensure_settings()
             .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
-        let renderer = crate::platform::renderer(&self.platform_path, platform, &self.internals)
-            .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
+        let renderer =
+            crate::render_roles::renderer(&self.platform_path, platform, &self.internals)
+                .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
         let problems =
-            crate::platform::render_all(&renderer, &self.templates, &self.store.links())?;
+            crate::render_roles::render_all(&renderer, &self.templates, &self.store.links())?;
         if problems.is_empty() {
             Ok(())
         } else {

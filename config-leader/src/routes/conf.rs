@@ -104,7 +104,7 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
 /// says the wait timed out with nothing new: the answer is then 304, whatever `If-None-Match` says.
 async fn wait_for_news(
     state: &AppState,
-    index: crate::auth::FollowerId,
+    index: crate::follower_keys::FollowerId,
     follower: &crate::config::FollowerEntry,
     parts: &Parts,
     wait: WaitQuery,
@@ -153,7 +153,7 @@ impl Served {
 /// The role's current tree, unless a rollout pins this follower: then its wave's target, or what it has.
 async fn served_tree(
     state: &AppState,
-    index: crate::auth::FollowerId,
+    index: crate::follower_keys::FollowerId,
     follower: &crate::config::FollowerEntry,
     headers: &HeaderMap,
 ) -> Result<Served, std::sync::Arc<Error>> {

@@ -2,12 +2,13 @@
 //! `openapi` documents all of it. This module holds what they share: the state, the extractors (JSON body,
 //! caller, client address) and the request log (role and path only: never a key, never a query string).
 
-mod auth;
 mod conf;
 mod cors;
 mod fleet;
+mod login;
 mod openapi;
 mod platform_users;
+mod scrape;
 mod settings;
 mod users;
 
@@ -29,8 +30,8 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::admin::Admin;
 use crate::admin::identity::Caller;
-use crate::auth::FollowerIndex;
 use crate::error::Error;
+use crate::follower_keys::FollowerIndex;
 use crate::store::TreeStore;
 
 pub use openapi::ApiDoc;
@@ -56,7 +57,8 @@ impl AppState {
     /// What a rollout's driving task needs.
     pub fn drive(&self) -> crate::admin::rollouts::Drive {
         crate::admin::rollouts::Drive {
-            admin: self.admin.clone(),
+            rollouts: self.admin.rollouts.clone(),
+            fleet: self.admin.fleet.clone(),
             store: self.store.clone(),
             followers: self.followers.clone(),
         }
@@ -75,7 +77,7 @@ pub fn app(state: AppState) -> Router {
     let admin = Router::new()
         .merge(
             Router::new()
-                .merge(auth::routes())
+                .merge(login::routes())
                 .merge(users::routes())
                 .merge(settings::routes())
                 .layer(deadline()),
@@ -86,7 +88,7 @@ pub fn app(state: AppState) -> Router {
     let refresh_state = state.clone();
     let metrics = pryv_daemon::metrics::route(
         state.admin.metrics_token.clone(),
-        std::sync::Arc::new(move || crate::metrics::refresh(&refresh_state)),
+        std::sync::Arc::new(move || scrape::refresh(&refresh_state)),
     );
     // Beyond this many requests in progress, new ones wait for a slot instead of exhausting memory. Not for
     // `GET /conf`: it answers from ready bytes, and followers long-polling it hold a request each for up to

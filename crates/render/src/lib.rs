@@ -8,13 +8,13 @@
 //! - inserted text is substituted again, so values may name other variables; cycles are errors.
 
 mod error;
-mod platform;
+mod platform_file;
 mod renderer;
 mod shape;
 mod validate;
 
 pub use error::Error;
-pub use platform::{Group, PlatformFile, Setting};
+pub use platform_file::{Group, PlatformFile, Setting};
 pub use renderer::{FileContent, Renderer, Vars, value_text};
 pub use shape::check_yaml_shape;
 pub use validate::validate_rendered;

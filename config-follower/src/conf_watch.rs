@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
@@ -13,9 +14,9 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::OwnWrites;
 use crate::error::Error;
-use crate::follower::Follower;
-use crate::restart::RestartJob;
+use crate::restart::{RestartJob, Restarter};
 
 /// Where the operator's choice (`watch-config --no-hup` / `--stop-watch`) is kept across restarts.
 const SWITCH_FILE: &str = "watch.json";
@@ -25,18 +26,30 @@ struct SwitchState {
     enabled: bool,
 }
 
+/// What the watcher reads: the machine's folder, the debounce, and where an edit goes (the restart queue),
+/// minus the follower's own writes.
+#[derive(Clone)]
+pub struct Watched {
+    pub data: PathBuf,
+    pub debounce: Duration,
+    pub restarter: Restarter,
+    pub own_writes: Arc<OwnWrites>,
+}
+
 /// Turns the watcher on and off while the follower runs; the choice is persisted in the bookkeeping folder
 /// and wins over `watch.enabled` at the next start.
 pub struct WatchSwitch {
     running: std::sync::Mutex<Option<CancellationToken>>,
     file: PathBuf,
+    watched: Watched,
 }
 
 impl WatchSwitch {
-    pub fn new(data_folder: &Path) -> Self {
+    pub fn new(watched: Watched) -> Self {
         Self {
             running: std::sync::Mutex::new(None),
-            file: data_folder.join(crate::apply::STATE_DIR).join(SWITCH_FILE),
+            file: watched.data.join(crate::apply::STATE_DIR).join(SWITCH_FILE),
+            watched,
         }
     }
 
@@ -61,7 +74,6 @@ impl WatchSwitch {
     /// Starts or stops the watcher (a no-op when already so); `persist` records the choice first.
     pub fn set(
         &self,
-        follower: &Arc<Follower>,
         enabled: bool,
         persist: bool,
         shutdown: &CancellationToken,
@@ -84,7 +96,7 @@ impl WatchSwitch {
         match (enabled, running.is_some()) {
             (true, false) => {
                 let token = shutdown.child_token();
-                spawn(follower.clone(), token.clone())?;
+                spawn(self.watched.clone(), token.clone())?;
                 *running = Some(token);
             }
             (false, true) => {
@@ -101,10 +113,10 @@ impl WatchSwitch {
 
 /// Starts the watcher task.
 // Long on purpose: the watcher's set-up and its event loop share the debouncer, which cannot be moved out of the task.
-pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(), Error> {
-    let data = follower.config.data_folder.clone();
+pub fn spawn(watched: Watched, shutdown: CancellationToken) -> Result<(), Error> {
+    let data = watched.data.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<DebounceEventResult>();
-    let mut debouncer = new_debouncer(follower.config.debounce, None, move |result| {
+    let mut debouncer = new_debouncer(watched.debounce, None, move |result| {
         let _ = tx.send(result);
     })
     .map_err(|err| Error::Internal(format!("cannot start the file watcher: {err}")))?;
@@ -145,7 +157,9 @@ pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(),
                         watch_or_warn(&mut debouncer, path, RecursiveMode::Recursive);
                         tracing::info!(folder = %path.display(), "watching a new conf folder");
                     }
-                    if is_operator_change(&data, path, &follower) && !changed.contains(path) {
+                    if is_operator_change(&data, path, &watched.own_writes)
+                        && !changed.contains(path)
+                    {
                         changed.push(path.clone());
                     }
                 }
@@ -154,10 +168,10 @@ pub fn spawn(follower: Arc<Follower>, shutdown: CancellationToken) -> Result<(),
                 continue;
             }
             metrics::counter!(crate::metrics::WATCHER_EVENTS).increment(changed.len() as u64);
-            let services = follower.project().affected(&changed);
+            let services = crate::compose::machine_project(&data).affected(&changed);
             tracing::info!(files = ?changed, services = ?services, "configuration edited on this machine");
             // Runs even if it cannot be saved (the failure is logged by the queue).
-            let _ = follower.restarter.request(RestartJob {
+            let _ = watched.restarter.request(RestartJob {
                 up: false,
                 services,
             });
@@ -227,7 +241,7 @@ fn is_conf_dir(data: &Path, path: &Path) -> bool {
 
 /// A file under `<data>/<service>/conf/` that is not a temporary file, not a folder, and not as the follower
 /// itself left it.
-fn is_operator_change(data: &Path, path: &Path, follower: &Follower) -> bool {
+fn is_operator_change(data: &Path, path: &Path, own_writes: &OwnWrites) -> bool {
     let Ok(rel) = path.strip_prefix(data) else {
         return false;
     };
@@ -240,5 +254,5 @@ fn is_operator_change(data: &Path, path: &Path, follower: &Follower) -> bool {
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(".pryv-tmp-"));
-    !temporary && !path.is_dir() && !follower.own_writes.is_own(path)
+    !temporary && !path.is_dir() && !own_writes.is_own(path)
 }

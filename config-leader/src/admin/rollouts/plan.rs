@@ -1,0 +1,191 @@
+//! Places followers in waves: named ones, whole roles, or a share of those not yet placed.
+
+use crate::config::FollowerEntry;
+use crate::error::Error;
+use crate::follower_keys::FollowerId;
+
+use super::model::{MemberState, Strategy, Wave, WaveMember, WaveSpec};
+
+/// Places `targets` in waves (each follower once, empty waves dropped, the unplaced ones last).
+pub(super) fn plan(
+    strategy: &Strategy,
+    targets: &[(FollowerId, FollowerEntry)],
+) -> Result<Vec<Wave>, Error> {
+    let mut remaining: Vec<&FollowerEntry> = targets.iter().map(|(_, f)| f).collect();
+    let mut groups: Vec<Vec<&FollowerEntry>> = Vec::new();
+    let total = remaining.len();
+    fn take<'a>(
+        remaining: &mut Vec<&'a FollowerEntry>,
+        groups: &mut Vec<Vec<&'a FollowerEntry>>,
+        pick: &dyn Fn(usize, &FollowerEntry) -> bool,
+    ) {
+        type Placed<'a> = Vec<(usize, &'a FollowerEntry)>;
+        let (chosen, rest): (Placed<'a>, Placed<'a>) = remaining
+            .iter()
+            .copied()
+            .enumerate()
+            .partition(|(index, f)| pick(*index, f));
+        *remaining = rest.into_iter().map(|(_, f)| f).collect();
+        groups.push(chosen.into_iter().map(|(_, f)| f).collect());
+    }
+    if let Some(specs) = &strategy.waves {
+        for spec in specs {
+            match spec {
+                WaveSpec::Followers { followers } => {
+                    take(&mut remaining, &mut groups, &|_, f| {
+                        followers.iter().any(|p| matches(p, f))
+                    });
+                }
+                WaveSpec::Roles { roles } => {
+                    take(&mut remaining, &mut groups, &|_, f| roles.contains(&f.role))
+                }
+                WaveSpec::Percent { percent } => {
+                    if *percent == 0 || *percent > 100 {
+                        return Err(Error::BadRequest(format!(
+                            "waves: percent {percent} must be between 1 and 100"
+                        )));
+                    }
+                    let count = (total * usize::from(*percent)).div_ceil(100).max(1);
+                    take(&mut remaining, &mut groups, &|index, _| index < count);
+                }
+            }
+        }
+    } else {
+        let canary = strategy.canary.unwrap_or(0);
+        if canary > 0 {
+            take(&mut remaining, &mut groups, &|index, _| index < canary);
+        }
+        let batch = strategy.batch_size.unwrap_or(usize::MAX).max(1);
+        while !remaining.is_empty() && batch != usize::MAX {
+            take(&mut remaining, &mut groups, &|index, _| index < batch);
+        }
+    }
+    if !remaining.is_empty() {
+        let rest = std::mem::take(&mut remaining);
+        groups.push(rest);
+    }
+    Ok(groups
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .map(|followers| Wave {
+            followers: followers
+                .into_iter()
+                .map(|f| WaveMember {
+                    url: f.url.clone(),
+                    name: f.name.clone(),
+                    role: f.role.clone(),
+                    state: MemberState::Pending,
+                    detail: None,
+                })
+                .collect(),
+            started: None,
+            finished: None,
+        })
+        .collect())
+}
+
+/// A follower named by `pattern`: its name, its URL, or a URL pattern where `*` matches anything.
+fn matches(pattern: &str, follower: &FollowerEntry) -> bool {
+    if follower.name.as_deref() == Some(pattern) || follower.url == pattern {
+        return true;
+    }
+    pattern.contains('*') && glob(pattern, &follower.url)
+}
+
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, rest) = match parts.split_first() {
+        Some(split) => split,
+        None => return text.is_empty(),
+    };
+    let Some(mut tail) = text.strip_prefix(first) else {
+        return false;
+    };
+    for (index, part) in rest.iter().enumerate() {
+        let last = index == rest.len() - 1;
+        if last {
+            return tail.ends_with(part);
+        }
+        match tail.find(part) {
+            Some(at) => tail = &tail[at + part.len()..],
+            None => return false,
+        }
+    }
+    tail.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower(name: &str, role: &str) -> (FollowerId, FollowerEntry) {
+        (
+            FollowerId(0),
+            FollowerEntry {
+                url: format!("http://{name}.example:6000"),
+                role: role.into(),
+                name: Some(name.into()),
+                key: crate::secret::Secret::new("k".to_owned()),
+            },
+        )
+    }
+
+    fn names(waves: &[Wave]) -> Vec<Vec<String>> {
+        waves
+            .iter()
+            .map(|w| {
+                w.followers
+                    .iter()
+                    .map(|m| m.name.clone().unwrap_or_default())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn waves_place_each_follower_once_and_the_rest_last() {
+        let fleet = [
+            follower("a", "core"),
+            follower("b", "core"),
+            follower("c", "reg-master"),
+            follower("d", "static"),
+        ];
+        let strategy: Strategy = serde_json::from_value(serde_json::json!({
+            "waves": [{"followers": ["b"]}, {"roles": ["core", "reg-master"]}]
+        }))
+        .unwrap();
+        assert_eq!(
+            names(&plan(&strategy, &fleet).unwrap()),
+            [vec!["b"], vec!["a", "c"], vec!["d"]]
+        );
+        let canary: Strategy =
+            serde_json::from_value(serde_json::json!({"canary": 1, "batchSize": 2})).unwrap();
+        assert_eq!(
+            names(&plan(&canary, &fleet).unwrap()),
+            [vec!["a"], vec!["b", "c"], vec!["d"]]
+        );
+        let percent: Strategy = serde_json::from_value(
+            serde_json::json!({"waves": [{"percent": 25}, {"percent": 50}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            names(&plan(&percent, &fleet).unwrap()),
+            [vec!["a"], vec!["b", "c"], vec!["d"]]
+        );
+        let zero: Strategy =
+            serde_json::from_value(serde_json::json!({"waves": [{"percent": 0}]})).unwrap();
+        assert!(plan(&zero, &fleet).is_err());
+    }
+
+    #[test]
+    fn url_patterns() {
+        let (_, f) = follower("core-1", "core");
+        assert!(matches("core-1", &f));
+        assert!(matches("http://core-1.example:6000", &f));
+        assert!(matches("http://core-*", &f));
+        assert!(matches("*:6000", &f));
+        assert!(matches("*core*example*", &f));
+        assert!(!matches("http://reg-*", &f));
+        assert!(!matches("core", &f));
+    }
+}

@@ -1,0 +1,331 @@
+//! The rollouts in force and the pins they put on followers, kept in SQLite. The active rollouts and the pins
+//! derived from them change under one lock, and the pins are published before it is released: a wave is
+//! released (its pins say `Target`) before any follower can be told about it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use pryv_protocol::NotifyRequest;
+
+use crate::config::FollowerEntry;
+use crate::error::Error;
+use crate::follower_keys::FollowerId;
+use pryv_daemon::now_unix_i64;
+
+use super::model::{DEFAULT_WAVE_TIMEOUT_S, Pin, Rollout, RolloutState, Strategy};
+use super::plan::plan;
+
+type Pins = HashMap<(String, Option<String>), Pin>;
+
+/// The rollouts in force, their pins, and the database behind them.
+pub struct Rollouts {
+    db: Arc<crate::admin::db::Db>,
+    /// Running and stopped rollouts, by id.
+    active: Mutex<BTreeMap<i64, Rollout>>,
+    /// By follower URL and name: a snapshot derived from `active`, replaced while `active` is locked.
+    pins: RwLock<Arc<Pins>>,
+    /// Wakes a driving task early (abort).
+    pub(super) signal: tokio::sync::Notify,
+    /// A settings change saved with `?hold=true`: no follower outside a rollout gets a newer tree until
+    /// the next notification (kept across restarts).
+    hold: std::sync::atomic::AtomicBool,
+}
+
+const HOLD_FLAG: &str = "hold-changes";
+
+impl Rollouts {
+    /// Loads the rollouts a previous run left running or stopped.
+    pub fn load(db: Arc<crate::admin::db::Db>) -> Result<Self, Error> {
+        let mut active = BTreeMap::new();
+        for (id, body) in db.rollouts(100)? {
+            match serde_json::from_str::<Rollout>(&body) {
+                Ok(rollout) if rollout.state.holds() => {
+                    active.insert(id, rollout);
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(id, error = %err, "unreadable rollout in the database"),
+            }
+        }
+        let hold = db.flag(HOLD_FLAG)?;
+        let rollouts = Self {
+            db,
+            active: Mutex::new(active),
+            pins: RwLock::new(Arc::new(HashMap::new())),
+            signal: tokio::sync::Notify::new(),
+            hold: std::sync::atomic::AtomicBool::new(hold),
+        };
+        rollouts.with_active(|_| ());
+        Ok(rollouts)
+    }
+
+    /// Runs `change` on the active rollouts and publishes their pins before the lock is released, so no
+    /// reader ever sees a rollout without its pins.
+    pub(super) fn with_active<T>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<i64, Rollout>) -> T,
+    ) -> T {
+        let mut active = self
+            .active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = change(&mut active);
+        let pins = Arc::new(pins_of(&active));
+        *self
+            .pins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pins;
+        result
+    }
+
+    /// Reads the active rollouts (the pins stay as they are).
+    pub(super) fn read_active<T>(&self, read: impl FnOnce(&BTreeMap<i64, Rollout>) -> T) -> T {
+        read(
+            &self
+                .active
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// The pin of the follower at `url`, if a rollout (or a held change) holds it.
+    pub fn pin(&self, follower: &FollowerEntry) -> Option<Pin> {
+        let pins = self
+            .pins
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let pinned = if pins.is_empty() {
+            None
+        } else {
+            pins.get(&(follower.url.clone(), follower.name.clone()))
+                .cloned()
+        };
+        pinned.or_else(|| self.holding().then_some(Pin::Hold))
+    }
+
+    /// Whether a change saved with `?hold=true` waits for a notification.
+    pub fn holding(&self) -> bool {
+        self.hold.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Holds every follower outside a rollout on what it has (`on`), or lets them fetch again.
+    pub fn set_hold(&self, on: bool) -> Result<(), Error> {
+        if self.holding() == on {
+            return Ok(());
+        }
+        self.db.set_flag(HOLD_FLAG, on)?;
+        self.hold.store(on, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn save(&self, rollout: &Rollout) {
+        let saved = serde_json::to_string(rollout)
+            .map_err(|err| Error::Internal(err.to_string()))
+            .and_then(|body| {
+                self.db
+                    .update_rollout(rollout.id, rollout.state.as_str(), &body)
+            });
+        if let Err(err) = saved {
+            tracing::error!(id = rollout.id, error = %err, "cannot save the rollout");
+        }
+    }
+
+    /// Changes rollout `id` (if active) and publishes its pins; saves it when it changed (a driver's
+    /// wake-up that learnt nothing writes nothing); returns the new state.
+    pub(super) fn update(&self, id: i64, change: impl FnOnce(&mut Rollout)) -> Option<Rollout> {
+        let (updated, changed) = self.with_active(|active| {
+            let rollout = active.get_mut(&id)?;
+            let before = rollout.clone();
+            change(rollout);
+            let copy = rollout.clone();
+            if !rollout.state.holds() {
+                active.remove(&id);
+            }
+            let changed = copy != before;
+            Some((copy, changed))
+        })?;
+        if changed {
+            self.save(&updated);
+        }
+        Some(updated)
+    }
+
+    /// How many rollouts are running and how many stopped.
+    pub fn held_counts(&self) -> (usize, usize) {
+        self.read_active(|active| {
+            let running = active
+                .values()
+                .filter(|r| r.state == RolloutState::Running)
+                .count();
+            (running, active.len() - running)
+        })
+    }
+
+    /// Every rollout still held, for the drivers to pick up at start.
+    pub fn running_ids(&self) -> Vec<i64> {
+        self.read_active(|active| {
+            active
+                .values()
+                .filter(|r| r.state == RolloutState::Running)
+                .map(|r| r.id)
+                .collect()
+        })
+    }
+
+    /// Ends every held rollout and a held change: a newer notification replaces them.
+    pub fn supersede_all(&self) {
+        self.supersede_except(None);
+    }
+
+    fn supersede_except(&self, keep: Option<i64>) {
+        let ids: Vec<i64> = self.read_active(|active| {
+            active
+                .keys()
+                .copied()
+                .filter(|id| Some(*id) != keep)
+                .collect()
+        });
+        for id in ids {
+            self.update(id, |r| {
+                r.state = RolloutState::Superseded;
+                r.finished = Some(now_unix_i64());
+            });
+        }
+        // Last: until here a held change still holds everyone the pins do not cover yet.
+        if let Err(err) = self.set_hold(false) {
+            tracing::error!(error = %err, "cannot release the held change");
+        }
+        self.signal.notify_waiters();
+    }
+
+    /// Creates a rollout of `targets` (followers of the roles asked for) in waves planned by `strategy`.
+    pub fn create(
+        &self,
+        strategy: &Strategy,
+        targets: &[(FollowerId, FollowerEntry)],
+        revisions: &HashMap<String, Option<String>>,
+        request: &NotifyRequest,
+        author: &str,
+    ) -> Result<Rollout, Error> {
+        if let Some(stop_on) = &strategy.stop_on
+            && stop_on != "unhealthy"
+        {
+            return Err(Error::BadRequest(format!(
+                "stopOn: {stop_on:?} is not known; the only choice is \"unhealthy\""
+            )));
+        }
+        let waves = plan(strategy, targets)?;
+        let mut rollout = Rollout {
+            id: 0,
+            state: RolloutState::Running,
+            author: author.to_owned(),
+            started: now_unix_i64(),
+            finished: None,
+            targets: revisions
+                .iter()
+                .filter_map(|(role, rev)| Some((role.clone(), rev.clone()?)))
+                .filter(|(role, _)| targets.iter().any(|(_, f)| &f.role == role))
+                .collect(),
+            waves,
+            current_wave: 0,
+            pause_seconds: strategy.pause_seconds.unwrap_or(0),
+            wave_timeout_seconds: strategy
+                .wave_timeout_seconds
+                .unwrap_or(DEFAULT_WAVE_TIMEOUT_S)
+                .max(1),
+            services: request.services.clone(),
+            confirm_removals: request.confirm_removals,
+            reason: None,
+        };
+        let body = serde_json::to_string(&rollout).map_err(|e| Error::Internal(e.to_string()))?;
+        rollout.id = self.db.insert_rollout(rollout.state.as_str(), &body)?;
+        self.save(&rollout);
+        self.with_active(|active| active.insert(rollout.id, rollout.clone()));
+        // The new pins are in place before the older rollouts and a held change let go.
+        self.supersede_except(Some(rollout.id));
+        Ok(rollout)
+    }
+
+    /// A rollout by id (held ones from memory, the others from the database).
+    pub fn get(&self, id: i64) -> Result<Option<Rollout>, Error> {
+        if let Some(held) = self.read_active(|active| active.get(&id).cloned()) {
+            return Ok(Some(held));
+        }
+        Ok(self.list(10_000)?.into_iter().find(|r| r.id == id))
+    }
+
+    /// The newest rollouts first.
+    pub fn list(&self, limit: i64) -> Result<Vec<Rollout>, Error> {
+        Ok(self
+            .db
+            .rollouts(limit)?
+            .into_iter()
+            .filter_map(|(_, body)| serde_json::from_str::<Rollout>(&body).ok())
+            .map(|stored| {
+                self.read_active(|active| active.get(&stored.id).cloned())
+                    .unwrap_or(stored)
+            })
+            .collect())
+    }
+
+    /// Stops a held rollout for good; the followers it held get the current tree at their next fetch.
+    pub fn abort(&self, id: i64) -> Result<Rollout, Error> {
+        let aborted = self
+            .update(id, |r| {
+                r.state = RolloutState::Aborted;
+                r.finished = Some(now_unix_i64());
+            })
+            .ok_or_else(|| not_held(id))?;
+        self.signal.notify_waiters();
+        Ok(aborted)
+    }
+
+    /// Makes a stopped rollout go on with the wave after the one that stopped it.
+    pub fn resume(&self, id: i64) -> Result<Rollout, Error> {
+        let mut refused = None;
+        let resumed = self
+            .update(id, |r| {
+                if r.state == RolloutState::Stopped {
+                    r.state = RolloutState::Running;
+                    r.current_wave += 1;
+                    r.reason = None;
+                } else {
+                    refused = Some(r.state);
+                }
+            })
+            .ok_or_else(|| not_held(id))?;
+        match refused {
+            Some(state) => Err(Error::Conflict(format!(
+                "rollout {id} is {}; only a stopped rollout can be resumed",
+                state.as_str()
+            ))),
+            None => Ok(resumed),
+        }
+    }
+}
+
+fn not_held(id: i64) -> Error {
+    Error::Conflict(format!(
+        "rollout {id} is not running or stopped (see GET /admin/rollouts/{id})"
+    ))
+}
+
+/// Which tree each follower of a held rollout gets: the target once its wave started, what it has before.
+fn pins_of(active: &BTreeMap<i64, Rollout>) -> Pins {
+    let mut pins = HashMap::new();
+    // Older first, so the newest rollout's pin wins.
+    for rollout in active.values().filter(|r| r.state.holds()) {
+        for (index, wave) in rollout.waves.iter().enumerate() {
+            let released = index < rollout.current_wave
+                || (index == rollout.current_wave && wave.started.is_some());
+            for member in &wave.followers {
+                let pin = match rollout.targets.get(&member.role) {
+                    Some(target) if released => Pin::Target(target.clone()),
+                    _ => Pin::Hold,
+                };
+                pins.insert((member.url.clone(), member.name.clone()), pin);
+            }
+        }
+    }
+    pins
+}

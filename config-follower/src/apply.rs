@@ -2,6 +2,7 @@
 //! copy, atomic writes of changed files only, removal of files this follower wrote before and the leader no
 //! longer sends (tracked in a manifest), and a record of its own writes so the watcher can ignore them.
 
+use crate::state_dir::StateDir;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::paths::{EntryPath, SafePath, check_parents, classify};
 
 /// Folder (inside the data folder) holding the follower's own bookkeeping.
-pub const STATE_DIR: &str = ".config-follower";
+pub use crate::state_dir::STATE_DIR;
 /// Name prefix of the staged copies validation commands run on (inside [`STATE_DIR`]).
 pub const STAGE_PREFIX: &str = "stage-";
 const MANIFEST: &str = "manifest.json";
@@ -278,9 +279,8 @@ pub fn apply(
     };
     if let Err(err) = write_manifest(data_folder, &manifest) {
         applied.report.problems.push(format!(
-            "cannot save the manifest of written files {}: {err}; without it the follower cannot remove the \
+            "cannot save the manifest of written files ({err}); without it the follower cannot remove the \
              files the leader drops later. Free space or make {} writable",
-            manifest_path(data_folder).display(),
             data_folder.join(STATE_DIR).display()
         ));
     }
@@ -593,7 +593,7 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 fn manifest_path(data_folder: &Path) -> PathBuf {
-    data_folder.join(STATE_DIR).join(MANIFEST)
+    StateDir::of(data_folder).path(MANIFEST)
 }
 
 /// Whether an earlier run left a tree here.
@@ -603,20 +603,14 @@ pub fn has_previous_tree(data_folder: &Path) -> bool {
 
 /// The manifest (empty when there is none yet); `Err` when it exists but cannot be read or parsed.
 fn read_manifest(data_folder: &Path) -> Result<Manifest, String> {
-    match std::fs::read(manifest_path(data_folder)) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| err.to_string()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
-        Err(err) => Err(err.to_string()),
-    }
+    StateDir::of(data_folder)
+        .load(MANIFEST)
+        .map(Option::unwrap_or_default)
+        .map_err(|err| err.to_string())
 }
 
-fn write_manifest(data_folder: &Path, manifest: &Manifest) -> std::io::Result<()> {
-    let path = manifest_path(data_folder);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let bytes = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
-    pryv_fs::write_atomic(&path, &bytes, 0o600)
+fn write_manifest(data_folder: &Path, manifest: &Manifest) -> Result<(), crate::error::Error> {
+    StateDir::of(data_folder).save(MANIFEST, manifest)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::OwnWrites;
 use crate::error::Error;
+use crate::state_dir::StateDir;
 use crate::restart::{RestartJob, Restarter};
 
 /// Where the operator's choice (`watch-config --no-hup` / `--stop-watch`) is kept across restarts.
@@ -40,7 +41,7 @@ pub struct Watched {
 /// and wins over `watch.enabled` at the next start.
 pub struct WatchSwitch {
     running: std::sync::Mutex<Option<CancellationToken>>,
-    file: PathBuf,
+    state: StateDir,
     watched: Watched,
 }
 
@@ -48,17 +49,20 @@ impl WatchSwitch {
     pub fn new(watched: Watched) -> Self {
         Self {
             running: std::sync::Mutex::new(None),
-            file: watched.data.join(crate::apply::STATE_DIR).join(SWITCH_FILE),
+            state: StateDir::of(&watched.data),
             watched,
         }
     }
 
-    /// The persisted choice, if the operator made one.
+    /// The persisted choice, if the operator made one (an unreadable one is logged and not followed).
     pub fn persisted(&self) -> Option<bool> {
-        let bytes = std::fs::read(&self.file).ok()?;
-        serde_json::from_slice::<SwitchState>(&bytes)
-            .ok()
-            .map(|s| s.enabled)
+        match self.state.load::<SwitchState>(SWITCH_FILE) {
+            Ok(choice) => choice.map(|s| s.enabled),
+            Err(err) => {
+                tracing::warn!(error = %err, "unreadable watcher switch; using watch.enabled");
+                None
+            }
+        }
     }
 
     pub fn is_on(&self) -> bool {
@@ -79,18 +83,7 @@ impl WatchSwitch {
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
         if persist {
-            let bytes = serde_json::to_vec(&SwitchState { enabled })
-                .map_err(|err| Error::Internal(err.to_string()))?;
-            if let Some(parent) = self.file.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| Error::Io {
-                    path: parent.to_owned(),
-                    source,
-                })?;
-            }
-            pryv_fs::write_atomic(&self.file, &bytes, 0o600).map_err(|source| Error::Io {
-                path: self.file.clone(),
-                source,
-            })?;
+            self.state.save(SWITCH_FILE, &SwitchState { enabled })?;
         }
         let mut running = self.lock();
         match (enabled, running.is_some()) {

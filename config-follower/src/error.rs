@@ -33,6 +33,13 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A record under the bookkeeping folder that could not be read, parsed, written or removed.
+    #[error("cannot {action} {}: {reason}", path.display())]
+    Record {
+        action: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("{0}")]
     Tls(String),
     #[error("internal error: {0}")]
@@ -50,7 +57,10 @@ impl IntoResponse for Error {
             Error::NotFound => (StatusCode::NOT_FOUND, "not-found"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "unexpected-error"),
         };
-        let message = if matches!(self, Error::Io { .. } | Error::Internal(_)) {
+        let message = if matches!(
+            self,
+            Error::Io { .. } | Error::Record { .. } | Error::Internal(_)
+        ) {
             tracing::error!(error = %self, "request failed");
             "unexpected error; see the follower's log".to_owned()
         } else {

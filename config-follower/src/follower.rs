@@ -15,12 +15,13 @@ use pryv_protocol::{NotifyRequest, NotifyResponse};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, Backup, OwnWrites, RemovalGuard, STATE_DIR};
+use crate::apply::{self, Backup, OwnWrites, RemovalGuard};
 use crate::client::{Fetched, LeaderClient};
 use crate::compose::{COMPOSE_FILE, Project};
 use crate::config::Config;
 use crate::error::Error;
 use crate::report::Reporter;
+use crate::state_dir::StateDir;
 use crate::restart::{PROJECT, RestartJob, Restarter, Ticket};
 use crate::status::{HealthRecord, StatusStore};
 use pryv_daemon::now_unix;
@@ -28,9 +29,9 @@ use pryv_protocol::{ApplyOutcome, ApplyReport};
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
-/// Under [`STATE_DIR`]: the revision reverted after a failed health check, not to be applied again.
+/// A record of the bookkeeping folder: the revision reverted after a failed health check, not to be applied again.
 const REVERTED_FILE: &str = "reverted-revision";
-/// Under [`STATE_DIR`]: the health check in progress (what to put back if it fails).
+/// A record of the bookkeeping folder: the health check in progress (what to put back if it fails).
 const GATE_FILE: &str = "health-gate.json";
 
 /// Whether a cycle restarts the services whose files it changed (not before the first start of a machine).
@@ -72,18 +73,17 @@ impl Follower {
     pub fn new(config: Config, shutdown: &CancellationToken) -> Result<Self, Error> {
         let client = LeaderClient::new(&config)?;
         let status = Arc::new(StatusStore::new(config.leader_url.clone()));
-        let state_dir = config.data_folder.join(STATE_DIR);
-        let reverted = std::fs::read_to_string(state_dir.join(REVERTED_FILE))
-            .ok()
-            .map(|text| text.trim().to_owned())
-            .filter(|text| !text.is_empty());
+        let state = StateDir::of(&config.data_folder);
+        // An unreadable record of the reverted revision stops the start: taking it for "none" would apply
+        // the revision that was reverted.
+        let reverted = state.load_text(REVERTED_FILE)?;
         status.update(|s| s.reverted_revision = reverted);
         let reporter =
-            Reporter::spawn(client.clone(), &state_dir, status.clone(), shutdown.clone());
+            Reporter::spawn(client.clone(), &state, status.clone(), shutdown.clone());
         let restarter = Restarter::spawn(
             config.restart_command.clone(),
             config.data_folder.join(COMPOSE_FILE),
-            &config.data_folder.join(STATE_DIR),
+            &state,
             config.restart_timeout,
             status.clone(),
             shutdown.clone(),
@@ -434,27 +434,22 @@ impl Follower {
         self.reporter.send(report);
     }
 
-    fn gate_file(&self) -> PathBuf {
-        self.config.data_folder.join(STATE_DIR).join(GATE_FILE)
+    fn state(&self) -> StateDir {
+        StateDir::of(&self.config.data_folder)
     }
 
     fn forget_gate(&self) {
-        match std::fs::remove_file(self.gate_file()) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(error = %err, "cannot remove the saved health check");
-            }
-            _ => {}
+        if let Err(err) = self.state().remove(GATE_FILE) {
+            tracing::warn!(error = %err, "cannot remove the saved health check; it runs again at the next start");
         }
     }
 
     /// At start: a health check a killed run left unfinished is run again (after the restarts it left
     /// undone), before any sync. Its files are still on disk, so a revert can still put the old ones back.
     pub async fn resume_gate(self: &Arc<Self>) {
-        let Ok(bytes) = std::fs::read(self.gate_file()) else {
-            return;
-        };
-        let saved: SavedGate = match serde_json::from_slice(&bytes) {
-            Ok(saved) => saved,
+        let saved: SavedGate = match self.state().load(GATE_FILE) {
+            Ok(Some(saved)) => saved,
+            Ok(None) => return,
             Err(err) => {
                 tracing::warn!(error = %err, "unreadable saved health check; dropping it");
                 self.forget_gate();
@@ -517,13 +512,9 @@ impl Follower {
     }
 
     fn remember_reverted(&self, revision: Option<&str>) -> Result<(), String> {
-        let file = self.config.data_folder.join(STATE_DIR).join(REVERTED_FILE);
-        pryv_fs::write_atomic(&file, revision.unwrap_or("").as_bytes(), 0o600).map_err(|err| {
-            format!(
-                "cannot remember the reverted revision in {}: {err}",
-                file.display()
-            )
-        })
+        self.state()
+            .save_text(REVERTED_FILE, revision.unwrap_or(""))
+            .map_err(|err| format!("cannot remember the reverted revision: {err}"))
     }
 
     /// Fetches the tree (`If-None-Match: revision`), recording the outcome in the status and the metrics.
@@ -624,8 +615,8 @@ impl Follower {
         let restarter = self.restarter.clone();
         let project = project_before.clone();
         let compose_file = data_folder.join(COMPOSE_FILE);
-        let gate_file =
-            (restart == Restart::Changed && self.config.health.enabled).then(|| self.gate_file());
+        let gate_record =
+            (restart == Restart::Changed && self.config.health.enabled).then(|| self.state());
         let revisions = (target, self.status.snapshot().revision);
         tokio::task::spawn_blocking(move || {
             let announce = |paths: &[PathBuf], backup: &Backup| {
@@ -636,9 +627,9 @@ impl Follower {
                     };
                     // Saved before the first write: a follower killed during the health check checks
                     // again at its next start and can still put these bytes back.
-                    if let Some(file) = &gate_file {
+                    if let Some(state) = &gate_record {
                         save_gate(
-                            file,
+                            state,
                             &SavedGate {
                                 target: revisions.0.clone(),
                                 previous: revisions.1.clone(),
@@ -738,7 +729,7 @@ impl Follower {
     }
 }
 
-/// A health check in progress, saved under [`STATE_DIR`] until it ends.
+/// A health check in progress, saved in the bookkeeping folder until it ends.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SavedGate {
     target: Option<String>,
@@ -748,22 +739,13 @@ struct SavedGate {
 }
 
 /// `Err` when the check cannot be saved: the apply does not start (a stop during the check would skip it).
-fn save_gate(file: &std::path::Path, gate: &SavedGate) -> Result<(), String> {
-    serde_json::to_vec(gate)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| {
-            if let Some(parent) = file.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            pryv_fs::write_atomic(file, &bytes, 0o600)
-        })
-        .map_err(|err| {
-            format!(
-                "cannot save the health check to {} before writing: {err}; nothing was changed. Free space or \
-                 make the folder writable",
-                file.display()
-            )
-        })
+fn save_gate(state: &StateDir, gate: &SavedGate) -> Result<(), String> {
+    state.save(GATE_FILE, gate).map_err(|err| {
+        format!(
+            "{err} (the health check, saved before writing); nothing was changed. Free space or make the \
+             folder writable"
+        )
+    })
 }
 
 /// What a fetch led to.

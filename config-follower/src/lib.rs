@@ -17,6 +17,7 @@ pub mod paths;
 pub mod report;
 pub mod restart;
 pub mod routes;
+pub mod state_dir;
 pub mod status;
 
 use std::path::Path;

@@ -2,7 +2,6 @@
 //! (`.config-follower/report.json`) and sent by one task, retried with backoff while the leader is away. A
 //! newer report replaces an unsent older one: the leader wants to know where the machine stands now.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::LeaderClient;
+use crate::state_dir::StateDir;
 use crate::status::StatusStore;
 
 const REPORT_FILE: &str = "report.json";
@@ -21,7 +21,7 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct Reporter {
     latest: Arc<watch::Sender<Option<ApplyReport>>>,
-    file: PathBuf,
+    state: StateDir,
     status: Arc<StatusStore>,
 }
 
@@ -29,17 +29,18 @@ impl Reporter {
     /// Starts the sender; a report a previous run could not deliver is sent first.
     pub fn spawn(
         client: LeaderClient,
-        state_dir: &Path,
+        state: &StateDir,
         status: Arc<StatusStore>,
         shutdown: CancellationToken,
     ) -> Self {
-        let file = state_dir.join(REPORT_FILE);
-        let unsent: Option<ApplyReport> = std::fs::read(&file)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        // An unreadable report is dropped (logged): the next apply sends a newer one.
+        let unsent: Option<ApplyReport> = state.load(REPORT_FILE).unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "unreadable unsent apply report; dropping it");
+            None
+        });
         let reporter = Self {
             latest: Arc::new(watch::Sender::new(None)),
-            file,
+            state: state.clone(),
             status,
         };
         let receiver = reporter.latest.subscribe();
@@ -52,15 +53,7 @@ impl Reporter {
 
     /// Persists `report` and hands it to the sender (replacing an unsent older one).
     pub fn send(&self, report: ApplyReport) {
-        let saved = serde_json::to_vec(&report)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| {
-                if let Some(parent) = self.file.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                pryv_fs::write_atomic(&self.file, &bytes, 0o600)
-            });
-        if let Err(err) = saved {
+        if let Err(err) = self.state.save(REPORT_FILE, &report) {
             tracing::warn!(error = %err, "cannot persist the apply report; it is lost if the follower stops before sending it");
         }
         self.status.update(|s| {
@@ -73,7 +66,9 @@ impl Reporter {
     fn delivered(&self, report: &ApplyReport) {
         // Only if nothing newer came meanwhile.
         if self.latest.borrow().as_ref() == Some(report) {
-            let _ = std::fs::remove_file(&self.file);
+            if let Err(err) = self.state.remove(REPORT_FILE) {
+                tracing::warn!(error = %err, "cannot remove the delivered report; it is sent again at the next start");
+            }
             self.status.update(|s| s.report_pending = false);
         }
     }

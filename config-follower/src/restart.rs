@@ -7,7 +7,7 @@
 //! on its next start. On shutdown the running command is allowed to finish within the drain time.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::compose::{CONF_ROOT_VAR, default_conf_root};
+use crate::state_dir::StateDir;
 use crate::status::{RestartRecord, StatusStore};
 use pryv_daemon::now_unix;
 
@@ -82,7 +83,7 @@ struct Shared {
     /// The ticket of the last finished command.
     finished: tokio::sync::watch::Sender<u64>,
     /// Where the outstanding work is persisted.
-    file: PathBuf,
+    state: StateDir,
     status: Arc<StatusStore>,
     /// The compose tool (`None` until detected: `docker compose`, else `docker-compose`).
     tool: Mutex<Option<Vec<String>>>,
@@ -101,50 +102,34 @@ impl Shared {
     fn persist(&self, queue: &Queue) -> Result<(), String> {
         let outstanding = queue.outstanding();
         let result = if outstanding.is_empty() {
-            match std::fs::remove_file(&self.file) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
-                _ => Ok(()),
-            }
+            self.state.remove(PENDING_FILE)
         } else {
-            save(&self.file, &outstanding)
+            self.state.save(PENDING_FILE, &outstanding)
         };
         self.status
             .update(|s| s.pending_restarts = outstanding.names());
         result.map_err(|err| {
-            tracing::error!(file = %self.file.display(), error = %err, "cannot save the pending restarts; a crash now would lose them");
+            tracing::error!(error = %err, "cannot save the pending restarts; a crash now would lose them");
             format!(
-                "cannot save the pending restarts to {}: {err}; a crash before they run would lose them. Free \
-                 space or make the folder writable",
-                self.file.display()
+                "{err} (the pending restarts); a crash before they run would lose them. Free space or make the \
+                 folder writable"
             )
         })
     }
 }
 
-fn save(file: &Path, job: &RestartJob) -> std::io::Result<()> {
-    if let Some(parent) = file.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let bytes = serde_json::to_vec(job).map_err(std::io::Error::other)?;
-    pryv_fs::write_atomic(file, &bytes, 0o600)
-}
-
 /// The restarts a previous run left undone: none when there is no file; every service when the file exists but
 /// cannot be read or parsed (what it owed is unknown, so everything is restarted to be safe).
-fn load(file: &Path) -> RestartJob {
-    let everything = |error: String| {
-        tracing::warn!(file = %file.display(), error, "unreadable pending restarts; restarting every service to be safe");
-        RestartJob {
-            up: true,
-            services: BTreeSet::new(),
+fn load(state: &StateDir) -> RestartJob {
+    match state.load(PENDING_FILE) {
+        Ok(job) => job.unwrap_or_default(),
+        Err(err) => {
+            tracing::warn!(error = %err, "unreadable pending restarts; restarting every service to be safe");
+            RestartJob {
+                up: true,
+                services: BTreeSet::new(),
+            }
         }
-    };
-    match std::fs::read(file) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).unwrap_or_else(|err| everything(err.to_string()))
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => RestartJob::default(),
-        Err(err) => everything(err.to_string()),
     }
 }
 
@@ -157,22 +142,21 @@ pub struct Restarter {
 
 impl Restarter {
     /// Starts the worker. `command` is the compose tool (`None` = detect `docker compose`, else
-    /// `docker-compose`). Restarts persisted under `state_dir` by an earlier run are queued first.
+    /// `docker-compose`). Restarts persisted in `state` by an earlier run are queued first.
     pub fn spawn(
         command: Option<Vec<String>>,
         compose_file: PathBuf,
-        state_dir: &Path,
+        state: &StateDir,
         timeout: Duration,
         status: Arc<StatusStore>,
         shutdown: CancellationToken,
     ) -> Self {
-        let file = state_dir.join(PENDING_FILE);
-        let leftover = load(&file);
+        let leftover = load(state);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             finished: tokio::sync::watch::Sender::new(0),
-            file,
+            state: state.clone(),
             status,
             tool: Mutex::new(command),
             compose_file,

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::OwnWrites;
 use crate::error::Error;
-use crate::state_dir::StateDir;
 use crate::restart::{RestartJob, Restarter};
+use crate::state_dir::StateDir;
 
 /// Where the operator's choice (`watch-config --no-hup` / `--stop-watch`) is kept across restarts.
 const SWITCH_FILE: &str = "watch.json";

@@ -115,7 +115,10 @@ mod tests {
         assert_eq!(state.load::<Vec<u32>>("a.json").unwrap(), Some(vec![1, 2]));
         std::fs::write(state.path("a.json"), b"{not json").unwrap();
         let err = state.load::<Vec<u32>>("a.json").unwrap_err().to_string();
-        assert!(err.contains("cannot parse") && err.contains("a.json"), "{err}");
+        assert!(
+            err.contains("cannot parse") && err.contains("a.json"),
+            "{err}"
+        );
         state.remove("a.json").unwrap();
         state.remove("a.json").unwrap();
         assert_eq!(state.load_text("a.json").unwrap(), None);

@@ -1,0 +1,198 @@
+//! One fetch-apply-restart cycle ([`Follower::sync`]), shared by `POST /notify`, the start-up retry loop, the
+//! optional poll and the background retry. Cycles never overlap: a lock serializes them.
+//!
+//! A revision becomes the follower's (`/status`, the next `If-None-Match`) only when every file of it is on
+//! disk; otherwise the cycle ends in [`Error::ApplyIncomplete`] and a background retry with backoff fetches
+//! and applies the whole tree again until it succeeds.
+//!
+//! `cycle` (fetch, apply, conclude), `gate` (the health gate, its record and the revert), `retry` (backoff).
+
+mod cycle;
+mod gate;
+mod retry;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use pryv_protocol::{NotifyRequest, NotifyResponse};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::OwnWrites;
+use crate::client::LeaderClient;
+use crate::compose::{COMPOSE_FILE, Project};
+use crate::config::Config;
+use crate::error::Error;
+use crate::report::Reporter;
+use crate::restart::{RestartJob, Restarter};
+use crate::state_dir::StateDir;
+use crate::status::StatusStore;
+
+use cycle::{Fetch, split_known};
+use gate::{Gate, REVERTED_FILE};
+
+/// Whether a cycle restarts the services whose files it changed (not before the first start of a machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    Changed,
+    Nothing,
+}
+
+/// When a retry loop may stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The leader answered (the tree may still be incomplete on disk).
+    Fetched,
+    /// The whole tree is on disk.
+    Applied,
+}
+
+/// The follower's shared state.
+pub struct Follower {
+    pub config: Config,
+    pub status: Arc<StatusStore>,
+    pub own_writes: Arc<OwnWrites>,
+    pub restarter: Restarter,
+    client: LeaderClient,
+    /// Held by a cycle from its fetch to the end of its health check: cycles never overlap.
+    cycle: Arc<tokio::sync::Mutex<()>>,
+    retrying: AtomicBool,
+    pub reporter: Reporter,
+    /// The revision of the last tree the leader sent (applied or not): what a long-poll waits to change.
+    last_seen: std::sync::Mutex<Option<String>>,
+    pub shutdown: CancellationToken,
+    /// The `*/conf/` watcher, switched at run time by `PUT /watch` (`watch-config`).
+    pub watch: crate::conf_watch::WatchSwitch,
+}
+
+impl Follower {
+    /// Builds the client and starts the restart worker (which resumes restarts a previous run left undone).
+    pub fn new(config: Config, shutdown: &CancellationToken) -> Result<Self, Error> {
+        let client = LeaderClient::new(&config)?;
+        let status = Arc::new(StatusStore::new(config.leader_url.clone()));
+        let state = StateDir::of(&config.data_folder);
+        // An unreadable record of the reverted revision stops the start: taking it for "none" would apply
+        // the revision that was reverted.
+        let reverted = state.load_text(REVERTED_FILE)?;
+        status.update(|s| s.reverted_revision = reverted);
+        let reporter = Reporter::spawn(client.clone(), &state, status.clone(), shutdown.clone());
+        let restarter = Restarter::spawn(
+            config.restart_command.clone(),
+            config.data_folder.join(COMPOSE_FILE),
+            &state,
+            config.restart_timeout,
+            status.clone(),
+            shutdown.clone(),
+        );
+        let own_writes = Arc::new(OwnWrites::default());
+        let watch = crate::conf_watch::WatchSwitch::new(crate::conf_watch::Watched {
+            data: config.data_folder.clone(),
+            debounce: config.debounce,
+            restarter: restarter.clone(),
+            own_writes: own_writes.clone(),
+        });
+        Ok(Self {
+            status,
+            own_writes,
+            restarter,
+            client,
+            cycle: Arc::new(tokio::sync::Mutex::new(())),
+            retrying: AtomicBool::new(false),
+            reporter,
+            last_seen: std::sync::Mutex::new(None),
+            shutdown: shutdown.clone(),
+            watch,
+            config,
+        })
+    }
+
+    /// The client to the leader.
+    pub fn client(&self) -> &LeaderClient {
+        &self.client
+    }
+
+    /// The machine's compose project (no services when the file is missing or unreadable).
+    pub fn project(&self) -> Project {
+        crate::compose::machine_project(&self.config.data_folder)
+    }
+
+    /// Fetches, writes, and (with [`Restart::Changed`]) queues the restart of what changed, as `request` asks.
+    /// Services named in `request` that this machine does not run are ignored (listed in the answer). With
+    /// the health gate on, the restarted services are then checked in the background (the next cycle waits
+    /// for that check) and the files put back if one stays unhealthy.
+    pub async fn sync(
+        self: &Arc<Self>,
+        request: &NotifyRequest,
+        restart: Restart,
+    ) -> Result<NotifyResponse, Error> {
+        let one_cycle = self.cycle.clone().lock_owned().await;
+        let started = std::time::Instant::now();
+        let project_before = self.project();
+        let (listed, ignored) = split_known(request.services.as_deref(), &project_before);
+        if !ignored.is_empty() {
+            tracing::info!(ignored = ?ignored, "notification names services this machine does not run");
+        }
+        let revision = self.status.snapshot().revision;
+        let (applied, tree_revision) = match self
+            .fetch_and_apply(request, restart, &project_before, revision.clone())
+            .await?
+        {
+            Fetch::Applied(applied, tree_revision) => (applied, tree_revision),
+            Fetch::Skipped(answer) => return Ok(answer),
+        };
+        let job = match restart {
+            Restart::Changed => {
+                self.restart_job(request, listed.as_ref(), &project_before, &applied.changed)
+            }
+            Restart::Nothing => RestartJob::default(),
+        };
+        let mut report = applied.report;
+        report.ignored = ignored;
+        report.restarted = job.names();
+        let apply_ms = started.elapsed().as_millis() as u64;
+        // Queued (and persisted) whatever the outcome: files that did reach the disk must reach the services.
+        let (ticket, saved) = self.restarter.request(job.clone());
+        if let Err(problem) = saved {
+            report.problems.push(problem);
+        }
+        let answer = self.conclude(report, tree_revision.clone());
+        let report = self.apply_report(&answer, &applied.changed, tree_revision.clone(), apply_ms);
+        if answer.is_ok() && self.config.health.enabled && !job.is_empty() {
+            let gate = Gate {
+                target: tree_revision,
+                previous: revision,
+                backup: applied.backup,
+                job,
+                ticket,
+                report,
+            };
+            let follower = self.clone();
+            tokio::spawn(async move {
+                follower.gate(gate).await;
+                drop(one_cycle);
+            });
+        } else {
+            self.forget_gate();
+            // A poll that found nothing new is not worth a report; a notification or a failure always is.
+            if answer.is_err() || !applied.changed.is_empty() || request.revision.is_some() {
+                self.reporter.send(report);
+            }
+        }
+        answer
+    }
+
+    pub(super) fn saw(&self, revision: Option<&str>) {
+        *self
+            .last_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = revision.map(str::to_owned);
+    }
+
+    /// The revision of the last tree the leader sent, else the one on disk.
+    pub fn last_seen(&self) -> Option<String> {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .or_else(|| self.status.snapshot().revision)
+    }
+}

@@ -6,6 +6,7 @@ pub mod db;
 pub mod fleet;
 pub mod identity;
 pub mod migrations;
+pub mod notify;
 pub mod platform_users;
 pub mod preview;
 pub mod rollouts;

@@ -4,10 +4,11 @@
 
 mod conf;
 mod cors;
-mod fleet;
 mod login;
+mod notify;
 mod openapi;
 mod platform_users;
+mod rollouts;
 mod scrape;
 mod settings;
 mod users;
@@ -82,7 +83,8 @@ pub fn app(state: AppState) -> Router {
                 .merge(settings::routes())
                 .layer(deadline()),
         )
-        .merge(fleet::routes())
+        .merge(notify::routes())
+        .merge(rollouts::routes())
         .merge(platform_users::routes())
         .layer(cors::layer(&state));
     let refresh_state = state.clone();

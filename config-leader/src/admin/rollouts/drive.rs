@@ -144,29 +144,7 @@ impl Drive {
                 .iter()
                 .find(|(_, state, _)| state.is_final() && *state != MemberState::Healthy)
                 .cloned();
-            let updated = rollouts.update(id, |r| {
-                for (position, state, detail) in &verdicts {
-                    if let Some(member) = r.waves[index].followers.get_mut(*position) {
-                        member.state = *state;
-                        member.detail.clone_from(detail);
-                    }
-                }
-                if let Some((position, state, _)) = &bad {
-                    let url = r.waves[index]
-                        .followers
-                        .get(*position)
-                        .map_or_else(String::new, |m| m.label().to_owned());
-                    r.state = RolloutState::Stopped;
-                    r.reason = Some(format!(
-                        "wave {}: follower {url} is {}",
-                        index + 1,
-                        serde_json::to_value(state)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default()
-                    ));
-                }
-            });
+            let updated = self.record_verdicts(id, index, &verdicts, bad.as_ref());
             if bad.is_some() {
                 tracing::warn!(id, wave = index + 1, reason = ?updated.and_then(|r| r.reason), "rollout stopped");
                 return false;
@@ -182,14 +160,7 @@ impl Drive {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
-                    rollouts.update(id, |r| {
-                        for member in r.waves[index].followers.iter_mut().filter(|m| !m.state.is_final()) {
-                            member.state = MemberState::TimedOut;
-                        }
-                        r.state = RolloutState::Stopped;
-                        r.reason = Some(format!("wave {} timed out after {timeout_s} s", index + 1));
-                    });
-                    tracing::warn!(id, wave = index + 1, "rollout stopped: wave timed out");
+                    self.time_out(id, index, timeout_s);
                     return false;
                 }
                 _ = reports.changed() => {}
@@ -197,6 +168,55 @@ impl Drive {
                 _ = tokio::time::sleep(RECHECK) => {}
             }
         }
+    }
+
+    /// Records each member's verdict; the first bad one stops the rollout with its reason.
+    fn record_verdicts(
+        &self,
+        id: i64,
+        index: usize,
+        verdicts: &[(usize, MemberState, Option<String>)],
+        bad: Option<&(usize, MemberState, Option<String>)>,
+    ) -> Option<Rollout> {
+        self.rollouts.update(id, |r| {
+            for (position, state, detail) in verdicts {
+                if let Some(member) = r.waves[index].followers.get_mut(*position) {
+                    member.state = *state;
+                    member.detail.clone_from(detail);
+                }
+            }
+            if let Some((position, state, _)) = bad {
+                let url = r.waves[index]
+                    .followers
+                    .get(*position)
+                    .map_or_else(String::new, |m| m.label().to_owned());
+                r.state = RolloutState::Stopped;
+                r.reason = Some(format!(
+                    "wave {}: follower {url} is {}",
+                    index + 1,
+                    serde_json::to_value(state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                ));
+            }
+        })
+    }
+
+    /// Wave `index` did not finish in time: its members still waited for are timed out, the rollout stops.
+    fn time_out(&self, id: i64, index: usize, timeout_s: u64) {
+        self.rollouts.update(id, |r| {
+            for member in r.waves[index]
+                .followers
+                .iter_mut()
+                .filter(|m| !m.state.is_final())
+            {
+                member.state = MemberState::TimedOut;
+            }
+            r.state = RolloutState::Stopped;
+            r.reason = Some(format!("wave {} timed out after {timeout_s} s", index + 1));
+        });
+        tracing::warn!(id, wave = index + 1, "rollout stopped: wave timed out");
     }
 
     /// Each member's state from the reports received since the wave started.

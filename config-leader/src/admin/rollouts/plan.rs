@@ -11,34 +11,54 @@ pub(super) fn plan(
     strategy: &Strategy,
     targets: &[(FollowerId, FollowerEntry)],
 ) -> Result<Vec<Wave>, Error> {
-    let mut remaining: Vec<&FollowerEntry> = targets.iter().map(|(_, f)| f).collect();
-    let mut groups: Vec<Vec<&FollowerEntry>> = Vec::new();
-    let total = remaining.len();
-    fn take<'a>(
-        remaining: &mut Vec<&'a FollowerEntry>,
-        groups: &mut Vec<Vec<&'a FollowerEntry>>,
-        pick: &dyn Fn(usize, &FollowerEntry) -> bool,
-    ) {
+    let mut placer = Placer {
+        remaining: targets.iter().map(|(_, f)| f).collect(),
+        groups: Vec::new(),
+    };
+    match &strategy.waves {
+        Some(specs) => placer.place_specs(specs)?,
+        None => placer.place_batches(strategy),
+    }
+    let rest = std::mem::take(&mut placer.remaining);
+    placer.groups.push(rest);
+    Ok(placer
+        .groups
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .map(wave_of)
+        .collect())
+}
+
+/// Followers not placed yet, and the groups placed so far (in wave order).
+struct Placer<'a> {
+    remaining: Vec<&'a FollowerEntry>,
+    groups: Vec<Vec<&'a FollowerEntry>>,
+}
+
+impl<'a> Placer<'a> {
+    /// Moves the remaining followers `pick` chooses (by position among the remaining) into a new group.
+    fn take(&mut self, pick: &dyn Fn(usize, &FollowerEntry) -> bool) {
         type Placed<'a> = Vec<(usize, &'a FollowerEntry)>;
-        let (chosen, rest): (Placed<'a>, Placed<'a>) = remaining
+        let (chosen, rest): (Placed<'a>, Placed<'a>) = self
+            .remaining
             .iter()
             .copied()
             .enumerate()
             .partition(|(index, f)| pick(*index, f));
-        *remaining = rest.into_iter().map(|(_, f)| f).collect();
-        groups.push(chosen.into_iter().map(|(_, f)| f).collect());
+        self.remaining = rest.into_iter().map(|(_, f)| f).collect();
+        self.groups
+            .push(chosen.into_iter().map(|(_, f)| f).collect());
     }
-    if let Some(specs) = &strategy.waves {
+
+    /// Explicit waves: named followers, whole roles, or a share of all the targets.
+    fn place_specs(&mut self, specs: &[WaveSpec]) -> Result<(), Error> {
+        let total = self.remaining.len();
         for spec in specs {
             match spec {
                 WaveSpec::Followers { followers } => {
-                    take(&mut remaining, &mut groups, &|_, f| {
-                        followers.iter().any(|p| matches(p, f))
-                    });
+                    self.take(&|_, f| followers.iter().any(|p| matches(p, f)));
                 }
-                WaveSpec::Roles { roles } => {
-                    take(&mut remaining, &mut groups, &|_, f| roles.contains(&f.role))
-                }
+                WaveSpec::Roles { roles } => self.take(&|_, f| roles.contains(&f.role)),
                 WaveSpec::Percent { percent } => {
                     if *percent == 0 || *percent > 100 {
                         return Err(Error::BadRequest(format!(
@@ -46,42 +66,41 @@ pub(super) fn plan(
                         )));
                     }
                     let count = (total * usize::from(*percent)).div_ceil(100).max(1);
-                    take(&mut remaining, &mut groups, &|index, _| index < count);
+                    self.take(&|index, _| index < count);
                 }
             }
         }
-    } else {
+        Ok(())
+    }
+
+    /// A canary wave, then batches of `batchSize` (no batch size: the rest in one wave).
+    fn place_batches(&mut self, strategy: &Strategy) {
         let canary = strategy.canary.unwrap_or(0);
         if canary > 0 {
-            take(&mut remaining, &mut groups, &|index, _| index < canary);
+            self.take(&|index, _| index < canary);
         }
         let batch = strategy.batch_size.unwrap_or(usize::MAX).max(1);
-        while !remaining.is_empty() && batch != usize::MAX {
-            take(&mut remaining, &mut groups, &|index, _| index < batch);
+        while !self.remaining.is_empty() && batch != usize::MAX {
+            self.take(&|index, _| index < batch);
         }
     }
-    if !remaining.is_empty() {
-        let rest = std::mem::take(&mut remaining);
-        groups.push(rest);
+}
+
+fn wave_of(followers: Vec<&FollowerEntry>) -> Wave {
+    Wave {
+        followers: followers
+            .into_iter()
+            .map(|f| WaveMember {
+                url: f.url.clone(),
+                name: f.name.clone(),
+                role: f.role.clone(),
+                state: MemberState::Pending,
+                detail: None,
+            })
+            .collect(),
+        started: None,
+        finished: None,
     }
-    Ok(groups
-        .into_iter()
-        .filter(|g| !g.is_empty())
-        .map(|followers| Wave {
-            followers: followers
-                .into_iter()
-                .map(|f| WaveMember {
-                    url: f.url.clone(),
-                    name: f.name.clone(),
-                    role: f.role.clone(),
-                    state: MemberState::Pending,
-                    detail: None,
-                })
-                .collect(),
-            started: None,
-            finished: None,
-        })
-        .collect())
 }
 
 /// A follower named by `pattern`: its name, its URL, or a URL pattern where `*` matches anything.

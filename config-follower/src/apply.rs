@@ -240,12 +240,7 @@ pub fn apply(
     if let Some(reason) = guard.refuses(stale.len(), previous.files.len()) {
         return Err(reason);
     }
-    let mut unclaimed: BTreeSet<String> = previous
-        .unclaimed
-        .difference(&wanted)
-        .filter(|path| data_folder.join(path).is_file())
-        .cloned()
-        .collect();
+    let mut unclaimed = still_unclaimed(data_folder, &previous, &wanted);
     if guard.confirmed {
         stale.extend(std::mem::take(&mut unclaimed));
     }
@@ -285,6 +280,20 @@ pub fn apply(
         ));
     }
     Ok(applied)
+}
+
+/// Files an earlier run could not account for that are still on disk and not in the leader's tree.
+fn still_unclaimed(
+    data_folder: &Path,
+    previous: &Manifest,
+    wanted: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    previous
+        .unclaimed
+        .difference(wanted)
+        .filter(|path| data_folder.join(path).is_file())
+        .cloned()
+        .collect()
 }
 
 /// The manifest could not be parsed: its bytes are kept beside it for the operator, and a new one starts

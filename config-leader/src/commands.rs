@@ -42,7 +42,24 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
         }
     };
 
+    problems.extend(follower_problems(config)?);
+    if let Some(renderer) = &renderer {
+        problems.extend(crate::render_roles::render_all(
+            renderer,
+            &config.templates_path,
+            &links(config),
+        )?);
+    }
+    // One cycle shows up in every file that uses it; say it once.
+    let mut seen = BTreeSet::new();
+    problems.retain(|p| seen.insert(p.clone()));
+    Ok(problems)
+}
+
+/// Followers still carrying the placeholder address or naming a role without templates.
+fn follower_problems(config: &Config) -> Result<Vec<String>, Error> {
     let folders: BTreeSet<String> = tree::roles(&config.templates_path)?.into_iter().collect();
+    let mut problems = Vec::new();
     for follower in &config.followers {
         if follower.url.contains(REPLACE_ME) {
             problems.push(format!(
@@ -63,16 +80,6 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
             ));
         }
     }
-    if let Some(renderer) = &renderer {
-        problems.extend(crate::render_roles::render_all(
-            renderer,
-            &config.templates_path,
-            &links(config),
-        )?);
-    }
-    // One cycle shows up in every file that uses it; say it once.
-    let mut seen = BTreeSet::new();
-    problems.retain(|p| seen.insert(p.clone()));
     Ok(problems)
 }
 

@@ -442,7 +442,7 @@ impl Checks<'_> {
     }
 }
 
-// Long on purpose: one named check per section, then the one place that builds `Config` from their results.
+// One named check per section, then the one place that builds `Config` from their results.
 fn validate(
     path: &Path,
     raw: RawConfig,
@@ -460,13 +460,7 @@ fn validate(
     checks.check_internals(&raw.internals);
     let (notify_timeout, notify_ca_file) = checks.check_notify(&raw.notify);
     let followers = checks.check_followers(raw.followers);
-    let known: BTreeSet<&str> = ACCEPTED_KEYS.iter().copied().collect();
-    let unknown_keys = raw
-        .other
-        .keys()
-        .filter(|k| !known.contains(k.as_str()))
-        .cloned()
-        .collect();
+    let unknown_keys = unknown_keys(&raw.other);
     let Some(listen) = listen.filter(|_| checks.common.problems.is_empty()) else {
         return Err(Error::Config {
             path: path.to_owned(),
@@ -506,19 +500,34 @@ fn validate(
         cors_origins: raw.cors.allowed_origins,
         metrics_token: raw.metrics.token.filter(|t| !t.is_empty()),
         register_url: raw.register_url.map(|u| u.trim_end_matches('/').to_owned()),
-        core_urls: raw.platform_users.core_urls,
+        platform_users_timeout: raw.platform_users.timeout(),
         single_node_core_url: raw
             .platform_users
             .single_node_core_url
             .unwrap_or_else(|| DEFAULT_SINGLE_NODE_CORE_URL.to_owned()),
-        platform_users_timeout: std::time::Duration::from_secs_f64(
-            raw.platform_users
-                .timeout_seconds
-                .unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S)
-                .clamp(0.1, 600.0),
-        ),
+        core_urls: raw.platform_users.core_urls,
         unknown_keys,
     })
+}
+
+/// Top-level keys this leader does not know (a warning, not an error: older files carry legacy keys).
+fn unknown_keys(other: &IndexMap<String, Value>) -> Vec<String> {
+    let known: BTreeSet<&str> = ACCEPTED_KEYS.iter().copied().collect();
+    other
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .cloned()
+        .collect()
+}
+
+impl RawPlatformUsers {
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(
+            self.timeout_seconds
+                .unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S)
+                .clamp(0.1, 600.0),
+        )
+    }
 }
 
 #[cfg(test)]

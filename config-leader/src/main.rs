@@ -34,45 +34,44 @@ fn main() -> ExitCode {
             topology.is_some(),
             from,
         ),
-        command => {
-            let config = match load(&cli.global) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
-            match command {
-                Command::Check => check(&config),
-                Command::Package { out } => {
-                    match config_leader::tooling::package::package(&config, &out) {
-                        Ok(archives) => {
-                            for archive in &archives {
-                                println!("{}", archive.display());
-                            }
-                            println!("extract each archive into PRYV_CONF_ROOT of its machine");
-                            ExitCode::SUCCESS
-                        }
-                        Err(err) => fail(&err),
-                    }
-                }
-                Command::Diff { from_revision } => match commands::diff(&config, from_revision) {
-                    Ok(text) => {
-                        print!("{text}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(err) => fail(&err),
-                },
-                Command::Render { role, out } => match commands::render(&config, &role, &out) {
-                    Ok(count) => {
-                        println!(
-                            "wrote {count} file(s) of role '{role}' to {}",
-                            out.display()
-                        );
-                        ExitCode::SUCCESS
-                    }
-                    Err(err) => fail(&err),
-                },
-                _ => serve(config),
-            }
+        command => match load(&cli.global) {
+            Ok(config) => run_on_config(command, config),
+            Err(code) => code,
+        },
+    }
+}
+
+/// The commands that read the configuration first.
+fn run_on_config(command: Command, config: Config) -> ExitCode {
+    let done = |printed: Result<String, config_leader::error::Error>| match printed {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
         }
+        Err(err) => fail(&err),
+    };
+    match command {
+        Command::Check => check(&config),
+        Command::Package { out } => done(
+            config_leader::tooling::package::package(&config, &out).map(|archives| {
+                let mut text: String = archives
+                    .iter()
+                    .map(|a| format!("{}\n", a.display()))
+                    .collect();
+                text.push_str("extract each archive into PRYV_CONF_ROOT of its machine\n");
+                text
+            }),
+        ),
+        Command::Diff { from_revision } => done(commands::diff(&config, from_revision)),
+        Command::Render { role, out } => {
+            done(commands::render(&config, &role, &out).map(|count| {
+                format!(
+                    "wrote {count} file(s) of role '{role}' to {}\n",
+                    out.display()
+                )
+            }))
+        }
+        _ => serve(config),
     }
 }
 

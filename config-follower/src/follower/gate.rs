@@ -99,37 +99,10 @@ impl Follower {
             mut report,
             ..
         } = gate;
-        // Log tails hold connection strings and passwords: masked before they are kept or reported.
-        let scrubber = apply::scrubber_of_disk(
-            &self.config.data_folder,
-            [self.config.key.expose().to_owned()],
-        );
-        let mut unhealthy = unhealthy;
-        for line in &mut unhealthy.log_tail {
-            *line = scrubber.scrub(line);
-        }
+        let unhealthy = self.masked(unhealthy);
         tracing::error!(service = %unhealthy.service, state = %unhealthy.state, revision = target.as_deref().unwrap_or("-"),
             "a restarted service is unhealthy; putting the previous files back");
-        let (_, mut errors) = backup.restore(&self.config.data_folder, &self.own_writes);
-        let (again, saved) = self.restarter.request(job);
-        if let Err(problem) = saved {
-            errors.push(problem);
-        }
-        tokio::select! {
-            _ = self.shutdown.cancelled() => {}
-            _ = self.restarter.done(again) => {}
-        }
-        if let Some(failed) = services.iter().find(|s| {
-            self.status
-                .snapshot()
-                .restarts
-                .get(*s)
-                .is_some_and(|r| !r.ok)
-        }) {
-            errors.push(format!(
-                "restarting {failed} with the previous files failed"
-            ));
-        }
+        let mut errors = self.put_back(&backup, job, services).await;
         if let Err(err) = self.remember_reverted(target.as_deref()) {
             errors.push(err);
         }
@@ -150,6 +123,47 @@ impl Follower {
         report.unhealthy = Some(unhealthy);
         report.errors.extend(errors);
         self.reporter.send(report);
+    }
+
+    /// Log tails hold connection strings and passwords: masked before they are kept or reported.
+    fn masked(
+        &self,
+        unhealthy: pryv_protocol::UnhealthyService,
+    ) -> pryv_protocol::UnhealthyService {
+        let scrubber = apply::scrubber_of_disk(
+            &self.config.data_folder,
+            [self.config.key.expose().to_owned()],
+        );
+        let mut unhealthy = unhealthy;
+        for line in &mut unhealthy.log_tail {
+            *line = scrubber.scrub(line);
+        }
+        unhealthy
+    }
+
+    /// Writes the previous files back and restarts the same services again; what went wrong.
+    async fn put_back(&self, backup: &Backup, job: RestartJob, services: &[String]) -> Vec<String> {
+        let (_, mut errors) = backup.restore(&self.config.data_folder, &self.own_writes);
+        let (again, saved) = self.restarter.request(job);
+        if let Err(problem) = saved {
+            errors.push(problem);
+        }
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            _ = self.restarter.done(again) => {}
+        }
+        if let Some(failed) = services.iter().find(|s| {
+            self.status
+                .snapshot()
+                .restarts
+                .get(*s)
+                .is_some_and(|r| !r.ok)
+        }) {
+            errors.push(format!(
+                "restarting {failed} with the previous files failed"
+            ));
+        }
+        errors
     }
 
     pub(super) fn state(&self) -> StateDir {

@@ -124,24 +124,7 @@ impl Release {
         if source.is_dir() {
             walk_folder(source, source, &mut entries).map_err(io)?;
         } else {
-            let file = std::fs::File::open(source).map_err(io)?;
-            let name = source.to_string_lossy();
-            let reader: Box<dyn std::io::Read> = if name.ends_with(".tar") {
-                Box::new(file)
-            } else {
-                Box::new(flate2::read::GzDecoder::new(file))
-            };
-            let mut archive = tar::Archive::new(reader);
-            for entry in archive.entries().map_err(io)? {
-                let mut entry = entry.map_err(io)?;
-                if !entry.header().entry_type().is_file() {
-                    continue;
-                }
-                let path = entry.path().map_err(io)?.to_string_lossy().into_owned();
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(io)?;
-                entries.push((path, bytes));
-            }
+            entries = read_archive(source).map_err(io)?;
         }
         let mut release = Self::default();
         for (path, bytes) in entries {
@@ -190,6 +173,28 @@ impl Release {
             Topology::Cluster
         }
     }
+}
+
+/// The files of a `.tar` or `.tar.gz` release (other entries skipped).
+fn read_archive(source: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let file = std::fs::File::open(source)?;
+    let reader: Box<dyn std::io::Read> = if source.to_string_lossy().ends_with(".tar") {
+        Box::new(file)
+    } else {
+        Box::new(flate2::read::GzDecoder::new(file))
+    };
+    let mut entries = Vec::new();
+    for entry in tar::Archive::new(reader).entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes)?;
+        entries.push((path, bytes));
+    }
+    Ok(entries)
 }
 
 fn walk_folder(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {

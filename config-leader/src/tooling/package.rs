@@ -23,10 +23,6 @@ const LEADER_PRIVATE: &[&str] = &["database", "credentials.txt"];
 // Long on purpose: one archive per machine, its entries listed in the order the install guide uses them.
 pub fn package(config: &Config, out: &Path) -> Result<Vec<PathBuf>, Error> {
     let root = conf_root(config)?;
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| Error::Io { path, source }
-    };
     std::fs::create_dir_all(out).map_err(io(out))?;
     let leader_follower = root.join("config-follower/conf/config-follower.json");
     let mut written = Vec::new();
@@ -57,34 +53,65 @@ pub fn package(config: &Config, out: &Path) -> Result<Vec<PathBuf>, Error> {
             });
         }
         let archive_path = out.join(format!("{name}.tgz"));
-        let file = File::create(&archive_path).map_err(io(&archive_path))?;
-        let mut archive = tar::Builder::new(GzEncoder::new(file, Compression::default()));
-        let follower_bytes = std::fs::read(&follower_config).map_err(io(&follower_config))?;
-        append_file(
-            &mut archive,
-            "config-follower/conf/config-follower.json",
-            &follower_bytes,
-            0o600,
-        )
-        .map_err(io(&archive_path))?;
-        append_dir(&mut archive, "pryv/").map_err(io(&archive_path))?;
-        let owned = owned_folders(&config.templates_path, &follower.role);
-        for InstallFile { path, text, mode } in machine_files(&follower.role, runs_leader, &owned) {
-            append_file(&mut archive, &path, text.as_bytes(), mode).map_err(io(&archive_path))?;
-        }
-        if runs_leader {
-            append_leader(&mut archive, &root.join("config-leader"))?;
-            for folder in ["config-leader/database/", "config-leader/log/"] {
-                append_dir(&mut archive, folder).map_err(io(&archive_path))?;
-            }
-        }
-        archive
-            .into_inner()
-            .and_then(GzEncoder::finish)
-            .map_err(io(&archive_path))?;
+        let machine = Machine {
+            role: &follower.role,
+            runs_leader,
+            follower_config: &follower_config,
+        };
+        write_archive(config, &root, &machine, &archive_path)?;
         written.push(archive_path);
     }
     Ok(written)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+    let path = path.to_owned();
+    move |source| Error::Io { path, source }
+}
+
+/// One machine's archive: what it needs to know.
+struct Machine<'a> {
+    role: &'a str,
+    runs_leader: bool,
+    follower_config: &'a Path,
+}
+
+/// Writes one machine's archive: its follower configuration, the install files, and the leader's folder on
+/// the leader's machine.
+fn write_archive(
+    config: &Config,
+    root: &Path,
+    machine: &Machine,
+    archive_path: &Path,
+) -> Result<(), Error> {
+    let file = File::create(archive_path).map_err(io(archive_path))?;
+    let mut archive = tar::Builder::new(GzEncoder::new(file, Compression::default()));
+    let follower_bytes =
+        std::fs::read(machine.follower_config).map_err(io(machine.follower_config))?;
+    append_file(
+        &mut archive,
+        "config-follower/conf/config-follower.json",
+        &follower_bytes,
+        0o600,
+    )
+    .map_err(io(archive_path))?;
+    append_dir(&mut archive, "pryv/").map_err(io(archive_path))?;
+    let owned = owned_folders(&config.templates_path, machine.role);
+    for InstallFile { path, text, mode } in machine_files(machine.role, machine.runs_leader, &owned)
+    {
+        append_file(&mut archive, &path, text.as_bytes(), mode).map_err(io(archive_path))?;
+    }
+    if machine.runs_leader {
+        append_leader(&mut archive, &root.join("config-leader"))?;
+        for folder in ["config-leader/database/", "config-leader/log/"] {
+            append_dir(&mut archive, folder).map_err(io(archive_path))?;
+        }
+    }
+    archive
+        .into_inner()
+        .and_then(GzEncoder::finish)
+        .map(drop)
+        .map_err(io(archive_path))
 }
 
 /// `PRYV_CONF_ROOT` of the leader machine: the configuration file lives in `<root>/config-leader/conf/`.

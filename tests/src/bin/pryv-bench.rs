@@ -522,34 +522,7 @@ async fn long_poll_section(count: usize) {
         .unwrap()
         .to_owned();
     let (idle, _) = memory(pid);
-    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..count {
-        let url = format!("{base}/conf?wait={revision}&timeout=25");
-        let waiting = waiting.clone();
-        let revision = revision.clone();
-        tasks.push(tokio::spawn(async move {
-            // One client each: every follower is its own machine with its own connection.
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .unwrap();
-            let request = client
-                .get(&url)
-                .header("authorization", follower_key(i))
-                .header("if-none-match", format!("\"{revision}\""))
-                .send();
-            waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let response = request.await.unwrap();
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            (
-                status,
-                body["revision"].as_str().map(str::to_owned),
-                Instant::now(),
-            )
-        }));
-    }
+    let (tasks, waiting) = park_waiters(count, &base, &revision);
     // Every request in flight and parked at the leader.
     while waiting.load(std::sync::atomic::Ordering::SeqCst) < count {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -590,6 +563,46 @@ async fn long_poll_section(count: usize) {
         "| {count} | {idle:.1} → {parked:.1} MiB (peak {peak:.1}) | {:.0} ms | {released} |\n",
         last.duration_since(started).as_secs_f64() * 1000.0
     );
+}
+
+/// What a waiting follower saw: status, revision of the answer, when it came.
+type Waiter = tokio::task::JoinHandle<(u16, Option<String>, Instant)>;
+
+/// `count` long-polls on `revision`, one client each; the counter says how many are in flight.
+fn park_waiters(
+    count: usize,
+    base: &str,
+    revision: &str,
+) -> (Vec<Waiter>, Arc<std::sync::atomic::AtomicUsize>) {
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let url = format!("{base}/conf?wait={revision}&timeout=25");
+        let waiting = waiting.clone();
+        let revision = revision.to_owned();
+        tasks.push(tokio::spawn(async move {
+            // One client each: every follower is its own machine with its own connection.
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let request = client
+                .get(&url)
+                .header("authorization", follower_key(i))
+                .header("if-none-match", format!("\"{revision}\""))
+                .send();
+            waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let response = request.await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (
+                status,
+                body["revision"].as_str().map(str::to_owned),
+                Instant::now(),
+            )
+        }));
+    }
+    (tasks, waiting)
 }
 
 async fn follower_section(seconds: u64) {

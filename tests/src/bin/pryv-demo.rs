@@ -60,18 +60,7 @@ async fn demo(out: &Path, once: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     let out = out.canonicalize()?;
     let leader_config = out.join("config-leader/conf/config-leader.json");
-    if !leader_config.exists() {
-        init(&InitOptions {
-            topology: Topology::SingleNode,
-            cores: 1,
-            reg_slave: false,
-            out: out.clone(),
-            leader_url: "http://127.0.0.1:7000".into(),
-            force: false,
-        })?;
-        fill_demo_values(&out.join("config-leader/conf/platform.yml"))?;
-        println!("laid out a single-node platform under {}", out.display());
-    }
+    lay_out(&out, &leader_config)?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(pryv_daemon::cancel_on_signal(shutdown.clone()));
@@ -123,6 +112,43 @@ async fn demo(out: &Path, once: bool) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    print_where(&out, leader_addr, follower_port, &key, &admin_key);
+    if once {
+        shutdown.cancel();
+    } else {
+        println!("running; press Ctrl-C to stop");
+    }
+    leader.await??;
+    follower.await??;
+    Ok(())
+}
+
+/// A single-node platform with demo values, unless one is already laid out there.
+fn lay_out(out: &Path, leader_config: &Path) -> anyhow::Result<()> {
+    if !leader_config.exists() {
+        init(&InitOptions {
+            topology: Topology::SingleNode,
+            cores: 1,
+            reg_slave: false,
+            out: out.to_owned(),
+            leader_url: "http://127.0.0.1:7000".into(),
+            force: false,
+        })?;
+        fill_demo_values(&out.join("config-leader/conf/platform.yml"))?;
+        println!("laid out a single-node platform under {}", out.display());
+    }
+
+    Ok(())
+}
+
+/// What the demo wrote and how to talk to it.
+fn print_where(
+    out: &Path,
+    leader_addr: std::net::SocketAddr,
+    follower_port: u16,
+    key: &str,
+    admin_key: &str,
+) {
     let files = count_files(&out.join("pryv"));
     println!(
         "follower wrote {files} file(s) under {}",
@@ -134,14 +160,6 @@ async fn demo(out: &Path, once: bool) -> anyhow::Result<()> {
         "try: edit {} then notify every follower, as the install guide does:\n  curl -X POST \"http://{leader_addr}/admin/notify?auth={admin_key}\"",
         out.join("config-leader/conf/platform.yml").display()
     );
-    if once {
-        shutdown.cancel();
-    } else {
-        println!("running; press Ctrl-C to stop");
-    }
-    leader.await??;
-    follower.await??;
-    Ok(())
 }
 
 fn fill_demo_values(platform_path: &Path) -> anyhow::Result<()> {

@@ -735,34 +735,7 @@ async fn settings_update_validation_history_and_rollback() {
     let h = harness();
     let first_conf = conf_content(&h, SINGLE_KEY, "/pryv.yml").await;
 
-    // Read with the admin key, in the header or the query string.
-    let (status, read) = call(
-        &h.app,
-        Method::GET,
-        "/admin/settings",
-        Some(ADMIN_KEY),
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        read["settings"]["MACHINES_AND_PLATFORM_SETTINGS"]["name"],
-        "Machines and platform settings"
-    );
-    assert!(
-        read.to_string().find("CORE_SYSTEM_KEY").is_none(),
-        "internals never leave the leader"
-    );
-    let (status, _) = call(
-        &h.app,
-        Method::GET,
-        &format!("/admin/settings?auth={ADMIN_KEY}"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-
+    settings_are_read_with_the_admin_key(&h).await;
     // A partial update changes one value and keeps the rest of its group; followers see it at once.
     let patch = json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "example.com"}}}}, "message": "new domain"});
     let (status, updated) = call(
@@ -790,8 +763,87 @@ async fn settings_update_validation_history_and_rollback() {
         "domain: example.com\n"
     );
 
+    refusals_leave_platform_yml_untouched(&h).await;
+    a_hand_edit_is_its_own_revision(&h).await;
+    // Rollback to the first revision restores the exact file and what followers get.
+    let (status, rolled) = call(
+        &h.app,
+        Method::POST,
+        "/admin/settings/rollback",
+        Some(ADMIN_KEY),
+        Some(json!({"revision": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rolled}");
+    assert_eq!(rolled["revision"], 6);
+    assert_eq!(String::from_utf8(platform_bytes(&h)).unwrap(), PLATFORM);
+    assert_eq!(conf_content(&h, SINGLE_KEY, "/pryv.yml").await, first_conf);
+    let (status, _) = call(
+        &h.app,
+        Method::POST,
+        "/admin/settings/rollback",
+        Some(ADMIN_KEY),
+        Some(json!({"revision": 99})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// A hand edit of platform.yml is recorded as its own revision before the next change.
+async fn a_hand_edit_is_its_own_revision(h: &Harness) {
+    // A hand edit is recorded as its own revision before the next change.
+    let text = String::from_utf8(platform_bytes(h))
+        .unwrap()
+        .replace("10.0.0.2", "10.9.9.9");
+    std::fs::write(h.fixture.root().join("conf/platform.yml"), text).unwrap();
+    let patch =
+        json!({"settings": {"LIMITS": {"settings": {"MAX_UPLOAD_SIZE_MB": {"value": 30}}}}});
+    let (_, updated) = call(
+        &h.app,
+        Method::PUT,
+        "/admin/settings",
+        Some(ADMIN_KEY),
+        Some(patch),
+    )
+    .await;
+    assert_eq!(updated["revision"], 5);
+    let (_, history) = call(
+        &h.app,
+        Method::GET,
+        "/admin/settings/history",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    let authors: Vec<_> = history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["author"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        authors,
+        ["admin-key", "disk", "admin-key", "admin-key", "initial"]
+    );
+    let (_, rev4) = call(
+        &h.app,
+        Method::GET,
+        "/admin/settings/history/4",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        rev4["changes"],
+        json!([{"group": "MACHINES_AND_PLATFORM_SETTINGS", "name": "REG_MASTER_IP_ADDRESS", "change": "changed", "before": "10.0.0.2", "after": "10.9.9.9"}])
+    );
+    assert!(rev4["content"].as_str().unwrap().contains("10.9.9.9"));
+}
+
+/// Refused updates (broken JSON, cycle, unknown names, bad shape) leave platform.yml byte-identical; allowNew adds.
+async fn refusals_leave_platform_yml_untouched(h: &Harness) {
     // Refusals leave platform.yml byte-identical.
-    let before = platform_bytes(&h);
+    let before = platform_bytes(h);
     let breaking = json!({"settings": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "bad\"domain"}}}}});
     let (status, refused) = call(
         &h.app,
@@ -850,7 +902,7 @@ async fn settings_update_validation_history_and_rollback() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
-    assert_eq!(platform_bytes(&h), before, "nothing saved on refusal");
+    assert_eq!(platform_bytes(h), before, "nothing saved on refusal");
     let (status, _) = call(
         &h.app,
         Method::PUT,
@@ -860,77 +912,37 @@ async fn settings_update_validation_history_and_rollback() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+}
 
-    // A hand edit is recorded as its own revision before the next change.
-    let text = String::from_utf8(platform_bytes(&h))
-        .unwrap()
-        .replace("10.0.0.2", "10.9.9.9");
-    std::fs::write(h.fixture.root().join("conf/platform.yml"), text).unwrap();
-    let patch =
-        json!({"settings": {"LIMITS": {"settings": {"MAX_UPLOAD_SIZE_MB": {"value": 30}}}}});
-    let (_, updated) = call(
+/// Settings are read with the admin key (header or query) and never show internals.
+async fn settings_are_read_with_the_admin_key(h: &Harness) {
+    // Read with the admin key, in the header or the query string.
+    let (status, read) = call(
         &h.app,
-        Method::PUT,
+        Method::GET,
         "/admin/settings",
         Some(ADMIN_KEY),
-        Some(patch),
-    )
-    .await;
-    assert_eq!(updated["revision"], 5);
-    let (_, history) = call(
-        &h.app,
-        Method::GET,
-        "/admin/settings/history",
-        Some(ADMIN_KEY),
         None,
     )
     .await;
-    let authors: Vec<_> = history["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["author"].as_str().unwrap())
-        .collect();
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        authors,
-        ["admin-key", "disk", "admin-key", "admin-key", "initial"]
+        read["settings"]["MACHINES_AND_PLATFORM_SETTINGS"]["name"],
+        "Machines and platform settings"
     );
-    let (_, rev4) = call(
-        &h.app,
-        Method::GET,
-        "/admin/settings/history/4",
-        Some(ADMIN_KEY),
-        None,
-    )
-    .await;
-    assert_eq!(
-        rev4["changes"],
-        json!([{"group": "MACHINES_AND_PLATFORM_SETTINGS", "name": "REG_MASTER_IP_ADDRESS", "change": "changed", "before": "10.0.0.2", "after": "10.9.9.9"}])
+    assert!(
+        read.to_string().find("CORE_SYSTEM_KEY").is_none(),
+        "internals never leave the leader"
     );
-    assert!(rev4["content"].as_str().unwrap().contains("10.9.9.9"));
-
-    // Rollback to the first revision restores the exact file and what followers get.
-    let (status, rolled) = call(
-        &h.app,
-        Method::POST,
-        "/admin/settings/rollback",
-        Some(ADMIN_KEY),
-        Some(json!({"revision": 1})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{rolled}");
-    assert_eq!(rolled["revision"], 6);
-    assert_eq!(String::from_utf8(platform_bytes(&h)).unwrap(), PLATFORM);
-    assert_eq!(conf_content(&h, SINGLE_KEY, "/pryv.yml").await, first_conf);
     let (status, _) = call(
         &h.app,
-        Method::POST,
-        "/admin/settings/rollback",
-        Some(ADMIN_KEY),
-        Some(json!({"revision": 99})),
+        Method::GET,
+        &format!("/admin/settings?auth={ADMIN_KEY}"),
+        None,
+        None,
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::OK);
 }
 
 /// A follower stand-in that records each notification's key and body.
@@ -1072,8 +1084,14 @@ async fn notify_fans_out_with_a_timeout_and_status_follows() {
     .await;
     assert_eq!(answer["failures"].as_array().unwrap().len(), 1);
 
+    status_follows_fetches_notifications_and_changes(&h).await;
+    let _ = &h.leader;
+}
+
+/// Status shows fetches, notification outcomes and staleness after a change (never a key); the audit says who did what.
+async fn status_follows_fetches_notifications_and_changes(h: &Harness) {
     // Status: the core fetched (current); the static never did; notification outcomes are shown; no key.
-    conf_revision(&h, CORE_KEY).await;
+    conf_revision(h, CORE_KEY).await;
     let (status, fleet) = call(&h.app, Method::GET, "/admin/status", Some(ADMIN_KEY), None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(!fleet.to_string().contains(CORE_KEY), "keys never appear");
@@ -1122,7 +1140,6 @@ async fn notify_fans_out_with_a_timeout_and_status_follows() {
         .collect();
     assert_eq!(actions, ["settings-update", "notify", "notify", "notify"]);
     assert_eq!(audit["entries"][0]["actor"], "admin-key");
-    let _ = &h.leader;
 }
 
 async fn conf_revision(h: &Harness, key: &str) -> String {

@@ -165,51 +165,7 @@ async fn the_admin_web_app_from_its_own_origin() {
     let client = Client::new();
     let origin = "https://adm.pryv.me";
 
-    // Preflight of the login, from the admin app's origin.
-    let (status, headers, _) = client
-        .send(
-            Method::OPTIONS,
-            "/auth/login",
-            &[
-                ("origin", origin),
-                ("access-control-request-method", "POST"),
-                ("access-control-request-headers", "content-type"),
-            ],
-            None,
-        )
-        .await;
-    assert!(status.is_success(), "{status}");
-    assert_eq!(headers["access-control-allow-origin"], origin);
-    let methods = headers["access-control-allow-methods"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        methods.contains("POST") && methods.contains("PUT") && methods.contains("DELETE"),
-        "{methods}"
-    );
-    let allowed = headers["access-control-allow-headers"]
-        .to_str()
-        .unwrap()
-        .to_ascii_lowercase();
-    assert!(
-        allowed.contains("authorization") && allowed.contains("content-type"),
-        "{allowed}"
-    );
-    // Another origin gets no CORS headers; neither does /conf.
-    let (_, headers, _) = client
-        .send(
-            Method::OPTIONS,
-            "/admin/settings",
-            &[
-                ("origin", "https://evil.example"),
-                ("access-control-request-method", "GET"),
-            ],
-            None,
-        )
-        .await;
-    assert!(headers.get("access-control-allow-origin").is_none());
-
+    the_login_preflight_and_other_origins(&client, origin).await;
     // Login: the token's payload says who is logged in and which pages to show.
     let password = std::fs::read_to_string(client.fixture.root().join("credentials.txt")).unwrap();
     let (status, headers, body) = client
@@ -247,32 +203,12 @@ async fn the_admin_web_app_from_its_own_origin() {
         );
     }
 
-    // Config page: read, then PUT back every group it read; then notify with {}.
-    let (status, headers, config) = client
-        .send(
-            Method::GET,
-            "/admin/settings",
-            &[("authorization", &token), ("origin", origin)],
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers["access-control-allow-origin"], origin);
-    let mut groups = config["settings"].clone();
-    groups["LIMITS"]["settings"]["MAX_UPLOAD_SIZE_MB"]["value"] = json!(64);
-    let (status, answer) = client
-        .call(Method::PUT, "/admin/settings", &token, Some(groups))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(
-        answer["settings"]["LIMITS"]["settings"]["MAX_UPLOAD_SIZE_MB"]["value"],
-        64
-    );
-    let (_, report) = client
-        .call(Method::POST, "/admin/notify", &token, Some(json!({})))
-        .await;
-    assert!(report.get("successes").is_some() && report.get("failures").is_some());
+    the_config_page_round_trip(&client, &token, origin).await;
+    the_users_page(&client, &token).await;
+}
 
+/// The users page: create, list, edit, reset, change password, old sessions, read-only refusals, delete.
+async fn the_users_page(client: &Client, token: &str) {
     // Users page: create (all three groups, a 10-character password), list, edit, reset, delete.
     let permissions = json!({"users": [], "settings": ["read"], "platformUsers": []});
     let (status, created) = client
@@ -396,6 +332,83 @@ async fn the_admin_web_app_from_its_own_origin() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(deleted["username"], "operator");
+}
+
+/// The config page reads the settings, PUTs back every group it read, then notifies with {}.
+async fn the_config_page_round_trip(client: &Client, token: &str, origin: &str) {
+    // Config page: read, then PUT back every group it read; then notify with {}.
+    let (status, headers, config) = client
+        .send(
+            Method::GET,
+            "/admin/settings",
+            &[("authorization", &token), ("origin", origin)],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["access-control-allow-origin"], origin);
+    let mut groups = config["settings"].clone();
+    groups["LIMITS"]["settings"]["MAX_UPLOAD_SIZE_MB"]["value"] = json!(64);
+    let (status, answer) = client
+        .call(Method::PUT, "/admin/settings", &token, Some(groups))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["settings"]["LIMITS"]["settings"]["MAX_UPLOAD_SIZE_MB"]["value"],
+        64
+    );
+    let (_, report) = client
+        .call(Method::POST, "/admin/notify", &token, Some(json!({})))
+        .await;
+    assert!(report.get("successes").is_some() && report.get("failures").is_some());
+}
+
+/// The login's preflight from the admin app's origin is allowed; another origin, and /conf, get no CORS headers.
+async fn the_login_preflight_and_other_origins(client: &Client, origin: &str) {
+    // Preflight of the login, from the admin app's origin.
+    let (status, headers, _) = client
+        .send(
+            Method::OPTIONS,
+            "/auth/login",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type"),
+            ],
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(headers["access-control-allow-origin"], origin);
+    let methods = headers["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        methods.contains("POST") && methods.contains("PUT") && methods.contains("DELETE"),
+        "{methods}"
+    );
+    let allowed = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+    // Another origin gets no CORS headers; neither does /conf.
+    let (_, headers, _) = client
+        .send(
+            Method::OPTIONS,
+            "/admin/settings",
+            &[
+                ("origin", "https://evil.example"),
+                ("access-control-request-method", "GET"),
+            ],
+            None,
+        )
+        .await;
+    assert!(headers.get("access-control-allow-origin").is_none());
 }
 
 #[tokio::test]
@@ -602,6 +615,40 @@ async fn the_migration_dialog_upgrades_a_1_6_cluster_platform() {
     let (_, body) = client
         .call(Method::GET, "/admin/settings", &token, None)
         .await;
+    the_migrated_settings(&body).await;
+    // Nothing left to do; one history entry; a rollback restores the file byte for byte.
+    let (_, again) = client
+        .call(Method::GET, "/admin/migrations", &token, None)
+        .await;
+    assert!(again["migrations"].as_array().unwrap().is_empty());
+    let (_, history) = client
+        .call(Method::GET, "/admin/settings/history", &token, None)
+        .await;
+    let revisions = history["revisions"].as_array().unwrap();
+    assert_eq!(revisions.len(), 2, "{history}");
+    assert!(
+        revisions[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1.6.3 to 1.7.0")
+    );
+    let (status, _) = client
+        .call(
+            Method::POST,
+            "/admin/settings/rollback",
+            &token,
+            Some(json!({"revision": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        std::fs::read(client.fixture.root().join("conf/platform.yml")).unwrap(),
+        before
+    );
+}
+
+/// What the 1.6 to 1.9 migrations did to the settings: values kept, new ones added, wrappers removed, streams split, old ones removed.
+async fn the_migrated_settings(body: &Value) {
     let s = &body["settings"];
     let value = |group: &str, name: &str| s[group]["settings"][name]["value"].clone();
     // Version, operator values kept, metadata aligned.
@@ -698,36 +745,6 @@ async fn the_migration_dialog_upgrades_a_1_6_cluster_platform() {
             .is_none()
     );
     assert!(s.get("RETIRED_GROUP").is_none());
-
-    // Nothing left to do; one history entry; a rollback restores the file byte for byte.
-    let (_, again) = client
-        .call(Method::GET, "/admin/migrations", &token, None)
-        .await;
-    assert!(again["migrations"].as_array().unwrap().is_empty());
-    let (_, history) = client
-        .call(Method::GET, "/admin/settings/history", &token, None)
-        .await;
-    let revisions = history["revisions"].as_array().unwrap();
-    assert_eq!(revisions.len(), 2, "{history}");
-    assert!(
-        revisions[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("1.6.3 to 1.7.0")
-    );
-    let (status, _) = client
-        .call(
-            Method::POST,
-            "/admin/settings/rollback",
-            &token,
-            Some(json!({"revision": 1})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        std::fs::read(client.fixture.root().join("conf/platform.yml")).unwrap(),
-        before
-    );
 }
 
 #[tokio::test]

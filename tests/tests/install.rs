@@ -133,6 +133,142 @@ async fn the_install_guide_on_a_cluster_from_a_release_tarball() {
 
     // Each machine unpacks its archive in its own PRYV_CONF_ROOT.
     let machine = |name: &str| work.join("machines").join(name);
+    unpack_each_machine(&machine, &archives);
+    let master = machine("reg-master");
+
+    ensure_permissions(&machine, &docker);
+    let core_1 = machine("core-1");
+
+    // 2. On the leader's machine: sudo ./run-config-leader; the compose file would start this leader.
+    script(&master, &docker, "run-config-leader", &[], &[]);
+    let leader_port = free_port();
+    let mut leader = Daemon::spawn({
+        let mut command = Command::new(bin("config-leader"));
+        command
+            .arg("--config")
+            .arg(master.join("config-leader/conf/config-leader.json"))
+            .args(["--ip", "127.0.0.1", "--port", &leader_port.to_string()]);
+        command
+    });
+    leader.wait_listening(Duration::from_secs(30));
+    let leader_url = format!("http://127.0.0.1:{leader_port}");
+
+    // 3. sudo ./run-config-follower on every machine; 4. sudo ./run-pryv once its follower wrote pryv.yml.
+    let mut followers = Vec::new();
+    for (name, _) in MACHINES {
+        let root = machine(name);
+        script(&root, &docker, "run-config-follower", &[], &[]);
+        let mut command = Command::new(bin("config-follower"));
+        command
+            .env(
+                "CONFIG_FOLLOWER_CONFIG",
+                root.join("config-follower/conf/config-follower.json"),
+            )
+            .env("CONFIG_FOLLOWER_LEADER_URL", &leader_url)
+            .env("CONFIG_FOLLOWER_HTTP_IP", "127.0.0.1")
+            .env("CONFIG_FOLLOWER_HTTP_PORT", "0")
+            .env("PATH", docker.path_env())
+            .env_remove("PRYV_CONF_ROOT");
+        let mut follower = Daemon::spawn(command);
+        follower.wait_listening(Duration::from_secs(30));
+        assert!(
+            root.join("pryv/pryv.yml").is_file(),
+            "{name}: the follower wrote the compose file"
+        );
+        script(&root, &docker, "run-pryv", &[], &[]);
+        followers.push(follower);
+    }
+    for (name, _) in MACHINES {
+        let root = machine(name);
+        script(&root, &docker, "restart-pryv", &[], &[]);
+        script(&root, &docker, "restart-config-follower", &[], &[]);
+    }
+    every_machine_ran_its_compose_projects(&machine, &master, &docker);
+
+    watch_config_switches(&core_1, &docker, &followers[1]).await;
+    // The choice survives a restart of the follower, whatever its configuration file says.
+    let mut command = Command::new(bin("config-follower"));
+    command
+        .env(
+            "CONFIG_FOLLOWER_CONFIG",
+            core_1.join("config-follower/conf/config-follower.json"),
+        )
+        .env("CONFIG_FOLLOWER_LEADER_URL", &leader_url)
+        .env("CONFIG_FOLLOWER_HTTP_IP", "127.0.0.1")
+        .env("CONFIG_FOLLOWER_HTTP_PORT", "0")
+        .env("PATH", docker.path_env());
+    drop(followers);
+    let mut again = Daemon::spawn(command);
+    again.wait_listening(Duration::from_secs(30));
+    let state: serde_json::Value = reqwest::get(format!("{}/watch", again.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["enabled"], false, "the --stop-watch choice is kept");
+
+    // Later: stop-* scripts.
+    script(&core_1, &docker, "stop-pryv", &[], &[]);
+    script(&core_1, &docker, "stop-config-follower", &[], &[]);
+    script(&master, &docker, "stop-config-leader", &[], &[]);
+    let all = calls(&docker);
+    assert!(all.contains(&compose_call(&core_1, "pryv", "pryv/pryv.yml", "down")));
+    assert!(all.contains(&compose_call(
+        &master,
+        "config-leader",
+        "config-leader/config-leader.yml",
+        "down"
+    )));
+}
+
+/// The compose command the scripts run for `project` of `file` under `root`.
+fn compose_call(root: &Path, project: &str, file: &str, args: &str) -> String {
+    format!("compose -p {project} -f {}/{file} {args}", root.display())
+}
+
+/// run-config-leader, run-config-follower, run-pryv and the restart scripts ran their compose projects.
+fn every_machine_ran_its_compose_projects(
+    machine: &dyn Fn(&str) -> PathBuf,
+    master: &Path,
+    docker: &FakeDocker,
+) {
+    let all = calls(docker);
+    assert!(
+        all.contains(&compose_call(
+            master,
+            "config-leader",
+            "config-leader/config-leader.yml",
+            "up -d"
+        )),
+        "{all:#?}"
+    );
+    for (name, _) in MACHINES {
+        let root = machine(name);
+        for expected in [
+            compose_call(
+                &root,
+                "config-follower",
+                "config-follower/config-follower.yml",
+                "up -d",
+            ),
+            compose_call(&root, "pryv", "pryv/pryv.yml", "up -d"),
+            compose_call(&root, "pryv", "pryv/pryv.yml", "restart"),
+            compose_call(
+                &root,
+                "config-follower",
+                "config-follower/config-follower.yml",
+                "restart",
+            ),
+        ] {
+            assert!(all.contains(&expected), "{expected} not in {all:#?}");
+        }
+    }
+}
+
+/// Each machine unpacks its archive in its own PRYV_CONF_ROOT: scripts executable, secrets 0600, the leader's
+/// files only on the leader's machine.
+fn unpack_each_machine(machine: &dyn Fn(&str) -> PathBuf, archives: &Path) {
     for (name, role) in MACHINES {
         std::fs::create_dir_all(machine(name)).unwrap();
         run(Command::new("tar")
@@ -190,12 +326,16 @@ async fn the_install_guide_on_a_cluster_from_a_release_tarball() {
         master.join("config-leader/database").is_dir() && master.join("config-leader/log").is_dir()
     );
     assert!(!master.join("config-leader/credentials.txt").exists());
+}
 
+/// 1. sudo ./ensure-permissions-<role> (dry run: the commands it would run; for real too when root).
+fn ensure_permissions(machine: &dyn Fn(&str) -> PathBuf, docker: &FakeDocker) {
+    let master = machine("reg-master");
     // 1. sudo ./ensure-permissions-<role> (dry run: the commands it would run; for real too when root).
     for (name, role) in MACHINES {
         let output = script(
             &machine(name),
-            &docker,
+            docker,
             &format!("ensure-permissions-{role}"),
             &["--dry-run"],
             &[],
@@ -222,7 +362,7 @@ async fn the_install_guide_on_a_cluster_from_a_release_tarball() {
     }
     let output = script(
         &master,
-        &docker,
+        docker,
         "ensure-permissions-reg-master",
         &["--dry-run"],
         &[],
@@ -233,7 +373,7 @@ async fn the_install_guide_on_a_cluster_from_a_release_tarball() {
     )));
     let core_1 = machine("core-1");
     if running_as_root() {
-        script(&core_1, &docker, "ensure-permissions-core", &[], &[]);
+        script(&core_1, docker, "ensure-permissions-core", &[], &[]);
         let owner = std::os::unix::fs::MetadataExt::uid(
             &std::fs::metadata(core_1.join("pryv/core/data")).unwrap(),
         );
@@ -241,91 +381,15 @@ async fn the_install_guide_on_a_cluster_from_a_release_tarball() {
     } else {
         pryv_e2e::skip("ensure-permissions for real: the test does not run as root");
     }
+}
 
-    // 2. On the leader's machine: sudo ./run-config-leader; the compose file would start this leader.
-    script(&master, &docker, "run-config-leader", &[], &[]);
-    let leader_port = free_port();
-    let mut leader = Daemon::spawn({
-        let mut command = Command::new(bin("config-leader"));
-        command
-            .arg("--config")
-            .arg(master.join("config-leader/conf/config-leader.json"))
-            .args(["--ip", "127.0.0.1", "--port", &leader_port.to_string()]);
-        command
-    });
-    leader.wait_listening(Duration::from_secs(30));
-    let leader_url = format!("http://127.0.0.1:{leader_port}");
-
-    // 3. sudo ./run-config-follower on every machine; 4. sudo ./run-pryv once its follower wrote pryv.yml.
-    let mut followers = Vec::new();
-    for (name, _) in MACHINES {
-        let root = machine(name);
-        script(&root, &docker, "run-config-follower", &[], &[]);
-        let mut command = Command::new(bin("config-follower"));
-        command
-            .env(
-                "CONFIG_FOLLOWER_CONFIG",
-                root.join("config-follower/conf/config-follower.json"),
-            )
-            .env("CONFIG_FOLLOWER_LEADER_URL", &leader_url)
-            .env("CONFIG_FOLLOWER_HTTP_IP", "127.0.0.1")
-            .env("CONFIG_FOLLOWER_HTTP_PORT", "0")
-            .env("PATH", docker.path_env())
-            .env_remove("PRYV_CONF_ROOT");
-        let mut follower = Daemon::spawn(command);
-        follower.wait_listening(Duration::from_secs(30));
-        assert!(
-            root.join("pryv/pryv.yml").is_file(),
-            "{name}: the follower wrote the compose file"
-        );
-        script(&root, &docker, "run-pryv", &[], &[]);
-        followers.push(follower);
-    }
-    for (name, _) in MACHINES {
-        let root = machine(name);
-        script(&root, &docker, "restart-pryv", &[], &[]);
-        script(&root, &docker, "restart-config-follower", &[], &[]);
-    }
-    let all = calls(&docker);
-    let compose = |root: &Path, project: &str, file: &str, args: &str| {
-        format!("compose -p {project} -f {}/{file} {args}", root.display())
-    };
-    assert!(
-        all.contains(&compose(
-            &master,
-            "config-leader",
-            "config-leader/config-leader.yml",
-            "up -d"
-        )),
-        "{all:#?}"
-    );
-    for (name, _) in MACHINES {
-        let root = machine(name);
-        for expected in [
-            compose(
-                &root,
-                "config-follower",
-                "config-follower/config-follower.yml",
-                "up -d",
-            ),
-            compose(&root, "pryv", "pryv/pryv.yml", "up -d"),
-            compose(&root, "pryv", "pryv/pryv.yml", "restart"),
-            compose(
-                &root,
-                "config-follower",
-                "config-follower/config-follower.yml",
-                "restart",
-            ),
-        ] {
-            assert!(all.contains(&expected), "{expected} not in {all:#?}");
-        }
-    }
-
+/// sudo ./watch-config --no-hup: an edit under pryv/*/conf/ restarts its service; --stop-watch stops that;
+/// the choice is saved.
+async fn watch_config_switches(core_1: &Path, docker: &FakeDocker, core_follower: &Daemon) {
     // sudo ./watch-config --no-hup: an edit under pryv/*/conf/ restarts its service; --stop-watch stops that.
-    let core_follower = &followers[1];
     let follower_url = core_follower.url();
     let env = [("FOLLOWER_URL", follower_url.as_str())];
-    let on = script(&core_1, &docker, "watch-config", &["--no-hup"], &env);
+    let on = script(core_1, docker, "watch-config", &["--no-hup"], &env);
     assert!(stdout(&on).contains("now restarts"), "{}", stdout(&on));
     let file = core_1.join("pryv/core/conf/core.yml");
     let before = docker.actions().len();
@@ -333,7 +397,7 @@ async fn the_install_guide_on_a_cluster_from_a_release_tarball() {
     docker.wait_for("the watcher's restart", |a| {
         a.len() > before && a.last().is_some_and(|l| l == "restart core")
     });
-    let off = script(&core_1, &docker, "watch-config", &["--stop-watch"], &env);
+    let off = script(core_1, docker, "watch-config", &["--stop-watch"], &env);
     assert!(
         stdout(&off).contains("no longer watches"),
         "{}",
@@ -355,41 +419,6 @@ async fn the_install_guide_on_a_cluster_from_a_release_tarball() {
         before,
         "no restart once the watch is stopped"
     );
-
-    // The choice survives a restart of the follower, whatever its configuration file says.
-    let mut command = Command::new(bin("config-follower"));
-    command
-        .env(
-            "CONFIG_FOLLOWER_CONFIG",
-            core_1.join("config-follower/conf/config-follower.json"),
-        )
-        .env("CONFIG_FOLLOWER_LEADER_URL", &leader_url)
-        .env("CONFIG_FOLLOWER_HTTP_IP", "127.0.0.1")
-        .env("CONFIG_FOLLOWER_HTTP_PORT", "0")
-        .env("PATH", docker.path_env());
-    drop(followers);
-    let mut again = Daemon::spawn(command);
-    again.wait_listening(Duration::from_secs(30));
-    let state: serde_json::Value = reqwest::get(format!("{}/watch", again.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(state["enabled"], false, "the --stop-watch choice is kept");
-
-    // Later: stop-* scripts.
-    script(&core_1, &docker, "stop-pryv", &[], &[]);
-    script(&core_1, &docker, "stop-config-follower", &[], &[]);
-    script(&master, &docker, "stop-config-leader", &[], &[]);
-    let all = calls(&docker);
-    assert!(all.contains(&compose(&core_1, "pryv", "pryv/pryv.yml", "down")));
-    assert!(all.contains(&compose(
-        &master,
-        "config-leader",
-        "config-leader/config-leader.yml",
-        "down"
-    )));
 }
 
 #[test]

@@ -277,6 +277,35 @@ async fn cluster_from_init_to_rollback() {
     .await;
     let (_, answer) = api(reqwest::Method::POST, &notify_url, "", None).await;
     assert_eq!(answer["successes"].as_array().unwrap().len(), 5, "{answer}");
+    each_machine_restarted_what_the_change_concerns(&machines);
+
+    a_stopped_follower_is_named_and_converges(
+        &mut machines,
+        (&leader_url, &notify_url),
+        &token,
+        &admin_key,
+    )
+    .await;
+    // 5. Roll back to the first revision and notify: every tree is back to step 2, byte for byte.
+    let (status, body) = api(
+        reqwest::Method::POST,
+        &format!("{leader_url}/admin/settings/rollback"),
+        &token,
+        Some(json!({"revision": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, answer) = api(reqwest::Method::POST, &notify_url, "", None).await;
+    assert_eq!(answer["successes"].as_array().unwrap().len(), 5, "{answer}");
+    for (machine, initial) in machines.iter().zip(&initial_trees) {
+        assert_eq!(&machine.tree(), initial, "{} after rollback", machine.name);
+    }
+    assert_eq!(leader.terminate(), Some(0));
+}
+
+/// After the DOMAIN and SMTP change: each machine restarted exactly what the change concerns, and no file
+/// keeps the old domain.
+fn each_machine_restarted_what_the_change_concerns(machines: &[Machine]) {
     let expected: [&[&str]; 5] = [
         &[
             "restart mail",
@@ -300,7 +329,16 @@ async fn cluster_from_init_to_rollback() {
             machine.name
         );
     }
+}
 
+/// Everyone is current; a stopped follower is named in failures and shown behind; restarted, it converges.
+async fn a_stopped_follower_is_named_and_converges(
+    machines: &mut [Machine],
+    api_urls: (&str, &str),
+    token: &str,
+    admin_key: &str,
+) {
+    let (leader_url, notify_url) = api_urls;
     // 4. Everyone is current; a stopped follower is named in failures and shown behind; restarted, it converges.
     let status_url = format!("{leader_url}/admin/status");
     let (_, fleet) = api(reqwest::Method::GET, &status_url, &admin_key, None).await;
@@ -343,8 +381,7 @@ async fn cluster_from_init_to_rollback() {
     };
     assert_eq!(line(&fleet, "static")["upToDate"], false);
     assert_eq!(line(&fleet, "core-1")["upToDate"], true);
-    let leader_url_for_restart = leader_url.clone();
-    machines[stopped].start(&leader_url_for_restart);
+    machines[stopped].start(leader_url);
     wait_until(
         "static converges by itself",
         Duration::from_secs(30),
@@ -361,20 +398,4 @@ async fn cluster_from_init_to_rollback() {
             (line(&fleet, "static")["upToDate"] == true).then_some(())
         },
     );
-
-    // 5. Roll back to the first revision and notify: every tree is back to step 2, byte for byte.
-    let (status, body) = api(
-        reqwest::Method::POST,
-        &format!("{leader_url}/admin/settings/rollback"),
-        &token,
-        Some(json!({"revision": 1})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let (_, answer) = api(reqwest::Method::POST, &notify_url, "", None).await;
-    assert_eq!(answer["successes"].as_array().unwrap().len(), 5, "{answer}");
-    for (machine, initial) in machines.iter().zip(&initial_trees) {
-        assert_eq!(&machine.tree(), initial, "{} after rollback", machine.name);
-    }
-    assert_eq!(leader.terminate(), Some(0));
 }

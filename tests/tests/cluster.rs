@@ -155,40 +155,8 @@ async fn cluster_from_init_to_rollback() {
     );
     fill_placeholders(&root.join("config-leader/conf/platform.yml"));
     let leader_config = root.join("config-leader/conf/config-leader.json");
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(&leader_config).unwrap()).unwrap();
-    let mut machines: Vec<Machine> = MACHINES
-        .iter()
-        .enumerate()
-        .map(|(index, (name, role))| {
-            let machine_root = if index == 0 {
-                root.clone()
-            } else {
-                root.join("machines").join(name)
-            };
-            Machine {
-                name,
-                role,
-                config: machine_root.join("config-follower/conf/config-follower.json"),
-                data: machine_root.join("pryv"),
-                port: free_port(),
-                docker: FakeDocker::new(&machine_root),
-                daemon: None,
-            }
-        })
-        .collect();
-    for follower in config["followers"].as_object_mut().unwrap().values_mut() {
-        let machine = machines
-            .iter()
-            .find(|m| follower["name"] == m.name)
-            .unwrap();
-        follower["url"] = json!(format!("http://127.0.0.1:{}", machine.port));
-    }
-    std::fs::write(
-        &leader_config,
-        serde_json::to_string_pretty(&config).unwrap(),
-    )
-    .unwrap();
+    let mut machines = machines_of(&root);
+    point_followers_at_their_machines(&leader_config, &machines);
     let check = Command::new(bin("config-leader"))
         .arg("--config")
         .arg(&leader_config)
@@ -213,22 +181,9 @@ async fn cluster_from_init_to_rollback() {
         machine.start(&leader_url);
     }
 
-    // 2. Every tree is exactly what `render` gives for its role, and nothing outside the writable zones.
-    let mut initial_trees = Vec::new();
-    for machine in &machines {
-        let expected = rendered(
-            &leader_config,
-            machine.role,
-            &dir.path().join("render-1").join(machine.name),
-        );
-        assert_eq!(machine.tree(), expected, "{}", machine.name);
-        assert!(
-            restarts(machine).is_empty(),
-            "first install restarts nothing"
-        );
-        initial_trees.push(machine.tree());
-    }
-
+    let initial_trees =
+        every_tree_is_what_render_gives(&machines, &leader_config, &dir.path().join("render-1"))
+            .await;
     // 3. Log in as initial_user, change DOMAIN and an SMTP setting, notify as the install guide says.
     // As the certificate service reads it: the whole file, trimmed.
     let password = std::fs::read_to_string(root.join("config-leader/credentials.txt"))
@@ -303,6 +258,68 @@ async fn cluster_from_init_to_rollback() {
     assert_eq!(leader.terminate(), Some(0));
 }
 
+/// The five machines of the cluster, each in its own PRYV_CONF_ROOT (the leader's machine at `root`).
+fn machines_of(root: &Path) -> Vec<Machine> {
+    MACHINES
+        .iter()
+        .enumerate()
+        .map(|(index, (name, role))| {
+            let machine_root = if index == 0 {
+                root.to_owned()
+            } else {
+                root.join("machines").join(name)
+            };
+            Machine {
+                name,
+                role,
+                config: machine_root.join("config-follower/conf/config-follower.json"),
+                data: machine_root.join("pryv"),
+                port: free_port(),
+                docker: FakeDocker::new(&machine_root),
+                daemon: None,
+            }
+        })
+        .collect()
+}
+
+/// Each follower entry of the leader's configuration points at its machine's ephemeral port.
+fn point_followers_at_their_machines(leader_config: &Path, machines: &[Machine]) {
+    let mut config: Value = serde_json::from_slice(&std::fs::read(leader_config).unwrap()).unwrap();
+    for follower in config["followers"].as_object_mut().unwrap().values_mut() {
+        let machine = machines
+            .iter()
+            .find(|m| follower["name"] == m.name)
+            .unwrap();
+        follower["url"] = json!(format!("http://127.0.0.1:{}", machine.port));
+    }
+    std::fs::write(
+        leader_config,
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Every tree is exactly what `render` gives for its role, and the first install restarts nothing; the trees.
+async fn every_tree_is_what_render_gives(
+    machines: &[Machine],
+    leader_config: &Path,
+    render_root: &Path,
+) -> Vec<BTreeMap<String, Vec<u8>>> {
+    // 2. Every tree is exactly what `render` gives for its role, and nothing outside the writable zones.
+    let mut initial_trees = Vec::new();
+    for machine in machines {
+        let expected = rendered(leader_config, machine.role, &render_root.join(machine.name));
+        assert_eq!(machine.tree(), expected, "{}", machine.name);
+        assert!(
+            restarts(machine).is_empty(),
+            "first install restarts nothing"
+        );
+        initial_trees.push(machine.tree());
+    }
+
+    initial_trees
+}
+
 /// After the DOMAIN and SMTP change: each machine restarted exactly what the change concerns, and no file
 /// keeps the old domain.
 fn each_machine_restarted_what_the_change_concerns(machines: &[Machine]) {
@@ -341,7 +358,7 @@ async fn a_stopped_follower_is_named_and_converges(
     let (leader_url, notify_url) = api_urls;
     // 4. Everyone is current; a stopped follower is named in failures and shown behind; restarted, it converges.
     let status_url = format!("{leader_url}/admin/status");
-    let (_, fleet) = api(reqwest::Method::GET, &status_url, &admin_key, None).await;
+    let (_, fleet) = api(reqwest::Method::GET, &status_url, admin_key, None).await;
     assert!(
         fleet["followers"]
             .as_array()
@@ -359,17 +376,17 @@ async fn a_stopped_follower_is_named_and_converges(
     api(
         reqwest::Method::PUT,
         &format!("{leader_url}/admin/settings"),
-        &token,
+        token,
         Some(name_change),
     )
     .await;
     let started = Instant::now();
-    let (_, answer) = api(reqwest::Method::POST, &notify_url, "", None).await;
+    let (_, answer) = api(reqwest::Method::POST, notify_url, "", None).await;
     assert!(started.elapsed() < Duration::from_secs(15));
     let failures = answer["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{answer}");
     assert_eq!(failures[0]["role"], "static");
-    let (_, fleet) = api(reqwest::Method::GET, &status_url, &admin_key, None).await;
+    let (_, fleet) = api(reqwest::Method::GET, &status_url, admin_key, None).await;
     let line = |fleet: &Value, name: &str| {
         fleet["followers"]
             .as_array()
@@ -390,7 +407,7 @@ async fn a_stopped_follower_is_named_and_converges(
                 tokio::runtime::Handle::current().block_on(api(
                     reqwest::Method::GET,
                     &status_url,
-                    &admin_key,
+                    admin_key,
                     None,
                 ))
             })

@@ -427,59 +427,13 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
     assert_eq!(rollout["waves"][1]["followers"][0]["state"], "pending");
     assert_eq!(rollout["waves"][2]["followers"][0]["state"], "pending");
 
-    let first = &machines[0];
-    let status = get_json(
+    the_first_machine_reverted_and_the_others_kept_theirs(
         &client,
-        &format!("{}/status", first.follower.url()),
-        first.follower.credential.as_deref(),
+        &machines,
+        &leader_url,
+        admin_key,
     )
-    .unwrap();
-    assert_eq!(status["health"]["outcome"], "reverted", "{status}");
-    assert_eq!(status["health"]["unhealthy"]["service"], "alpha");
-    assert!(
-        status["health"]["unhealthy"]["state"]
-            .as_str()
-            .unwrap()
-            .starts_with("exited (1)"),
-        "{status}"
-    );
-    let tail = status["health"]["unhealthy"]["logTail"].to_string();
-    assert!(
-        tail.contains("alpha: cannot start: value: broken"),
-        "{tail}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(first.data.join("alpha/conf/alpha.yml")).unwrap(),
-        "value: one\n"
-    );
-    let compose_file = first.data.join("pryv.yml");
-    wait_until(
-        "alpha to run again with the old file",
-        Duration::from_secs(30),
-        || container_running(&first.project, &compose_file, "alpha").then_some(()),
-    );
-    for later in &machines[1..] {
-        assert_eq!(
-            std::fs::read_to_string(later.data.join("alpha/conf/alpha.yml")).unwrap(),
-            "value: one\n"
-        );
-        assert!(container_running(
-            &later.project,
-            &later.data.join("pryv.yml"),
-            "alpha"
-        ));
-    }
-    let fleet = get_json(
-        &client,
-        &format!("{leader_url}/admin/status?auth={admin_key}"),
-        None,
-    )
-    .unwrap();
-    assert_eq!(
-        fleet["followers"][0]["lastReport"]["outcome"], "reverted",
-        "{fleet}"
-    );
-
+    .await;
     // A good value rolls through every wave; every container runs with it.
     let good = json!({"G": {"settings": {"ALPHA_SETTING": {"value": "two"}}}});
     let saved = admin(reqwest::Method::PUT, "/admin/settings", Some(good))
@@ -527,4 +481,65 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
         machine.follower.terminate();
     }
     drop(cleanups);
+}
+
+/// The first wave's machine reverted (its follower says why, with the log tail); the later ones kept the old file; the leader shows the report.
+async fn the_first_machine_reverted_and_the_others_kept_theirs(
+    client: &reqwest::Client,
+    machines: &[Machine],
+    leader_url: &str,
+    admin_key: &str,
+) {
+    let first = &machines[0];
+    let status = get_json(
+        client,
+        &format!("{}/status", first.follower.url()),
+        first.follower.credential.as_deref(),
+    )
+    .unwrap();
+    assert_eq!(status["health"]["outcome"], "reverted", "{status}");
+    assert_eq!(status["health"]["unhealthy"]["service"], "alpha");
+    assert!(
+        status["health"]["unhealthy"]["state"]
+            .as_str()
+            .unwrap()
+            .starts_with("exited (1)"),
+        "{status}"
+    );
+    let tail = status["health"]["unhealthy"]["logTail"].to_string();
+    assert!(
+        tail.contains("alpha: cannot start: value: broken"),
+        "{tail}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(first.data.join("alpha/conf/alpha.yml")).unwrap(),
+        "value: one\n"
+    );
+    let compose_file = first.data.join("pryv.yml");
+    wait_until(
+        "alpha to run again with the old file",
+        Duration::from_secs(30),
+        || container_running(&first.project, &compose_file, "alpha").then_some(()),
+    );
+    for later in &machines[1..] {
+        assert_eq!(
+            std::fs::read_to_string(later.data.join("alpha/conf/alpha.yml")).unwrap(),
+            "value: one\n"
+        );
+        assert!(container_running(
+            &later.project,
+            &later.data.join("pryv.yml"),
+            "alpha"
+        ));
+    }
+    let fleet = get_json(
+        client,
+        &format!("{leader_url}/admin/status?auth={admin_key}"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        fleet["followers"][0]["lastReport"]["outcome"], "reverted",
+        "{fleet}"
+    );
 }

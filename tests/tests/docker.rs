@@ -286,21 +286,13 @@ fn container_running(project: &str, compose_file: &Path, service: &str) -> bool 
     String::from_utf8_lossy(&inspect.stdout).trim() == "true"
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_one_rolls_through() {
-    if !docker_available() {
-        skip(
-            "real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_one_rolls_through: no Docker engine (or docker-compose) answers on this machine",
-        );
-        return;
-    }
-    install_crypto();
-    let unique = unique_suffix();
-    let image = format!("pryv-config-revert-{unique}:latest");
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    import_image(r, &image);
-    let admin_key = "docker-admin-key-0123456789abcdefghij";
+/// The leader of three `core` machines whose one service exits 1 when its configuration says `broken`;
+/// returns it, its URL, and the followers' ports and keys.
+fn start_leader_of_three(
+    r: &Path,
+    image: &str,
+    admin_key: &str,
+) -> (Daemon, String, Vec<u16>, Vec<String>) {
     // The service reads its configuration and exits 1 when it says `broken`, as a real one would on a typo.
     write(
         r,
@@ -339,6 +331,25 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
         .args(["--ip", "127.0.0.1", "--port", "0"]);
     let mut leader = Daemon::spawn(leader_command);
     let leader_url = format!("http://{}", leader.wait_listening(Duration::from_secs(20)));
+    (leader, leader_url, ports, keys)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_one_rolls_through() {
+    if !docker_available() {
+        skip(
+            "real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_one_rolls_through: no Docker engine (or docker-compose) answers on this machine",
+        );
+        return;
+    }
+    install_crypto();
+    let unique = unique_suffix();
+    let image = format!("pryv-config-revert-{unique}:latest");
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    import_image(r, &image);
+    let admin_key = "docker-admin-key-0123456789abcdefghij";
+    let (mut leader, leader_url, ports, keys) = start_leader_of_three(r, &image, admin_key);
 
     let mut machines = Vec::new();
     let mut cleanups = Vec::new();
@@ -461,6 +472,16 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
             (rollout["state"] == "done").then_some(rollout)
         },
     );
+    every_machine_runs_the_good_value(&rollout, &machines);
+    leader.terminate();
+    for mut machine in machines {
+        machine.follower.terminate();
+    }
+    drop(cleanups);
+}
+
+/// Every wave healthy; every machine has the new file and its container runs.
+fn every_machine_runs_the_good_value(rollout: &Value, machines: &[Machine]) {
     for (index, machine) in machines.iter().enumerate() {
         assert_eq!(
             rollout["waves"][index]["followers"][0]["state"], "healthy",
@@ -476,11 +497,6 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
             "alpha"
         ));
     }
-    leader.terminate();
-    for mut machine in machines {
-        machine.follower.terminate();
-    }
-    drop(cleanups);
 }
 
 /// The first wave's machine reverted (its follower says why, with the log tail); the later ones kept the old file; the leader shows the report.

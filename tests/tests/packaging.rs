@@ -100,34 +100,12 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-#[test]
-fn images_build_and_the_follower_container_restarts_a_sibling() {
-    if std::env::var("PRYV_SLOW_TESTS").as_deref() != Ok("1") {
-        skip("image build test: set PRYV_SLOW_TESTS=1 to build the images (several minutes)");
-        return;
-    }
-    if !available("docker", "info") {
-        skip("image build test: no Docker engine answers");
-        return;
-    }
-    let unique = std::process::id();
-    let base = format!("pryv-local-base-test-{unique}:bookworm");
-    let follower_image = format!("pryv-config-follower-test-{unique}");
-    let leader_image = format!("pryv-config-leader-test-{unique}");
-    let project = format!("pryvimagetest{unique}");
-    let root = tempfile::tempdir().unwrap();
-    let conf_root = root.path().to_owned();
-    let mut cleanup = Cleanup(vec![vec![
-        "docker".into(),
-        "rmi".into(),
-        "-f".into(),
-        base.clone(),
-        follower_image.clone(),
-        leader_image.clone(),
-    ]]);
-
+/// The local base image, the release binaries' image, and the two daemons' images built on them (each
+/// removed by `cleanup`); the leader's image answers `--version`.
+fn build_images(unique: u32, base: &str, images: (&str, &str), cleanup: &mut Cleanup) {
+    let (follower_image, leader_image) = images;
     let status = Command::new(repo().join("docker/local-base.sh"))
-        .arg(&base)
+        .arg(base)
         .status()
         .unwrap();
     assert!(status.success(), "local base image");
@@ -165,8 +143,8 @@ fn images_build_and_the_follower_container_restarts_a_sibling() {
         .unwrap();
     assert!(status.success(), "binaries image");
     for (dockerfile, image) in [
-        ("config-leader.Dockerfile", &leader_image),
-        ("config-follower.Dockerfile", &follower_image),
+        ("config-leader.Dockerfile", leader_image),
+        ("config-follower.Dockerfile", follower_image),
     ] {
         let status = Command::new("docker")
             .current_dir(repo())
@@ -188,7 +166,35 @@ fn images_build_and_the_follower_container_restarts_a_sibling() {
             .unwrap();
         assert!(status.success(), "{dockerfile}");
     }
-    assert!(docker(&["run", "--rm", &leader_image, "--version"]).contains("config-leader"));
+    assert!(docker(&["run", "--rm", leader_image, "--version"]).contains("config-leader"));
+}
+
+#[test]
+fn images_build_and_the_follower_container_restarts_a_sibling() {
+    if std::env::var("PRYV_SLOW_TESTS").as_deref() != Ok("1") {
+        skip("image build test: set PRYV_SLOW_TESTS=1 to build the images (several minutes)");
+        return;
+    }
+    if !available("docker", "info") {
+        skip("image build test: no Docker engine answers");
+        return;
+    }
+    let unique = std::process::id();
+    let base = format!("pryv-local-base-test-{unique}:bookworm");
+    let follower_image = format!("pryv-config-follower-test-{unique}");
+    let leader_image = format!("pryv-config-leader-test-{unique}");
+    let project = format!("pryvimagetest{unique}");
+    let root = tempfile::tempdir().unwrap();
+    let conf_root = root.path().to_owned();
+    let images = ["docker", "rmi", "-f", &base, &follower_image, &leader_image];
+    let mut cleanup = Cleanup(vec![images.map(str::to_owned).to_vec()]);
+
+    build_images(
+        unique,
+        &base,
+        (&follower_image, &leader_image),
+        &mut cleanup,
+    );
 
     // A sibling service the follower must restart, and a leader (the test's own binary) serving its tree.
     let data = conf_root.join("pryv");

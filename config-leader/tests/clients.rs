@@ -215,13 +215,13 @@ async fn the_users_page(client: &Client, token: &str) {
         .call(
             Method::POST,
             "/users",
-            &token,
+            token,
             Some(json!({"username": "operator", "password": "aZ3-x_9qPw", "permissions": permissions})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["user"]["username"], "operator");
-    let (_, list) = client.call(Method::GET, "/users", &token, None).await;
+    let (_, list) = client.call(Method::GET, "/users", token, None).await;
     let operator = list["users"]
         .as_array()
         .unwrap()
@@ -236,7 +236,7 @@ async fn the_users_page(client: &Client, token: &str) {
         .call(
             Method::PUT,
             "/users/operator/permissions",
-            &token,
+            token,
             Some(json!({"permissions": new_permissions})),
         )
         .await;
@@ -246,7 +246,7 @@ async fn the_users_page(client: &Client, token: &str) {
         .call(
             Method::POST,
             "/users/operator/reset-password",
-            &token,
+            token,
             Some(json!({})),
         )
         .await;
@@ -314,7 +314,7 @@ async fn the_users_page(client: &Client, token: &str) {
         .call(
             Method::POST,
             "/users",
-            &token,
+            token,
             Some(json!({"username": "reader", "password": "reader-pass", "permissions": {"users": [], "settings": ["read"], "platformUsers": []}})),
         )
         .await;
@@ -328,7 +328,7 @@ async fn the_users_page(client: &Client, token: &str) {
     }
 
     let (status, deleted) = client
-        .call(Method::DELETE, "/users/operator", &token, None)
+        .call(Method::DELETE, "/users/operator", token, None)
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(deleted["username"], "operator");
@@ -341,7 +341,7 @@ async fn the_config_page_round_trip(client: &Client, token: &str, origin: &str) 
         .send(
             Method::GET,
             "/admin/settings",
-            &[("authorization", &token), ("origin", origin)],
+            &[("authorization", token), ("origin", origin)],
             None,
         )
         .await;
@@ -350,7 +350,7 @@ async fn the_config_page_round_trip(client: &Client, token: &str, origin: &str) 
     let mut groups = config["settings"].clone();
     groups["LIMITS"]["settings"]["MAX_UPLOAD_SIZE_MB"]["value"] = json!(64);
     let (status, answer) = client
-        .call(Method::PUT, "/admin/settings", &token, Some(groups))
+        .call(Method::PUT, "/admin/settings", token, Some(groups))
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(
@@ -358,7 +358,7 @@ async fn the_config_page_round_trip(client: &Client, token: &str, origin: &str) 
         64
     );
     let (_, report) = client
-        .call(Method::POST, "/admin/notify", &token, Some(json!({})))
+        .call(Method::POST, "/admin/notify", token, Some(json!({})))
         .await;
     assert!(report.get("successes").is_some() && report.get("failures").is_some());
 }

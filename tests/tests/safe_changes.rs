@@ -231,18 +231,12 @@ fn key(index: usize) -> String {
     format!("follower-key-{index}-0123456789abcdefghijkl")
 }
 
+/// Waits up to 30 s for `check` (the suite's containers and health checks take seconds).
 async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
-    check: impl Fn() -> F,
+    check: impl FnMut() -> F,
 ) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pryv_testkit::eventually(what, Duration::from_secs(30), check).await
 }
 
 async fn status(follower: &Daemon) -> Value {

@@ -62,6 +62,36 @@ pub fn wait_until<T>(what: &str, within: Duration, mut check: impl FnMut() -> Op
     }
 }
 
+/// Polls the async `check` every 20 ms until it returns `Some`; `None` once `within` has passed. The one
+/// async wait of the tests: a condition with a deadline, never a sleep standing for an event.
+pub async fn poll_until<T, F: std::future::Future<Output = Option<T>>>(
+    within: Duration,
+    mut check: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`poll_until`], panicking with `what` at the deadline.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    within: Duration,
+    check: impl FnMut() -> F,
+) -> T {
+    match poll_until(within, check).await {
+        Some(value) => value,
+        None => panic!("timed out after {within:?} waiting for {what}"),
+    }
+}
+
 /// Writes `text` at `root/relative`, creating folders.
 pub fn write(root: &Path, relative: &str, text: &str) {
     let path = root.join(relative);

@@ -1,6 +1,8 @@
 //! Applying a leader's tree to the data folder: path checks, optional per-service validation on a staged
 //! copy, atomic writes of changed files only, removal of files this follower wrote before and the leader no
 //! longer sends (tracked in a manifest), and a record of its own writes so the watcher can ignore them.
+// Blocking: writes the tree; called through spawn_blocking (the apply) and by the revert of the health gate.
+#![allow(clippy::disallowed_methods)]
 
 use crate::state_dir::StateDir;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -106,6 +106,8 @@ impl WatchSwitch {
 
 /// Starts the watcher task.
 // Long on purpose: the watcher's set-up and its event loop share the debouncer, which cannot be moved out of the task.
+// One folder creation when the watcher starts (start-up or PUT /watch).
+#[allow(clippy::disallowed_methods)]
 pub fn spawn(watched: Watched, shutdown: CancellationToken) -> Result<(), Error> {
     let data = watched.data.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<DebounceEventResult>();
@@ -173,6 +175,8 @@ pub fn spawn(watched: Watched, shutdown: CancellationToken) -> Result<(), Error>
     Ok(())
 }
 
+// One listing of the data folder when the watcher starts or a folder appears.
+#[allow(clippy::disallowed_methods)]
 fn service_dirs(data: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(data)
         .map(|entries| {

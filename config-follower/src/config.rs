@@ -1,5 +1,7 @@
 //! `config-follower.json`: the Pryv-compatible keys (`http`, `leader`, `paths`) plus our optional ones, with
 //! overrides from flags and the environment, validated into a [`Config`]. Every problem is reported at once.
+// Blocking: the configuration is read at start-up, before the runtime serves.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

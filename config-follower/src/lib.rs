@@ -35,6 +35,8 @@ pub use crate::routes::app;
 ///
 /// With a tree from an earlier run on disk, it serves at once and converges in the background (a machine
 /// must boot while the leader is down); on a fresh machine it first waits for the leader's answer.
+// Creates the data folder once at start-up, before anything is served.
+#[allow(clippy::disallowed_methods)]
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -175,6 +177,8 @@ fn spawn_long_poll(follower: Arc<Follower>, stop: CancellationToken) {
 /// Removes what a killed run left: our temporary files in the folders the follower writes (the root, the
 /// bookkeeping folder, every `*/conf/**` and `*/templates/**`) and abandoned validation stages. Never walks
 /// the services' data folders, which can be large.
+// Start-up only, before anything is served.
+#[allow(clippy::disallowed_methods)]
 fn remove_stale_temp_files(data: &Path) {
     let mut folders = vec![data.to_owned(), data.join(apply::STATE_DIR)];
     if let Ok(services) = std::fs::read_dir(data) {
@@ -210,6 +214,8 @@ fn remove_stale_temp_files(data: &Path) {
 }
 
 /// `dir` and its sub-folders (not through symlinks), to a bounded depth.
+// Start-up only, before anything is served.
+#[allow(clippy::disallowed_methods)]
 fn collect_folders(dir: &Path, out: &mut Vec<std::path::PathBuf>, depth: usize) {
     let Ok(meta) = std::fs::symlink_metadata(dir) else {
         return;

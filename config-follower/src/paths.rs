@@ -4,6 +4,8 @@
 //! Writable zones: files at the root of the data folder (`/pryv.yml`), and `/<service>/conf/**` and
 //! `/<service>/templates/**`. Everything else is skipped (as the legacy follower did), and anything that tries
 //! to escape is rejected.
+// Blocking: symlink checks of the apply, which runs on a blocking thread.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Component, Path, PathBuf};
 

@@ -4,6 +4,8 @@
 //! The rule of the trust work holds here once: a record that exists but cannot be read is an error (never
 //! taken for "none"), and a save that fails is an error the caller must handle (`#[must_use]`).
 //! Blocking: call from blocking code or through `spawn_blocking`.
+// Blocking: the bookkeeping records are small local files; callers are the apply (blocking thread), start-up, and the few record writes of a cycle.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,8 @@
 //!
 //! `"SECRET"` values of `internals` and `adminKey` are replaced by generated secrets and written back to the file
 //! (atomically, the rest of the file kept) so they stay the same across restarts.
+// Blocking: the configuration is read and its SECRETs written back at start-up, before the runtime serves.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};

@@ -1,5 +1,7 @@
 //! `platform.yml` and the template platform file: reading them, building the renderer of a platform, and
 //! rendering every role to collect every problem. One place for what `store`, `settings` and `check` need.
+// Blocking: reads platform.yml; called on blocking threads (store renders, settings work) and by CLI commands.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 

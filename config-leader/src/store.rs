@@ -350,6 +350,7 @@ pub fn revision_of(files: &[pryv_protocol::ConfFile]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,7 @@
 //! Reading a role's template tree from disk and rendering it into wire entries. The renderer itself is pure
 //! (`pryv-render`); this module owns the file walking, the stable order and the base64 of binary files.
+// Blocking: walks and reads a role's templates; called from TreeStore's render on a blocking thread, from check and from the settings' validation (blocking threads).
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,8 @@
 //! The admin API in-process: identities and permissions, settings with validation, history and rollback,
 //! migrations, notification fan-out against live, dead and hanging followers, fleet status, audit, persistence.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! The real `config-leader` binary on an ephemeral loopback port: every role fetched over HTTP and HTTPS,
 //! graceful stop on SIGTERM, exit codes and messages of the operator commands.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

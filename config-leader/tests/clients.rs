@@ -3,6 +3,8 @@
 //! dialog, the platform-users page against small fake register and core servers. Each test sends exactly what
 //! the client sends and checks exactly the fields it reads.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! of every role (valid JSON/YAML; compose files accepted by docker-compose; nginx files accepted by `nginx -t`
 //! where those tools exist), `package`, and `init` refusing to overwrite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

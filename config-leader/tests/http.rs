@@ -1,5 +1,7 @@
 //! Router tests in-process (no socket): authentication, answers, caching headers, errors, live reload.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

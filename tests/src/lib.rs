@@ -1,6 +1,8 @@
 //! Helpers of the end-to-end tests: locating the real daemon binaries, running them on ephemeral loopback
 //! ports, a fake `docker` that records its arguments, and waiting for conditions with deadlines.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 pub mod platform;
 

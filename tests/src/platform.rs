@@ -1,5 +1,7 @@
 //! The platform most end-to-end tests share: a leader folder with role `core` (three services) and a
 //! follower data folder in one temporary `PRYV_CONF_ROOT`, a fake `docker`, and small HTTP helpers.
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

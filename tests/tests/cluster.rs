@@ -2,6 +2,8 @@
 //! placeholders, start the leader and five followers from the generated files, change settings through the
 //! admin API, notify with curl's URL, check what each machine restarted, lose and regain a follower, roll back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

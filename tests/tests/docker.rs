@@ -2,6 +2,8 @@
 //! `docker inspect` start times. The image is made locally (`docker import` of the host's `sh` and `sleep` with
 //! their libraries), since no registry is reachable. Skipped, and said so on stderr, when no engine answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

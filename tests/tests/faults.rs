@@ -2,6 +2,8 @@
 //! written, kill -9 and SIGTERM during a restart, an empty or broken source, stale temporary files, oversized
 //! bodies. The follower must never claim a state it is not in, never wipe itself, never lose a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! The real leader and follower binaries together on loopback, with a fake `docker` recording restarts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 use std::process::Command;

@@ -4,6 +4,8 @@
 //! the compose files would start are started by the test itself (the real binaries), so `run-pryv` finds the
 //! compose file a follower wrote and `watch-config` switches a live follower's watcher.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! restart, an operator's edit, logins), checked against docs/METRICS.md; the dashboard's queries and the alert
 //! rules name only metrics that exist; the rules parse (`promtool check rules` where it is installed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -3,6 +3,8 @@
 //! follower container restarts a sibling container through the host's socket. Each check says SKIPPED when its
 //! tool is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

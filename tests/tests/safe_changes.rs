@@ -3,6 +3,8 @@
 //! rollout stops at the first wave that goes wrong and holds the others back; a follower the leader cannot
 //! reach converges by long-polling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! and what it cannot account for is reported (never silently kept), and a restart queue that cannot be saved
 //! stops the apply before it writes anything. The leader's `/admin/status` never says "up to date" for either.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! The leader's embedded SQLite database (`<databasePath>/config-leader.sqlite`): admin users, revoked
 //! tokens, settings history and the audit log. One connection behind a mutex: every statement is short, and
 //! the slow work (password hashing, rendering) happens outside it.
+// Blocking: SQLite. Settings, rollback, migrations and report ingest call it on blocking threads; the small indexed reads and writes of users, login and audit are still made on the async workers (see ARCHITECTURE.md, Cross-cutting).
+#![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

@@ -82,6 +82,8 @@ impl Admin {
 
     /// (Re)creates the emergency account with every permission and a new password, written to the
     /// credentials file (mode 0600) and printed once in the log.
+    // Start-up only (Admin::new), before the runtime serves.
+    #[allow(clippy::disallowed_methods)]
     fn create_initial_user(&self, credentials: &Path) -> Result<(), Error> {
         let password = secret::generate();
         self.db.upsert_user(

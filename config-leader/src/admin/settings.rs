@@ -138,6 +138,8 @@ impl Settings {
         }
     }
 
+    // Runs inside `off_runtime` (spawn_blocking), as all settings work does.
+    #[allow(clippy::disallowed_methods)]
     fn read_text(&self) -> Result<String, Error> {
         std::fs::read_to_string(&self.platform_path).map_err(|source| Error::Io {
             path: self.platform_path.clone(),
@@ -507,6 +509,8 @@ impl Settings {
     }
 
     /// Writes platform.yml 0600 (it holds the SMTP password), or with the operator's mode when stricter.
+    // Runs inside `off_runtime` (spawn_blocking), as all settings work does.
+    #[allow(clippy::disallowed_methods)]
     fn write(&self, text: &str) -> Result<(), Error> {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&self.platform_path).map_or(PLATFORM_MODE, |meta| {

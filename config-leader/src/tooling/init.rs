@@ -2,6 +2,8 @@
 //! (`config-leader/conf/config-leader.json`, `platform.yml`, `data/<role>/...`) and one follower configuration
 //! per machine, each with a fresh random key written both in the leader's `followers` and in that machine's
 //! `config-follower.json`. Never overwrites an existing file unless forced.
+// Blocking: a CLI command (init), never on the daemon's runtime.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,8 @@
 //! `database/` and `log/`; never the database's content or the credentials file) with its compose file and
 //! scripts. Modes are kept; owners and times are not (reproducible archives). Certificates put in
 //! `data/<role>/nginx/conf/secret/` reach the other machines through `/conf`, not through the archives.
+// Blocking: a CLI command (package), never on the daemon's runtime.
+#![allow(clippy::disallowed_methods)]
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! A fixture platform on disk: templates for several roles, a platform.yml and a config-leader.json.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,8 @@
 //! bind-mounts, to know which services a changed file affects. Variables in mount sources are expanded from the
 //! environment (`PRYV_CONF_ROOT` defaults to the parent of the data folder, its usual place), relative sources
 //! resolve against the compose file's folder.
+// Blocking: reading the compose file (small, local); callers on the async runtime go through spawn_blocking or accept one small read.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};

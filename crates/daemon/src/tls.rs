@@ -1,5 +1,7 @@
 //! The TLS client settings both daemons use for their outgoing requests (follower → leader, leader → follower):
 //! rustls with the ring provider, the system's roots plus an optional private CA.
+// Blocking: certificates and keys are read once at start-up, before the runtime serves.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! Atomic file replacement: a reader sees the old bytes or the new bytes, never a partial or empty file, and a
 //! crash leaves one of the two. Used by the leader (config write-back, `platform.yml`) and the follower (every
 //! file it receives). Knows nothing about which paths are allowed: callers decide that.
+// Blocking by design: the file helpers both daemons call from blocking threads (spawn_blocking, start-up).
+#![allow(clippy::disallowed_methods)]
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};

@@ -1,6 +1,8 @@
 //! Rendering a realistic role tree: every file of our cluster and single-node templates (plus generated service
 //! configurations to exceed 20 files and 20 KB), with nested object variables. `cargo bench -p pryv-render`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Bench code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::hint::black_box;
 use std::path::Path;

@@ -3,6 +3,8 @@
 //! skips reported on stderr, and [`Api`], a fluent client of an axum router in process:
 //! `api.post("/users").token(&t).json(body).send().await`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+// Test code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

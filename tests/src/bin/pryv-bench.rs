@@ -5,6 +5,8 @@
 //! simulated followers, 5000 followers long-polling at once, follower memory idle and under notifications.
 //! `--quick` shortens every run; `--fleet-only` and `--long-poll-only` run one section.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

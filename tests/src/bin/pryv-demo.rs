@@ -3,6 +3,8 @@
 //! writes the machine's real configuration tree under `<folder>/pryv/`. The restart command is `true`, so no
 //! container is touched. `--once` stops after the follower's first fetch.
 #![allow(clippy::print_stdout)]
+// Test and tool code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,4 +1,6 @@
 //! Admin passwords: argon2id PHC hashes, and the rules for usernames and passwords.
+// Blocking: argon2 hashing and file reads; called through spawn_blocking from the login and user routes, and at start-up.
+#![allow(clippy::disallowed_methods)]
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};

@@ -2,6 +2,12 @@
 //! restarts only the compose services whose files changed, and watches `*/conf/` for operators' edits.
 //!
 //! `main.rs` only parses the command line; [`run`] does the rest so tests drive it in-process.
+//!
+//! # The async rule
+//! No file system call runs on an async worker, except the small records of the bookkeeping folder
+//! (`state_dir`) and the revert's restore: the apply runs in `spawn_blocking`, start-up work before
+//! anything is served. `clippy.toml` makes `std::fs` calls errors; a module whose code only runs on blocking
+//! threads says so with a reasoned allow.
 
 pub mod apply;
 pub mod cli;

@@ -1,5 +1,6 @@
 //! HTTP surface: `POST /notify`, `GET /status` and `PUT /watch` (authenticated by this follower's key: the
-//! status carries log tails of unhealthy containers), `GET /health` and `GET /watch` (open).
+//! status carries log tails of unhealthy containers), `GET /health` and `GET /watch` (open), `GET /metrics`
+//! (open, or behind `metrics.token`).
 //! The key may come as the `Authorization` header or the `auth` query parameter; neither is ever logged.
 
 use std::sync::Arc;

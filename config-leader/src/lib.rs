@@ -3,6 +3,14 @@
 //!
 //! `main.rs` only parses the command line and maps errors to exit codes; everything else is here so tests
 //! drive it in-process: [`app`] builds the router, [`run`] serves on a listener until a shutdown token fires.
+//!
+//! # The async rule
+//! No file system, SQLite or argon2 call runs on an async worker: renders run in `TreeStore`'s blocking
+//! task, settings work (save, rollback, migrations, preview) in `Settings::off_runtime`, report ingest and
+//! password checks in `spawn_blocking`. `clippy.toml` makes these calls errors; a module whose code only
+//! runs on blocking threads (or at start-up, or in a CLI command) says so with a reasoned allow. Known
+//! exceptions still on the workers, small indexed SQLite statements: audit entries, user rows, revoked
+//! tokens and a rollout's save when it changed.
 
 pub mod admin;
 pub mod cli;

@@ -1,6 +1,7 @@
-//! The leader's embedded SQLite database (`<databasePath>/config-leader.sqlite`): admin users, revoked
-//! tokens, settings history and the audit log. One connection behind a mutex: every statement is short, and
-//! the slow work (password hashing, rendering) happens outside it.
+//! The leader's embedded SQLite database (`<databasePath>/config-leader.sqlite`), seven tables: admin users
+//! (`users`, with token generations), `revoked_tokens`, `settings_history`, `audit`, `follower_reports` (the
+//! last apply report of each follower), `flags` (the held change) and `rollouts`. One connection behind a
+//! mutex: every statement is short, and the slow work (password hashing, rendering) happens outside it.
 // Blocking: SQLite. Settings, rollback, migrations and report ingest call it on blocking threads; the small indexed reads and writes of users, login and audit are still made on the async workers (see ARCHITECTURE.md, Cross-cutting).
 #![allow(clippy::disallowed_methods)]
 

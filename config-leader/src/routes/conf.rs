@@ -1,4 +1,4 @@
-//! `GET /conf` (followers) and `GET /health`.
+//! `GET /conf` and `POST /conf/report` (followers, by their key) and `GET /health`.
 
 use axum::extract::{Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};

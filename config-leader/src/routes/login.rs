@@ -47,14 +47,15 @@ pub async fn login(
     }
     let user = state.admin.db.user(&body.username)?;
     let password = body.password.clone();
-    let hash = user.as_ref().map_or_else(
-        || identity::dummy_hash().to_owned(),
-        |u| u.password_hash.clone(),
-    );
-    // Verified even for unknown users, so both answers take the same time.
-    let valid = tokio::task::spawn_blocking(move || identity::verify_password(&password, &hash))
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    // Verified even for unknown users, so both answers take the same time; the dummy hash (made at the
+    // first unknown user) is made on the blocking thread too.
+    let valid = tokio::task::spawn_blocking(move || {
+        let hash = hash.unwrap_or_else(|| identity::dummy_hash().to_owned());
+        identity::verify_password(&password, &hash)
+    })
+    .await
+    .map_err(|err| Error::Internal(err.to_string()))?;
     match user {
         Some(user) if valid => {
             metrics::counter!(crate::metrics::LOGINS, "outcome" => "success").increment(1);

@@ -42,6 +42,12 @@ pub enum Error {
     },
     #[error("{0}")]
     Tls(String),
+    /// A blocking task (render, save, apply, password check) panicked or was cancelled.
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// A value of ours that could not be encoded (never the caller's input: that is a bad request).
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -59,7 +65,11 @@ impl IntoResponse for Error {
         };
         let message = if matches!(
             self,
-            Error::Io { .. } | Error::Record { .. } | Error::Internal(_)
+            Error::Io { .. }
+                | Error::Record { .. }
+                | Error::Task(_)
+                | Error::Json(_)
+                | Error::Internal(_)
         ) {
             tracing::error!(error = %self, "request failed");
             "unexpected error; see the follower's log".to_owned()

@@ -76,10 +76,7 @@ async fn notify(
         }
         outcome
     });
-    cycle
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))?
-        .map(Json)
+    cycle.await?.map(Json)
 }
 
 #[derive(Deserialize, serde::Serialize)]

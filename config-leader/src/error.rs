@@ -87,6 +87,12 @@ pub enum Error {
     /// What was not found, said in the message (`no admin user 'x'`, `no such resource`).
     #[error("{0}")]
     NotFound(String),
+    /// A blocking task (render, save, apply, password check) panicked or was cancelled.
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// A value of ours that could not be encoded (never the caller's input: that is a bad request).
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -159,7 +159,7 @@ impl TreeStore {
         let role = role.to_owned();
         tokio::task::spawn_blocking(move || inner.rebuild(&role))
             .await
-            .unwrap_or_else(|join| Err(Arc::new(Error::Internal(join.to_string()))))
+            .unwrap_or_else(|join| Err(Arc::new(Error::Task(join))))
     }
 
     /// The revision each role serves now, from the cache only (never renders).

@@ -249,7 +249,7 @@ impl Follower {
             apply::apply(&data_folder, &files, &validators, &own, guard, &announce)
         })
         .await
-        .map_err(|err| Error::Internal(err.to_string()))
+        .map_err(Error::from)
     }
 
     pub(super) fn restart_job(

@@ -224,9 +224,7 @@ impl Settings {
         job: impl FnOnce(&Self) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || job(&this))
-            .await
-            .map_err(|err| Error::Internal(err.to_string()))?
+        tokio::task::spawn_blocking(move || job(&this)).await?
     }
 
     /// The current settings and the revision they are (a hand edit is recorded first): what `If-Match` names.

@@ -217,8 +217,7 @@ pub async fn report(
         }
         report
     })
-    .await
-    .map_err(|err| Error::Internal(err.to_string()))?;
+    .await?;
     state.admin.fleet.reported(id, report);
     Ok(StatusCode::NO_CONTENT)
 }

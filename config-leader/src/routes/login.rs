@@ -54,8 +54,7 @@ pub async fn login(
         let hash = hash.unwrap_or_else(|| identity::dummy_hash().to_owned());
         identity::verify_password(&password, &hash)
     })
-    .await
-    .map_err(|err| Error::Internal(err.to_string()))?;
+    .await?;
     match user {
         Some(user) if valid => {
             metrics::counter!(crate::metrics::LOGINS, "outcome" => "success").increment(1);

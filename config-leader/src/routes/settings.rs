@@ -78,8 +78,7 @@ pub struct MigrationResult {
 /// `revision` in the body only after a change (the legacy answer of a read has none).
 async fn view(state: &AppState, changed: bool) -> Result<Response, Error> {
     let (platform, current) = state.admin.settings.current_with_revision().await?;
-    let settings =
-        serde_json::to_value(&platform.vars).map_err(|err| Error::Internal(err.to_string()))?;
+    let settings = serde_json::to_value(&platform.vars)?;
     let revision = changed.then_some(current);
     Ok(with_etag(
         Json(SettingsView { settings, revision }),
@@ -200,8 +199,7 @@ pub async fn preview(
         let before = settings.current()?;
         settings.preview(&before, &after, &followers)
     })
-    .await
-    .map_err(|err| Error::Internal(err.to_string()))??;
+    .await??;
     Ok(Json(preview))
 }
 

@@ -169,9 +169,7 @@ fn may_act_on(
 }
 
 async fn hash(password: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || identity::hash_password(&password))
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))?
+    tokio::task::spawn_blocking(move || identity::hash_password(&password)).await?
 }
 
 /// List admin users (users:read).
@@ -349,9 +347,8 @@ pub async fn change_password(
         .ok_or_else(|| not_found(&username))?;
     let old = body.old_password.clone();
     let hash_now = user.password_hash.clone();
-    let valid = tokio::task::spawn_blocking(move || identity::verify_password(&old, &hash_now))
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))?;
+    let valid =
+        tokio::task::spawn_blocking(move || identity::verify_password(&old, &hash_now)).await?;
     if !valid {
         return Err(Error::Unauthenticated("the old password is wrong".into()));
     }

@@ -335,8 +335,7 @@ fn plan_followers(
             },
             ..FollowerFile::default()
         };
-        let follower =
-            serde_json::to_value(&follower).map_err(|err| Error::Internal(err.to_string()))?;
+        let follower = serde_json::to_value(&follower)?;
         let path =
             machine_root(&options.out, machine).join("config-follower/conf/config-follower.json");
         plan.push((path, pretty(&follower)));

@@ -120,7 +120,7 @@ impl Rollouts {
 
     fn save(&self, rollout: &Rollout) {
         let saved = serde_json::to_string(rollout)
-            .map_err(|err| Error::Internal(err.to_string()))
+            .map_err(Error::from)
             .and_then(|body| {
                 self.db
                     .update_rollout(rollout.id, rollout.state.as_str(), &body)
@@ -237,7 +237,7 @@ impl Rollouts {
             confirm_removals: request.confirm_removals,
             reason: None,
         };
-        let body = serde_json::to_string(&rollout).map_err(|e| Error::Internal(e.to_string()))?;
+        let body = serde_json::to_string(&rollout)?;
         rollout.id = self.db.insert_rollout(rollout.state.as_str(), &body)?;
         self.save(&rollout);
         self.with_active(|active| active.insert(rollout.id, rollout.clone()));

@@ -196,3 +196,48 @@ impl Follower {
             .or_else(|| self.status.snapshot().revision)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn config(data: &std::path::Path) -> Config {
+        let path = data.join("config-follower.json");
+        let json = serde_json::json!({
+            "http": {"ip": "127.0.0.1", "port": 0},
+            "leader": {"url": "http://127.0.0.1:9", "auth": "key-0123456789abcdef"},
+            "paths": {"dataFolder": data.join("pryv")},
+            "restart": {"command": ["true"]}
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        Config::load(&path, &Overrides::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reverted_revision_that_cannot_be_read_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::of(&dir.path().join("pryv"));
+        // A folder where the record should be: it exists and cannot be read.
+        std::fs::create_dir_all(state.path(REVERTED_FILE)).unwrap();
+        let shutdown = CancellationToken::new();
+        let err = Follower::new(config(dir.path()), &shutdown)
+            .err()
+            .expect("an unreadable record must not be taken for none");
+        assert!(
+            err.to_string().contains("cannot read") && err.to_string().contains(REVERTED_FILE),
+            "{err}"
+        );
+
+        // A readable one is taken: the follower stays off that revision.
+        std::fs::remove_dir(state.path(REVERTED_FILE)).unwrap();
+        state.save_text(REVERTED_FILE, "r7\n").unwrap();
+        let follower = Follower::new(config(dir.path()), &shutdown).unwrap();
+        assert_eq!(
+            follower.status.snapshot().reverted_revision.as_deref(),
+            Some("r7")
+        );
+        shutdown.cancel();
+    }
+}

@@ -7,10 +7,10 @@
 //! # The async rule
 //! No file system, SQLite or argon2 call runs on an async worker: renders run in `TreeStore`'s blocking
 //! task, settings work (save, rollback, migrations, preview) in `Settings::off_runtime`, report ingest and
-//! password checks in `spawn_blocking`. `clippy.toml` makes these calls errors; a module whose code only
-//! runs on blocking threads (or at start-up, or in a CLI command) says so with a reasoned allow. Known
-//! exceptions still on the workers, small indexed SQLite statements: audit entries, user rows, revoked
-//! tokens and a rollout's save when it changed.
+//! password checks in `spawn_blocking`, every other database statement through `Db::call` (the database's
+//! async door). `clippy.toml` makes these calls errors; a module whose code only runs on blocking threads (or
+//! at start-up, or in a CLI command) says so with a reasoned allow. Known exception still on the workers:
+//! the rollouts' records (create, the hold flag, a changed rollout's save, the list).
 
 pub mod admin;
 pub mod cli;

@@ -2,11 +2,12 @@
 //! (`users`, with token generations), `revoked_tokens`, `settings_history`, `audit`, `follower_reports` (the
 //! last apply report of each follower), `flags` (the held change) and `rollouts`. One connection behind a
 //! mutex: every statement is short, and the slow work (password hashing, rendering) happens outside it.
-// Blocking: SQLite. Settings, rollback, migrations and report ingest call it on blocking threads; the small indexed reads and writes of users, login and audit are still made on the async workers (see ARCHITECTURE.md, Cross-cutting).
+// Blocking: SQLite. Async code reaches it through `Db::call` or on blocking threads (settings work, report
+// ingest); the rollouts' records are the known exception (ARCHITECTURE.md, Cross-cutting).
 #![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -113,6 +114,19 @@ fn private_files(path: &Path) -> Result<(), Error> {
 
 fn sql(err: rusqlite::Error) -> Error {
     Error::Internal(format!("database: {err}"))
+}
+
+impl Db {
+    /// The database's async door: runs `work` on a blocking thread (SQLite writes fsync), so no statement
+    /// runs on an async worker.
+    pub async fn call<T, F>(self: &Arc<Self>, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, Error> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || work(&db)).await?
+    }
 }
 
 impl Db {

@@ -117,19 +117,24 @@ impl Admin {
     }
 
     /// Writes an audit entry (database and log).
-    pub fn audit(&self, caller: &str, action: &str, detail: &str, remote: &str) {
+    pub async fn audit(&self, caller: &str, action: &str, detail: &str, remote: &str) {
         tracing::info!(actor = caller, action, detail, remote, "audit");
-        if let Err(err) = self
+        let entry = [caller, action, detail, remote].map(str::to_owned);
+        let written = self
             .db
-            .audit(now_unix_i64(), caller, action, detail, remote)
-        {
+            .call(move |db| {
+                let [caller, action, detail, remote] = &entry;
+                db.audit(now_unix_i64(), caller, action, detail, remote)
+            })
+            .await;
+        if let Err(err) = written {
             tracing::error!(error = %err, "cannot write the audit log");
         }
     }
 
     /// Authenticates an admin request: the admin key, or a valid, unrevoked token of an existing user (whose
     /// current permissions apply).
-    pub fn authenticate(&self, credential: Option<&str>) -> Result<Caller, Error> {
+    pub async fn authenticate(&self, credential: Option<&str>) -> Result<Caller, Error> {
         let credential = credential.ok_or_else(|| {
             Error::Unauthenticated(
                 "missing credentials; send a login token or the admin key in Authorization".into(),
@@ -143,14 +148,22 @@ impl Admin {
         // Every refusal below says exactly INVALID_TOKEN: the web app logs out on that message only.
         let invalid = || Error::Unauthenticated(INVALID_TOKEN.into());
         let claims = self.tokens.verify(credential)?;
-        if self.db.is_revoked(&claims.jti)? {
+        let (jti, subject) = (claims.jti.clone(), claims.sub.clone());
+        let (revoked, generation, user) = self
+            .db
+            .call(move |db| {
+                Ok((
+                    db.is_revoked(&jti)?,
+                    db.token_generation(&subject)?,
+                    db.user(&subject)?,
+                ))
+            })
+            .await?;
+        // Revoked, or the password or permissions changed, or the account was deleted, since it was issued.
+        if revoked || generation != Some(claims.generation) {
             return Err(invalid());
         }
-        if self.db.token_generation(&claims.sub)? != Some(claims.generation) {
-            // The password or permissions changed, or the account was deleted, since the token was issued.
-            return Err(invalid());
-        }
-        let user = self.db.user(&claims.sub)?.ok_or_else(invalid)?;
+        let user = user.ok_or_else(invalid)?;
         Ok(Caller::User {
             username: user.username,
             permissions: Permissions::from_json(&user.permissions),

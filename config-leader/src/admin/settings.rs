@@ -447,14 +447,25 @@ impl Settings {
             .map(|(_, _, value)| value.clone())
     }
 
-    /// History, newest first.
-    pub fn history(&self) -> Result<Vec<RevisionRow>, Error> {
-        self.sync_history()?;
-        self.db.revisions()
+    /// History, newest first (a hand edit is recorded first).
+    pub async fn history(self: &Arc<Self>) -> Result<Vec<RevisionRow>, Error> {
+        self.off_runtime(|this| {
+            this.sync_history()?;
+            this.db.revisions()
+        })
+        .await
     }
 
     /// One revision and its changes against the previous one.
-    pub fn revision(&self, revision: i64) -> Result<(RevisionRow, Vec<SettingChange>), Error> {
+    pub async fn revision(
+        self: &Arc<Self>,
+        revision: i64,
+    ) -> Result<(RevisionRow, Vec<SettingChange>), Error> {
+        self.off_runtime(move |this| this.revision_now(revision))
+            .await
+    }
+
+    fn revision_now(&self, revision: i64) -> Result<(RevisionRow, Vec<SettingChange>), Error> {
         let row = self
             .db
             .revision(revision)?

@@ -45,7 +45,8 @@ pub async fn login(
         metrics::counter!(crate::metrics::LOGINS, "outcome" => "throttled").increment(1);
         return Err(throttled);
     }
-    let user = state.admin.db.user(&body.username)?;
+    let name = body.username.clone();
+    let user = state.admin.db.call(move |db| db.user(&name)).await?;
     let password = body.password.clone();
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     // Verified even for unknown users, so both answers take the same time; the dummy hash (made at the
@@ -59,10 +60,12 @@ pub async fn login(
         Some(user) if valid => {
             metrics::counter!(crate::metrics::LOGINS, "outcome" => "success").increment(1);
             state.admin.throttle.succeeded(&keys[0]);
+            let name = user.username.clone();
             let generation = state
                 .admin
                 .db
-                .token_generation(&user.username)?
+                .call(move |db| db.token_generation(&name))
+                .await?
                 .unwrap_or(0);
             let permissions = Permissions::from_json(&user.permissions);
             let (token, _) = state.admin.tokens.issue(
@@ -71,7 +74,10 @@ pub async fn login(
                 generation,
                 now_unix_i64(),
             )?;
-            state.admin.audit(&user.username, "login", "", &remote);
+            state
+                .admin
+                .audit(&user.username, "login", "", &remote)
+                .await;
             Ok(Json(TokenBody { token }))
         }
         _ => {
@@ -79,7 +85,8 @@ pub async fn login(
             state.admin.throttle.failed(&keys);
             state
                 .admin
-                .audit(&body.username, "login-failed", "", &remote);
+                .audit(&body.username, "login-failed", "", &remote)
+                .await;
             Err(Error::Unauthenticated(BAD_CREDENTIALS.into()))
         }
     }
@@ -102,11 +109,13 @@ pub async fn logout(
             expires_at,
             ..
         } => {
+            let (token_id, expires_at) = (token_id.clone(), *expires_at);
             state
                 .admin
                 .db
-                .revoke(token_id, *expires_at, now_unix_i64())?;
-            state.admin.audit(username, "logout", "", &remote);
+                .call(move |db| db.revoke(&token_id, expires_at, now_unix_i64()))
+                .await?;
+            state.admin.audit(username, "logout", "", &remote).await;
             Ok(Json(serde_json::json!({})))
         }
         Caller::AdminKey => Err(Error::BadRequest(

@@ -166,7 +166,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        state.admin.authenticate(credential(parts).as_deref())
+        state.admin.authenticate(credential(parts).as_deref()).await
     }
 }
 

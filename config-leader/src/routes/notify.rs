@@ -106,7 +106,8 @@ pub async fn notify(
     );
     state
         .admin
-        .audit(&caller.name(), "notify", &summary, &remote);
+        .audit(&caller.name(), "notify", &summary, &remote)
+        .await;
     Ok(Json(NotifyView { answer, rollout }))
 }
 
@@ -147,6 +148,10 @@ pub async fn audit(
     caller.require(Permission::SettingsRead)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(Json(AuditView {
-        entries: state.admin.db.audit_entries(limit)?,
+        entries: state
+            .admin
+            .db
+            .call(move |db| db.audit_entries(limit))
+            .await?,
     }))
 }

@@ -76,7 +76,8 @@ pub async fn remove(
     state.admin.platform_users.delete(&username).await?;
     state
         .admin
-        .audit(&caller.name(), "platform-user-delete", &username, &remote);
+        .audit(&caller.name(), "platform-user-delete", &username, &remote)
+        .await;
     Ok(Json(DeletedPlatformUser { username }))
 }
 
@@ -93,11 +94,14 @@ pub async fn remove_mfa(
     caller.require(Permission::PlatformUsersModify)?;
     validate_username(&username)?;
     state.admin.platform_users.delete_mfa(&username).await?;
-    state.admin.audit(
-        &caller.name(),
-        "platform-user-mfa-delete",
-        &username,
-        &remote,
-    );
+    state
+        .admin
+        .audit(
+            &caller.name(),
+            "platform-user-mfa-delete",
+            &username,
+            &remote,
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -63,7 +63,7 @@ pub async fn resume(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Rollout>, Error> {
-    rollout_action(&state, remote, &caller, &id, RolloutAction::Resume)
+    rollout_action(&state, remote, &caller, &id, RolloutAction::Resume).await
 }
 
 /// Ends a rollout; the followers it held get the current tree at their next fetch (settings:update).
@@ -75,7 +75,7 @@ pub async fn abort(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Rollout>, Error> {
-    rollout_action(&state, remote, &caller, &id, RolloutAction::Abort)
+    rollout_action(&state, remote, &caller, &id, RolloutAction::Abort).await
 }
 
 #[derive(Clone, Copy)]
@@ -84,7 +84,7 @@ enum RolloutAction {
     Abort,
 }
 
-fn rollout_action(
+async fn rollout_action(
     state: &AppState,
     Remote(remote): Remote,
     caller: &Caller,
@@ -108,7 +108,8 @@ fn rollout_action(
     };
     state
         .admin
-        .audit(&caller.name(), name, &format!("rollout {id}"), &remote);
+        .audit(&caller.name(), name, &format!("rollout {id}"), &remote)
+        .await;
     Ok(Json(rollout))
 }
 

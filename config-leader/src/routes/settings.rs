@@ -166,12 +166,15 @@ pub async fn update(
         .flat_map(|(group, g)| g.settings.keys().map(move |name| format!("{group}.{name}")))
         .collect();
     metrics::counter!(crate::metrics::SETTINGS_CHANGES, "kind" => "update").increment(1);
-    state.admin.audit(
-        &caller.name(),
-        "settings-update",
-        &format!("revision {revision}: {}", names.join(", ")),
-        &remote,
-    );
+    state
+        .admin
+        .audit(
+            &caller.name(),
+            "settings-update",
+            &format!("revision {revision}: {}", names.join(", ")),
+            &remote,
+        )
+        .await;
     view(&state, true).await
 }
 
@@ -211,7 +214,7 @@ pub async fn history(
 ) -> Result<Json<HistoryView>, Error> {
     caller.require(Permission::SettingsRead)?;
     Ok(Json(HistoryView {
-        revisions: state.admin.settings.history()?,
+        revisions: state.admin.settings.history().await?,
     }))
 }
 
@@ -224,7 +227,7 @@ pub async fn revision(
     Path(revision): Path<i64>,
 ) -> Result<Response, Error> {
     caller.require(Permission::SettingsRead)?;
-    let (row, changes) = state.admin.settings.revision(revision)?;
+    let (row, changes) = state.admin.settings.revision(revision).await?;
     let number = row.revision;
     Ok(with_etag(
         Json(RevisionView {
@@ -255,12 +258,15 @@ pub async fn rollback(
         .rollback(body.revision, &caller.name(), expected)
         .await?;
     metrics::counter!(crate::metrics::SETTINGS_CHANGES, "kind" => "rollback").increment(1);
-    state.admin.audit(
-        &caller.name(),
-        "settings-rollback",
-        &format!("to revision {} as revision {revision}", body.revision),
-        &remote,
-    );
+    state
+        .admin
+        .audit(
+            &caller.name(),
+            "settings-rollback",
+            &format!("to revision {} as revision {revision}", body.revision),
+            &remote,
+        )
+        .await;
     view(&state, true).await
 }
 
@@ -295,17 +301,20 @@ pub async fn apply_migrations(
     if revision.is_some() {
         metrics::counter!(crate::metrics::SETTINGS_CHANGES, "kind" => "migration").increment(1);
     }
-    state.admin.audit(
-        &caller.name(),
-        "migrations-apply",
-        &format!(
-            "{} -> {}: {} step(s), {} setting(s) changed",
-            plan.platform_version,
-            plan.template_version,
-            plan.migrations.len(),
-            plan.changes.len()
-        ),
-        &remote,
-    );
+    state
+        .admin
+        .audit(
+            &caller.name(),
+            "migrations-apply",
+            &format!(
+                "{} -> {}: {} step(s), {} setting(s) changed",
+                plan.platform_version,
+                plan.template_version,
+                plan.migrations.len(),
+                plan.changes.len()
+            ),
+            &remote,
+        )
+        .await;
     Ok(Json(MigrationResult { plan, revision }))
 }

@@ -127,17 +127,19 @@ fn grantable(caller: &Caller, wanted: &Permissions) -> Result<(), Error> {
 
 /// The rule for acting on another admin: the target's permissions must be a subset of the caller's, and the
 /// emergency account is acted on by nobody but itself. A refusal is audited (`<action>-refused`).
-fn may_act_on(
+async fn may_act_on(
     state: &AppState,
     caller: &Caller,
     action: &str,
     username: &str,
     remote: &str,
 ) -> Result<(), Error> {
+    let name = username.to_owned();
     let target = state
         .admin
         .db
-        .user(username)?
+        .call(move |db| db.user(&name))
+        .await?
         .ok_or_else(|| not_found(username))?;
     let is_self = matches!(caller, Caller::User { username: own, .. } if own == username);
     let refusal = if username == INITIAL_USER && !is_self {
@@ -157,12 +159,15 @@ fn may_act_on(
     match refusal {
         None => Ok(()),
         Some(message) => {
-            state.admin.audit(
-                &caller.name(),
-                &format!("{action}-refused"),
-                username,
-                remote,
-            );
+            state
+                .admin
+                .audit(
+                    &caller.name(),
+                    &format!("{action}-refused"),
+                    username,
+                    remote,
+                )
+                .await;
             Err(Error::Forbidden(message))
         }
     }
@@ -176,7 +181,14 @@ async fn hash(password: String) -> Result<String, Error> {
 #[utoipa::path(get, path = "/users", tag = "users", responses((status = 200, body = UserList), (status = 403, body = pryv_protocol::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<UserList>, Error> {
     caller.require(Permission::UsersRead)?;
-    let users = state.admin.db.users()?.into_iter().map(view).collect();
+    let users = state
+        .admin
+        .db
+        .call(|db| db.users())
+        .await?
+        .into_iter()
+        .map(view)
+        .collect();
     Ok(Json(UserList { users }))
 }
 
@@ -189,10 +201,12 @@ pub async fn read(
     Path(username): Path<String>,
 ) -> Result<Json<UserAnswer>, Error> {
     caller.require(Permission::UsersRead)?;
+    let name = username.clone();
     let user = state
         .admin
         .db
-        .user(&username)?
+        .call(move |db| db.user(&name))
+        .await?
         .ok_or_else(|| not_found(&username))?;
     Ok(Json(view(user).into()))
 }
@@ -224,7 +238,12 @@ pub async fn create(
         password_hash: hash(password).await?,
         permissions: body.permissions.to_json(),
     };
-    if !state.admin.db.insert_user(&row, now_unix_i64())? {
+    let created = state
+        .admin
+        .db
+        .call(move |db| db.insert_user(&row, now_unix_i64()))
+        .await?;
+    if !created {
         return Err(Error::Conflict(format!(
             "admin user '{}' already exists",
             body.username
@@ -232,7 +251,8 @@ pub async fn create(
     }
     state
         .admin
-        .audit(&caller.name(), "user-create", &body.username, &remote);
+        .audit(&caller.name(), "user-create", &body.username, &remote)
+        .await;
     let created = CreatedUser {
         username: body.username,
         permissions: body.permissions,
@@ -259,17 +279,20 @@ pub async fn set_permissions(
 ) -> Result<Json<UserAnswer>, Error> {
     caller.require(Permission::UsersChangePermissions)?;
     grantable(&caller, &body.permissions)?;
-    may_act_on(&state, &caller, "user-permissions", &username, &remote)?;
-    if !state
+    may_act_on(&state, &caller, "user-permissions", &username, &remote).await?;
+    let (name, permissions) = (username.clone(), body.permissions.to_json());
+    let changed = state
         .admin
         .db
-        .set_permissions(&username, &body.permissions.to_json())?
-    {
+        .call(move |db| db.set_permissions(&name, &permissions))
+        .await?;
+    if !changed {
         return Err(not_found(&username));
     }
     state
         .admin
-        .audit(&caller.name(), "user-permissions", &username, &remote);
+        .audit(&caller.name(), "user-permissions", &username, &remote)
+        .await;
     Ok(Json(
         UserView {
             username,
@@ -289,18 +312,21 @@ pub async fn reset_password(
     Path(username): Path<String>,
 ) -> Result<Json<PasswordBody>, Error> {
     caller.require(Permission::UsersResetPassword)?;
-    may_act_on(&state, &caller, "user-reset-password", &username, &remote)?;
+    may_act_on(&state, &caller, "user-reset-password", &username, &remote).await?;
     let password = secret::generate();
-    if !state
+    let (name, hashed) = (username.clone(), hash(password.clone()).await?);
+    let changed = state
         .admin
         .db
-        .set_password(&username, &hash(password.clone()).await?)?
-    {
+        .call(move |db| db.set_password(&name, &hashed))
+        .await?;
+    if !changed {
         return Err(not_found(&username));
     }
     state
         .admin
-        .audit(&caller.name(), "user-reset-password", &username, &remote);
+        .audit(&caller.name(), "user-reset-password", &username, &remote)
+        .await;
     Ok(Json(PasswordBody { username, password }))
 }
 
@@ -340,10 +366,12 @@ pub async fn change_password(
         ));
     }
     identity::validate_password(&body.new_password)?;
+    let name = username.clone();
     let user = state
         .admin
         .db
-        .user(&username)?
+        .call(move |db| db.user(&name))
+        .await?
         .ok_or_else(|| not_found(&username))?;
     let old = body.old_password.clone();
     let hash_now = user.password_hash.clone();
@@ -352,17 +380,20 @@ pub async fn change_password(
     if !valid {
         return Err(Error::Unauthenticated("the old password is wrong".into()));
     }
+    let (name, hashed) = (username.clone(), hash(body.new_password).await?);
+    let (token_id, expires_at) = (token_id.clone(), *expires_at);
     state
         .admin
         .db
-        .set_password(&username, &hash(body.new_password).await?)?;
+        .call(move |db| {
+            db.set_password(&name, &hashed)?;
+            db.revoke(&token_id, expires_at, now_unix_i64())
+        })
+        .await?;
     state
         .admin
-        .db
-        .revoke(token_id, *expires_at, now_unix_i64())?;
-    state
-        .admin
-        .audit(&username, "user-change-password", &username, &remote);
+        .audit(&username, "user-change-password", &username, &remote)
+        .await;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -381,12 +412,14 @@ pub async fn delete(
             "{INITIAL_USER} is the emergency account; it cannot be deleted"
         )));
     }
-    may_act_on(&state, &caller, "user-delete", &username, &remote)?;
-    if !state.admin.db.delete_user(&username)? {
+    may_act_on(&state, &caller, "user-delete", &username, &remote).await?;
+    let name = username.clone();
+    if !state.admin.db.call(move |db| db.delete_user(&name)).await? {
         return Err(not_found(&username));
     }
     state
         .admin
-        .audit(&caller.name(), "user-delete", &username, &remote);
+        .audit(&caller.name(), "user-delete", &username, &remote)
+        .await;
     Ok(Json(DeletedUser { username }))
 }

@@ -9,8 +9,7 @@
 //! task, settings work (save, rollback, migrations, preview) in `Settings::off_runtime`, report ingest and
 //! password checks in `spawn_blocking`, every other database statement through `Db::call` (the database's
 //! async door). `clippy.toml` makes these calls errors; a module whose code only runs on blocking threads (or
-//! at start-up, or in a CLI command) says so with a reasoned allow. Known exception still on the workers:
-//! the rollouts' records (create, the hold flag, a changed rollout's save, the list).
+//! at start-up, or in a CLI command) says so with a reasoned allow.
 
 pub mod admin;
 pub mod cli;

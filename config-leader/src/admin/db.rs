@@ -2,8 +2,8 @@
 //! (`users`, with token generations), `revoked_tokens`, `settings_history`, `audit`, `follower_reports` (the
 //! last apply report of each follower), `flags` (the held change) and `rollouts`. One connection behind a
 //! mutex: every statement is short, and the slow work (password hashing, rendering) happens outside it.
-// Blocking: SQLite. Async code reaches it through `Db::call` or on blocking threads (settings work, report
-// ingest); the rollouts' records are the known exception (ARCHITECTURE.md, Cross-cutting).
+// Blocking: SQLite. Async code reaches it only through `Db::call` or on blocking threads (settings work,
+// report ingest); start-up calls it directly.
 #![allow(clippy::disallowed_methods)]
 
 use std::path::Path;

@@ -34,19 +34,22 @@ pub async fn notify(
         .map(|(id, f)| (id, f.clone()))
         .collect();
     if order.strategy.is_set() {
-        let rollout = drive.rollouts.create(
-            &order.strategy,
-            &targets,
-            &revisions,
-            &order.request,
-            author,
-        )?;
+        let rollout = drive
+            .rollouts
+            .create(
+                &order.strategy,
+                &targets,
+                &revisions,
+                &order.request,
+                author,
+            )
+            .await?;
         let (first, answer) = tokio::sync::oneshot::channel();
         tokio::spawn(drive.clone().run(rollout.id, Some(first)));
         return Ok((answer.await.unwrap_or_default(), Some(rollout.id)));
     }
     // A plain notification is for everyone now: rollouts in progress no longer hold anyone back.
-    drive.rollouts.supersede_all();
+    drive.rollouts.supersede_all().await;
     drive.store.wake();
     let answer = drive
         .fleet

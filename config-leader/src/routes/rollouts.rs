@@ -32,7 +32,7 @@ pub async fn rollouts(
 ) -> Result<Json<RolloutsView>, Error> {
     caller.require(Permission::SettingsRead)?;
     Ok(Json(RolloutsView {
-        rollouts: state.admin.rollouts.list(100)?,
+        rollouts: state.admin.rollouts.list(100).await?,
     }))
 }
 
@@ -49,7 +49,8 @@ pub async fn rollout(
     state
         .admin
         .rollouts
-        .get(id)?
+        .get(id)
+        .await?
         .map(Json)
         .ok_or_else(|| Error::NotFound(format!("no rollout {id}")))
 }
@@ -95,12 +96,12 @@ async fn rollout_action(
     let id = rollout_id(id)?;
     let (rollout, name) = match action {
         RolloutAction::Resume => {
-            let resumed = state.admin.rollouts.resume(id)?;
+            let resumed = state.admin.rollouts.resume(id).await?;
             tokio::spawn(state.drive().run(id, None));
             (resumed, "rollout-resume")
         }
         RolloutAction::Abort => {
-            let aborted = state.admin.rollouts.abort(id)?;
+            let aborted = state.admin.rollouts.abort(id).await?;
             // The followers it held back may fetch the current tree now, long-polling ones included.
             state.store.wake();
             (aborted, "rollout-abort")

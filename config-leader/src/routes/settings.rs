@@ -149,7 +149,7 @@ pub async fn update(
     // Held before the save: a follower waiting on `GET /conf?wait=` must not see the change in between.
     let was_holding = state.admin.rollouts.holding();
     if query.hold {
-        state.admin.rollouts.set_hold(true)?;
+        state.admin.rollouts.set_hold(true).await?;
     }
     let saved = state
         .admin
@@ -157,7 +157,7 @@ pub async fn update(
         .update(&patch, query.allow_new, &caller.name(), expected)
         .await;
     if saved.is_err() && query.hold && !was_holding {
-        state.admin.rollouts.set_hold(false)?;
+        state.admin.rollouts.set_hold(false).await?;
     }
     let revision = saved?;
     let names: Vec<String> = patch

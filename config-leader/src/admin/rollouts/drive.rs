@@ -42,15 +42,19 @@ impl Drive {
             }
             let index = rollout.current_wave;
             if index >= rollout.waves.len() {
-                rollouts.update(id, |r| {
-                    r.state = RolloutState::Done;
-                    r.finished = Some(now_unix_i64());
-                });
+                rollouts
+                    .update(id, |r| {
+                        r.state = RolloutState::Done;
+                        r.finished = Some(now_unix_i64());
+                    })
+                    .await;
                 tracing::info!(id, "rollout done");
                 return;
             }
             let started = rollout.waves[index].started.unwrap_or_else(now_unix_i64);
-            rollouts.update(id, |r| r.waves[index].started = Some(started));
+            rollouts
+                .update(id, |r| r.waves[index].started = Some(started))
+                .await;
             // Followers waiting on `GET /conf?wait=` of this wave are released now.
             self.store.wake();
             let answer = self.notify_wave(&rollout, index).await;
@@ -68,6 +72,7 @@ impl Drive {
                     r.waves[index].finished = Some(now_unix_i64());
                     r.current_wave += 1;
                 })
+                .await
                 .is_some_and(|r| r.current_wave < r.waves.len());
             if more && rollout.pause_seconds > 0 {
                 tokio::select! {
@@ -109,21 +114,23 @@ impl Drive {
             .iter()
             .map(|f| (f.url.clone(), f.error.clone()))
             .collect();
-        self.rollouts.update(rollout.id, |r| {
-            for member in r.waves[index]
-                .followers
-                .iter_mut()
-                .filter(|m| !m.state.is_final())
-            {
-                match failed.iter().find(|(url, _)| *url == member.url) {
-                    Some((_, error)) => {
-                        member.state = MemberState::Unreachable;
-                        member.detail = Some(error.clone());
+        self.rollouts
+            .update(rollout.id, |r| {
+                for member in r.waves[index]
+                    .followers
+                    .iter_mut()
+                    .filter(|m| !m.state.is_final())
+                {
+                    match failed.iter().find(|(url, _)| *url == member.url) {
+                        Some((_, error)) => {
+                            member.state = MemberState::Unreachable;
+                            member.detail = Some(error.clone());
+                        }
+                        None => member.state = MemberState::Notified,
                     }
-                    None => member.state = MemberState::Notified,
                 }
-            }
-        });
+            })
+            .await;
         answer
     }
 
@@ -144,7 +151,9 @@ impl Drive {
                 .iter()
                 .find(|(_, state, _)| state.is_final() && *state != MemberState::Healthy)
                 .cloned();
-            let updated = self.record_verdicts(id, index, &verdicts, bad.as_ref());
+            let updated = self
+                .record_verdicts(id, index, &verdicts, bad.as_ref())
+                .await;
             if bad.is_some() {
                 tracing::warn!(id, wave = index + 1, reason = ?updated.and_then(|r| r.reason), "rollout stopped");
                 return false;
@@ -160,7 +169,7 @@ impl Drive {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.time_out(id, index, timeout_s);
+                    self.time_out(id, index, timeout_s).await;
                     return false;
                 }
                 _ = reports.changed() => {}
@@ -171,51 +180,55 @@ impl Drive {
     }
 
     /// Records each member's verdict; the first bad one stops the rollout with its reason.
-    fn record_verdicts(
+    async fn record_verdicts(
         &self,
         id: i64,
         index: usize,
         verdicts: &[(usize, MemberState, Option<String>)],
         bad: Option<&(usize, MemberState, Option<String>)>,
     ) -> Option<Rollout> {
-        self.rollouts.update(id, |r| {
-            for (position, state, detail) in verdicts {
-                if let Some(member) = r.waves[index].followers.get_mut(*position) {
-                    member.state = *state;
-                    member.detail.clone_from(detail);
+        self.rollouts
+            .update(id, |r| {
+                for (position, state, detail) in verdicts {
+                    if let Some(member) = r.waves[index].followers.get_mut(*position) {
+                        member.state = *state;
+                        member.detail.clone_from(detail);
+                    }
                 }
-            }
-            if let Some((position, state, _)) = bad {
-                let url = r.waves[index]
-                    .followers
-                    .get(*position)
-                    .map_or_else(String::new, |m| m.label().to_owned());
-                r.state = RolloutState::Stopped;
-                r.reason = Some(format!(
-                    "wave {}: follower {url} is {}",
-                    index + 1,
-                    serde_json::to_value(state)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
-                ));
-            }
-        })
+                if let Some((position, state, _)) = bad {
+                    let url = r.waves[index]
+                        .followers
+                        .get(*position)
+                        .map_or_else(String::new, |m| m.label().to_owned());
+                    r.state = RolloutState::Stopped;
+                    r.reason = Some(format!(
+                        "wave {}: follower {url} is {}",
+                        index + 1,
+                        serde_json::to_value(state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    ));
+                }
+            })
+            .await
     }
 
     /// Wave `index` did not finish in time: its members still waited for are timed out, the rollout stops.
-    fn time_out(&self, id: i64, index: usize, timeout_s: u64) {
-        self.rollouts.update(id, |r| {
-            for member in r.waves[index]
-                .followers
-                .iter_mut()
-                .filter(|m| !m.state.is_final())
-            {
-                member.state = MemberState::TimedOut;
-            }
-            r.state = RolloutState::Stopped;
-            r.reason = Some(format!("wave {} timed out after {timeout_s} s", index + 1));
-        });
+    async fn time_out(&self, id: i64, index: usize, timeout_s: u64) {
+        self.rollouts
+            .update(id, |r| {
+                for member in r.waves[index]
+                    .followers
+                    .iter_mut()
+                    .filter(|m| !m.state.is_final())
+                {
+                    member.state = MemberState::TimedOut;
+                }
+                r.state = RolloutState::Stopped;
+                r.reason = Some(format!("wave {} timed out after {timeout_s} s", index + 1));
+            })
+            .await;
         tracing::warn!(id, wave = index + 1, "rollout stopped: wave timed out");
     }
 

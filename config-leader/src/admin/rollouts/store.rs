@@ -109,22 +109,25 @@ impl Rollouts {
     }
 
     /// Holds every follower outside a rollout on what it has (`on`), or lets them fetch again.
-    pub fn set_hold(&self, on: bool) -> Result<(), Error> {
+    pub async fn set_hold(&self, on: bool) -> Result<(), Error> {
         if self.holding() == on {
             return Ok(());
         }
-        self.db.set_flag(HOLD_FLAG, on)?;
+        self.db.call(move |db| db.set_flag(HOLD_FLAG, on)).await?;
         self.hold.store(on, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
-    fn save(&self, rollout: &Rollout) {
-        let saved = serde_json::to_string(rollout)
-            .map_err(Error::from)
-            .and_then(|body| {
+    async fn save(&self, rollout: &Rollout) {
+        let (id, state) = (rollout.id, rollout.state.as_str());
+        let saved = match serde_json::to_string(rollout) {
+            Ok(body) => {
                 self.db
-                    .update_rollout(rollout.id, rollout.state.as_str(), &body)
-            });
+                    .call(move |db| db.update_rollout(id, state, &body))
+                    .await
+            }
+            Err(err) => Err(Error::from(err)),
+        };
         if let Err(err) = saved {
             tracing::error!(id = rollout.id, error = %err, "cannot save the rollout");
         }
@@ -132,7 +135,11 @@ impl Rollouts {
 
     /// Changes rollout `id` (if active) and publishes its pins; saves it when it changed (a driver's
     /// wake-up that learnt nothing writes nothing); returns the new state.
-    pub(super) fn update(&self, id: i64, change: impl FnOnce(&mut Rollout)) -> Option<Rollout> {
+    pub(super) async fn update(
+        &self,
+        id: i64,
+        change: impl FnOnce(&mut Rollout),
+    ) -> Option<Rollout> {
         let (updated, changed) = self.with_active(|active| {
             let rollout = active.get_mut(&id)?;
             let before = rollout.clone();
@@ -145,7 +152,7 @@ impl Rollouts {
             Some((copy, changed))
         })?;
         if changed {
-            self.save(&updated);
+            self.save(&updated).await;
         }
         Some(updated)
     }
@@ -173,11 +180,11 @@ impl Rollouts {
     }
 
     /// Ends every held rollout and a held change: a newer notification replaces them.
-    pub fn supersede_all(&self) {
-        self.supersede_except(None);
+    pub async fn supersede_all(&self) {
+        self.supersede_except(None).await;
     }
 
-    fn supersede_except(&self, keep: Option<i64>) {
+    async fn supersede_except(&self, keep: Option<i64>) {
         let ids: Vec<i64> = self.read_active(|active| {
             active
                 .keys()
@@ -189,17 +196,18 @@ impl Rollouts {
             self.update(id, |r| {
                 r.state = RolloutState::Superseded;
                 r.finished = Some(now_unix_i64());
-            });
+            })
+            .await;
         }
         // Last: until here a held change still holds everyone the pins do not cover yet.
-        if let Err(err) = self.set_hold(false) {
+        if let Err(err) = self.set_hold(false).await {
             tracing::error!(error = %err, "cannot release the held change");
         }
         self.signal.notify_waiters();
     }
 
     /// Creates a rollout of `targets` (followers of the roles asked for) in waves planned by `strategy`.
-    pub fn create(
+    pub async fn create(
         &self,
         strategy: &Strategy,
         targets: &[(FollowerId, FollowerEntry)],
@@ -238,27 +246,32 @@ impl Rollouts {
             reason: None,
         };
         let body = serde_json::to_string(&rollout)?;
-        rollout.id = self.db.insert_rollout(rollout.state.as_str(), &body)?;
-        self.save(&rollout);
+        let state = rollout.state.as_str();
+        rollout.id = self
+            .db
+            .call(move |db| db.insert_rollout(state, &body))
+            .await?;
+        self.save(&rollout).await;
         self.with_active(|active| active.insert(rollout.id, rollout.clone()));
         // The new pins are in place before the older rollouts and a held change let go.
-        self.supersede_except(Some(rollout.id));
+        self.supersede_except(Some(rollout.id)).await;
         Ok(rollout)
     }
 
     /// A rollout by id (held ones from memory, the others from the database).
-    pub fn get(&self, id: i64) -> Result<Option<Rollout>, Error> {
+    pub async fn get(&self, id: i64) -> Result<Option<Rollout>, Error> {
         if let Some(held) = self.read_active(|active| active.get(&id).cloned()) {
             return Ok(Some(held));
         }
-        Ok(self.list(10_000)?.into_iter().find(|r| r.id == id))
+        Ok(self.list(10_000).await?.into_iter().find(|r| r.id == id))
     }
 
     /// The newest rollouts first.
-    pub fn list(&self, limit: i64) -> Result<Vec<Rollout>, Error> {
+    pub async fn list(&self, limit: i64) -> Result<Vec<Rollout>, Error> {
         Ok(self
             .db
-            .rollouts(limit)?
+            .call(move |db| db.rollouts(limit))
+            .await?
             .into_iter()
             .filter_map(|(_, body)| serde_json::from_str::<Rollout>(&body).ok())
             .map(|stored| {
@@ -269,19 +282,20 @@ impl Rollouts {
     }
 
     /// Stops a held rollout for good; the followers it held get the current tree at their next fetch.
-    pub fn abort(&self, id: i64) -> Result<Rollout, Error> {
+    pub async fn abort(&self, id: i64) -> Result<Rollout, Error> {
         let aborted = self
             .update(id, |r| {
                 r.state = RolloutState::Aborted;
                 r.finished = Some(now_unix_i64());
             })
+            .await
             .ok_or_else(|| not_held(id))?;
         self.signal.notify_waiters();
         Ok(aborted)
     }
 
     /// Makes a stopped rollout go on with the wave after the one that stopped it.
-    pub fn resume(&self, id: i64) -> Result<Rollout, Error> {
+    pub async fn resume(&self, id: i64) -> Result<Rollout, Error> {
         let mut refused = None;
         let resumed = self
             .update(id, |r| {
@@ -293,6 +307,7 @@ impl Rollouts {
                     refused = Some(r.state);
                 }
             })
+            .await
             .ok_or_else(|| not_held(id))?;
         match refused {
             Some(state) => Err(Error::Conflict(format!(

@@ -412,22 +412,7 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
     };
 
     // A bad value, rolled out one machine per wave.
-    let bad = json!({"G": {"settings": {"ALPHA_SETTING": {"value": "broken"}}}});
-    let saved = admin(reqwest::Method::PUT, "/admin/settings", Some(bad))
-        .send()
-        .await
-        .unwrap();
-    assert!(saved.status().is_success());
-    let waves =
-        json!({"waves": [{"followers": ["m1"]}, {"followers": ["m2"]}, {"followers": ["m3"]}]});
-    let answer: Value = admin(reqwest::Method::POST, "/admin/notify", Some(waves))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = answer["rollout"].as_i64().unwrap();
+    let id = save_and_roll_out_one_per_wave(&admin, "broken").await;
     let rollout = wait_until("the rollout to stop", Duration::from_secs(90), || {
         let url = format!("{leader_url}/admin/rollouts/{id}?auth={admin_key}");
         let rollout = get_json(&client, &url, None)?;
@@ -448,22 +433,7 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
     )
     .await;
     // A good value rolls through every wave; every container runs with it.
-    let good = json!({"G": {"settings": {"ALPHA_SETTING": {"value": "two"}}}});
-    let saved = admin(reqwest::Method::PUT, "/admin/settings", Some(good))
-        .send()
-        .await
-        .unwrap();
-    assert!(saved.status().is_success());
-    let waves =
-        json!({"waves": [{"followers": ["m1"]}, {"followers": ["m2"]}, {"followers": ["m3"]}]});
-    let answer: Value = admin(reqwest::Method::POST, "/admin/notify", Some(waves))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = answer["rollout"].as_i64().unwrap();
+    let id = save_and_roll_out_one_per_wave(&admin, "two").await;
     let rollout = wait_until(
         "the good rollout to finish",
         Duration::from_secs(120),
@@ -480,6 +450,29 @@ async fn real_containers_a_bad_change_is_reverted_and_stops_the_rollout_a_good_o
         machine.follower.terminate();
     }
     drop(cleanups);
+}
+
+/// Saves ALPHA_SETTING = `value` and rolls it out one machine per wave; the rollout's id.
+async fn save_and_roll_out_one_per_wave(
+    admin: &impl Fn(reqwest::Method, &str, Option<Value>) -> reqwest::RequestBuilder,
+    value: &str,
+) -> i64 {
+    let settings = json!({"G": {"settings": {"ALPHA_SETTING": {"value": value}}}});
+    let saved = admin(reqwest::Method::PUT, "/admin/settings", Some(settings))
+        .send()
+        .await
+        .unwrap();
+    assert!(saved.status().is_success());
+    let waves =
+        json!({"waves": [{"followers": ["m1"]}, {"followers": ["m2"]}, {"followers": ["m3"]}]});
+    let answer: Value = admin(reqwest::Method::POST, "/admin/notify", Some(waves))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["rollout"].as_i64().unwrap()
 }
 
 /// Every wave healthy; every machine has the new file and its container runs.

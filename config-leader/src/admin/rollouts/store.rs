@@ -54,6 +54,7 @@ impl Rollouts {
             signal: tokio::sync::Notify::new(),
             hold: std::sync::atomic::AtomicBool::new(hold),
         };
+        // The pins of the rollouts a previous run left held, before any follower fetches.
         rollouts.with_active(|_| ());
         Ok(rollouts)
     }

@@ -4,6 +4,7 @@
 // Blocking: writes the tree; called through spawn_blocking (the apply) and by the revert of the health gate.
 #![allow(clippy::disallowed_methods)]
 
+use crate::error::Error;
 use crate::state_dir::StateDir;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
@@ -216,7 +217,7 @@ impl RemovalGuard {
 }
 
 /// Records what an apply owes for the paths it is about to change; `Err` stops it before any write.
-pub type BeforeChanges<'a> = dyn Fn(&[PathBuf], &Backup) -> Result<(), String> + 'a;
+pub type BeforeChanges<'a> = dyn Fn(&[PathBuf], &Backup) -> Result<(), Error> + 'a;
 
 /// Writes `files` under `data_folder`. One bad entry never stops the others; it is reported. A tree that
 /// removes more than `guard` allows is refused whole (`Err`, nothing touched). `before_changes` is called
@@ -231,16 +232,16 @@ pub fn apply(
     own: &OwnWrites,
     guard: RemovalGuard,
     before_changes: &BeforeChanges,
-) -> Result<Applied, String> {
+) -> Result<Applied, Error> {
     let mut applied = Applied::default();
     let (mut wanted, pending) = sort_entries(data_folder, files, &mut applied);
     let previous = match read_manifest(data_folder) {
         Ok(previous) => previous,
-        Err(reason) => rebuild_manifest(data_folder, &wanted, &reason),
+        Err(unreadable) => rebuild_manifest(data_folder, &wanted, &unreadable.to_string()),
     };
     let mut stale: Vec<String> = previous.files.difference(&wanted).cloned().collect();
     if let Some(reason) = guard.refuses(stale.len(), previous.files.len()) {
-        return Err(reason);
+        return Err(Error::Refused(reason));
     }
     let mut unclaimed = still_unclaimed(data_folder, &previous, &wanted);
     if guard.confirmed {
@@ -613,14 +614,13 @@ pub fn has_previous_tree(data_folder: &Path) -> bool {
 }
 
 /// The manifest (empty when there is none yet); `Err` when it exists but cannot be read or parsed.
-fn read_manifest(data_folder: &Path) -> Result<Manifest, String> {
+fn read_manifest(data_folder: &Path) -> Result<Manifest, Error> {
     StateDir::of(data_folder)
         .load(MANIFEST)
         .map(Option::unwrap_or_default)
-        .map_err(|err| err.to_string())
 }
 
-fn write_manifest(data_folder: &Path, manifest: &Manifest) -> Result<(), crate::error::Error> {
+fn write_manifest(data_folder: &Path, manifest: &Manifest) -> Result<(), Error> {
     StateDir::of(data_folder).save(MANIFEST, manifest)
 }
 
@@ -776,9 +776,13 @@ mod tests {
             .collect();
         apply(data.path(), &tree, &none, &own, guard, &|_, _| Ok(())).unwrap();
 
-        let empty = apply(data.path(), &[], &none, &own, guard, &|_, _| Ok(())).unwrap_err();
+        let empty = apply(data.path(), &[], &none, &own, guard, &|_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
         assert!(empty.contains("every one of the 4 files"), "{empty}");
-        let most = apply(data.path(), &tree[..1], &none, &own, guard, &|_, _| Ok(())).unwrap_err();
+        let most = apply(data.path(), &tree[..1], &none, &own, guard, &|_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
         assert!(most.contains("3 of the 4 files"), "{most}");
         assert!(
             data.path().join("core/conf/3.yml").exists(),
@@ -852,10 +856,10 @@ mod tests {
             &none,
             &own,
             guard,
-            &|_, _| Err("cannot save".into()),
+            &|_, _| Err(Error::Refused("cannot save".into())),
         )
         .unwrap_err();
-        assert_eq!(refused, "cannot save");
+        assert_eq!(refused.to_string(), "cannot save");
         assert_eq!(
             std::fs::read_to_string(data.path().join("core/conf/a.yml")).unwrap(),
             "a"

@@ -6,12 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::OwnWrites;
@@ -40,7 +40,9 @@ pub struct Watched {
 /// Turns the watcher on and off while the follower runs; the choice is persisted in the bookkeeping folder
 /// and wins over `watch.enabled` at the next start.
 pub struct WatchSwitch {
-    running: std::sync::Mutex<Option<CancellationToken>>,
+    /// The running watcher's stop token; held across a switch so two switches never interleave.
+    running: tokio::sync::Mutex<Option<CancellationToken>>,
+    on: AtomicBool,
     state: StateDir,
     watched: Watched,
 }
@@ -48,13 +50,16 @@ pub struct WatchSwitch {
 impl WatchSwitch {
     pub fn new(watched: Watched) -> Self {
         Self {
-            running: std::sync::Mutex::new(None),
+            running: tokio::sync::Mutex::new(None),
+            on: AtomicBool::new(false),
             state: StateDir::of(&watched.data),
             watched,
         }
     }
 
     /// The persisted choice, if the operator made one (an unreadable one is logged and not followed).
+    /// Blocking: start-up.
+    #[allow(clippy::disallowed_methods)]
     pub fn persisted(&self) -> Option<bool> {
         match self.state.load::<SwitchState>(SWITCH_FILE) {
             Ok(choice) => choice.map(|s| s.enabled),
@@ -66,36 +71,36 @@ impl WatchSwitch {
     }
 
     pub fn is_on(&self) -> bool {
-        self.lock().is_some()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<CancellationToken>> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.on.load(Ordering::SeqCst)
     }
 
     /// Starts or stops the watcher (a no-op when already so); `persist` records the choice first.
-    pub fn set(
+    #[allow(clippy::disallowed_methods)] // the record is saved through the records' async door
+    pub async fn set(
         &self,
         enabled: bool,
         persist: bool,
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
+        let mut running = self.running.lock().await;
         if persist {
-            self.state.save(SWITCH_FILE, &SwitchState { enabled })?;
+            self.state
+                .call(move |s| s.save(SWITCH_FILE, &SwitchState { enabled }))
+                .await?;
         }
-        let mut running = self.lock();
         match (enabled, running.is_some()) {
             (true, false) => {
                 let token = shutdown.child_token();
-                spawn(self.watched.clone(), token.clone())?;
+                let (watched, stop) = (self.watched.clone(), token.clone());
+                tokio::task::spawn_blocking(move || start(watched, stop)).await??;
                 *running = Some(token);
+                self.on.store(true, Ordering::SeqCst);
             }
             (false, true) => {
                 if let Some(token) = running.take() {
                     token.cancel();
                 }
+                self.on.store(false, Ordering::SeqCst);
                 tracing::info!("stopped watching */conf/");
             }
             _ => {}
@@ -104,18 +109,35 @@ impl WatchSwitch {
     }
 }
 
-/// Starts the watcher task.
-// Long on purpose: the watcher's set-up and its event loop share the debouncer, which cannot be moved out of the task.
-// One folder creation when the watcher starts (start-up or PUT /watch).
+/// What the watcher's thread receives: the debouncer's events, or the order to stop.
+enum Message {
+    Events(DebounceEventResult),
+    Stop,
+}
+
+/// Sends [`Message::Stop`] when dropped: when the stop token fires, and also when the runtime holding the
+/// waiting task goes away, so the thread never outlives its follower.
+struct StopOnDrop(std::sync::mpsc::Sender<Message>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(Message::Stop);
+    }
+}
+
+/// Sets the watches up and starts the watcher's thread (file system calls on every event: it is not an
+/// async task). Blocking: called through `spawn_blocking`, inside the runtime (it spawns the stop task).
 #[allow(clippy::disallowed_methods)]
-pub fn spawn(watched: Watched, shutdown: CancellationToken) -> Result<(), Error> {
+fn start(watched: Watched, shutdown: CancellationToken) -> Result<(), Error> {
     let data = watched.data.clone();
-    let (tx, mut rx) = mpsc::unbounded_channel::<DebounceEventResult>();
+    let (tx, rx) = std::sync::mpsc::channel::<Message>();
+    let events = tx.clone();
     let mut debouncer = new_debouncer(watched.debounce, None, move |result| {
-        let _ = tx.send(result);
+        let _ = events.send(Message::Events(result));
     })
     .map_err(|err| Error::Internal(format!("cannot start the file watcher: {err}")))?;
     std::fs::create_dir_all(&data).map_err(|source| Error::Io {
+        action: "create",
         path: data.clone(),
         source,
     })?;
@@ -125,54 +147,61 @@ pub fn spawn(watched: Watched, shutdown: CancellationToken) -> Result<(), Error>
     for service in service_dirs(&data) {
         watch_service(&mut debouncer, &service);
     }
-    tracing::info!(folder = %data.display(), "watching */conf/ for changes");
+    std::thread::Builder::new()
+        .name("conf-watch".into())
+        .spawn(move || watch_loop(&watched, debouncer, &rx))
+        .map_err(|err| Error::Internal(format!("cannot start the file watcher's thread: {err}")))?;
     tokio::spawn(async move {
-        loop {
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                result = rx.recv() => match result { Some(r) => r, None => break },
-            };
-            let events = match result {
-                Ok(events) => events,
-                Err(errors) => {
-                    for err in errors {
-                        tracing::warn!(error = %err, "file watcher error");
-                    }
-                    continue;
+        let _stop = StopOnDrop(tx);
+        shutdown.cancelled().await;
+    });
+    tracing::info!(folder = %data.display(), "watching */conf/ for changes");
+    Ok(())
+}
+
+/// The watcher's thread: new folders get watches, an operator's edit queues the restart of the services
+/// mounting it.
+#[allow(clippy::disallowed_methods)]
+fn watch_loop(watched: &Watched, mut debouncer: Watcher, rx: &std::sync::mpsc::Receiver<Message>) {
+    let data = &watched.data;
+    while let Ok(Message::Events(result)) = rx.recv() {
+        let events = match result {
+            Ok(events) => events,
+            Err(errors) => {
+                for err in errors {
+                    tracing::warn!(error = %err, "file watcher error");
                 }
-            };
-            let mut changed: Vec<PathBuf> = Vec::new();
-            for event in events.iter().filter(|e| !is_read_only(&e.kind)) {
-                for path in &event.paths {
-                    // Logged once the watches are in place, so the line means "edits here are seen now".
-                    if path.parent() == Some(data.as_path()) && path.is_dir() {
-                        watch_service(&mut debouncer, path);
-                        tracing::info!(folder = %path.display(), "watching a new service folder");
-                    } else if is_conf_dir(&data, path) && path.is_dir() {
-                        watch_or_warn(&mut debouncer, path, RecursiveMode::Recursive);
-                        tracing::info!(folder = %path.display(), "watching a new conf folder");
-                    }
-                    if is_operator_change(&data, path, &watched.own_writes)
-                        && !changed.contains(path)
-                    {
-                        changed.push(path.clone());
-                    }
-                }
-            }
-            if changed.is_empty() {
                 continue;
             }
-            metrics::counter!(crate::metrics::WATCHER_EVENTS).increment(changed.len() as u64);
-            let services = crate::compose::machine_project(&data).affected(&changed);
-            tracing::info!(files = ?changed, services = ?services, "configuration edited on this machine");
-            // Runs even if it cannot be saved (the failure is logged by the queue).
-            let _ = watched.restarter.request(RestartJob {
-                up: false,
-                services,
-            });
+        };
+        let mut changed: Vec<PathBuf> = Vec::new();
+        for event in events.iter().filter(|e| !is_read_only(&e.kind)) {
+            for path in &event.paths {
+                // Logged once the watches are in place, so the line means "edits here are seen now".
+                if path.parent() == Some(data.as_path()) && path.is_dir() {
+                    watch_service(&mut debouncer, path);
+                    tracing::info!(folder = %path.display(), "watching a new service folder");
+                } else if is_conf_dir(data, path) && path.is_dir() {
+                    watch_or_warn(&mut debouncer, path, RecursiveMode::Recursive);
+                    tracing::info!(folder = %path.display(), "watching a new conf folder");
+                }
+                if is_operator_change(data, path, &watched.own_writes) && !changed.contains(path) {
+                    changed.push(path.clone());
+                }
+            }
         }
-    });
-    Ok(())
+        if changed.is_empty() {
+            continue;
+        }
+        metrics::counter!(crate::metrics::WATCHER_EVENTS).increment(changed.len() as u64);
+        let services = crate::compose::machine_project(data).affected(&changed);
+        tracing::info!(files = ?changed, services = ?services, "configuration edited on this machine");
+        // Runs even if it cannot be saved (the failure is logged by the queue).
+        let _ = watched.restarter.request_blocking(RestartJob {
+            up: false,
+            services,
+        });
+    }
 }
 
 // One listing of the data folder when the watcher starts or a folder appears.

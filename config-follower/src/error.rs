@@ -28,8 +28,10 @@ pub enum Error {
     InvalidKey,
     #[error("no such resource")]
     NotFound,
-    #[error("{}: {source}", path.display())]
+    /// A file system call that failed: what it was doing, on which path.
+    #[error("{}: cannot {action}: {source}", path.display())]
     Io {
+        action: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
@@ -40,6 +42,16 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
+    /// A record the follower owes could not be saved: which one, and what that breaks.
+    #[error("{source} ({what}); {consequence}. Free space or make the folder writable")]
+    Unsaved {
+        what: &'static str,
+        consequence: &'static str,
+        source: Box<Error>,
+    },
+    /// The tree was refused whole, nothing touched; the reason says what to do.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Tls(String),
     /// A blocking task (render, save, apply, password check) panicked or was cancelled.
@@ -50,6 +62,24 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// The same failure again, for a second caller (a record error keeps its fields; others their text).
+    pub fn replay(&self) -> Error {
+        match self {
+            Error::Record {
+                action,
+                path,
+                reason,
+            } => Error::Record {
+                action,
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            other => Error::Internal(other.to_string()),
+        }
+    }
 }
 
 impl IntoResponse for Error {
@@ -67,6 +97,7 @@ impl IntoResponse for Error {
             self,
             Error::Io { .. }
                 | Error::Record { .. }
+                | Error::Unsaved { .. }
                 | Error::Task(_)
                 | Error::Json(_)
                 | Error::Internal(_)

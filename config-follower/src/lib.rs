@@ -41,41 +41,21 @@ pub use crate::routes::app;
 ///
 /// With a tree from an earlier run on disk, it serves at once and converges in the background (a machine
 /// must boot while the leader is down); on a fresh machine it first waits for the leader's answer.
-// Creates the data folder once at start-up, before anything is served.
-#[allow(clippy::disallowed_methods)]
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let data = config.data_folder.clone();
-    std::fs::create_dir_all(&data).map_err(|source| Error::Io {
-        path: data.clone(),
-        source,
-    })?;
-    remove_stale_temp_files(&data);
-    let tls = config
-        .tls
-        .as_ref()
-        .map(|(cert, key)| pryv_daemon::server_tls(cert, key))
-        .transpose()
-        .map_err(Error::Tls)?;
-    let follower = Arc::new(Follower::new(config, &shutdown)?);
-    for (service, source) in follower.project().single_file_mounts(&data) {
-        tracing::warn!(
-            service,
-            source = %source.display(),
-            "mounts a single file: the container keeps the old file after an update; mount its folder instead"
-        );
-    }
+    let stop = shutdown.clone();
+    let (follower, options, watching) =
+        tokio::task::spawn_blocking(move || prepare(config, &stop)).await??;
     follower.resume_gate().await;
     if !first_convergence(&follower, &data).await {
         return Ok(());
     }
 
-    // The operator's last `watch-config` choice wins over the configuration file.
-    let watching = follower.watch.persisted().unwrap_or(follower.config.watch);
-    follower.watch.set(watching, false, &shutdown)?;
+    follower.watch.set(watching, false, &shutdown).await?;
     if let Some(interval) = follower.config.poll_interval {
         spawn_poll(follower.clone(), interval, shutdown.clone());
     }
@@ -86,13 +66,13 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|err| Error::Internal(err.to_string()))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(%addr, scheme, leader = %follower.config.leader_url, "listening");
     pryv_daemon::notify_ready();
-    let options = pryv_daemon::ServeOptions {
-        tls,
-        ..pryv_daemon::ServeOptions::default()
-    };
     let served = pryv_daemon::serve(listener, app(follower.clone()), options, shutdown).await;
     // A restart command in progress finishes (within the drain time); what is still queued stays persisted.
     follower.restarter.finish(pryv_daemon::DRAIN).await;
@@ -100,6 +80,43 @@ pub async fn run(
     pryv_daemon::notify_stopping();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The start-up work that reads the disk, on a blocking thread before anything is served: the data folder,
+/// what a killed run left, the TLS files, the follower's records, the operator's watcher choice (which wins
+/// over the configuration file).
+#[allow(clippy::disallowed_methods)]
+fn prepare(
+    config: Config,
+    shutdown: &CancellationToken,
+) -> Result<(Arc<Follower>, pryv_daemon::ServeOptions, bool), Error> {
+    let data = config.data_folder.clone();
+    std::fs::create_dir_all(&data).map_err(|source| Error::Io {
+        action: "create",
+        path: data.clone(),
+        source,
+    })?;
+    remove_stale_temp_files(&data);
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|(cert, key)| pryv_daemon::server_tls(cert, key))
+        .transpose()
+        .map_err(Error::Tls)?;
+    let follower = Arc::new(Follower::new(config, shutdown)?);
+    for (service, source) in crate::compose::machine_project(&data).single_file_mounts(&data) {
+        tracing::warn!(
+            service,
+            source = %source.display(),
+            "mounts a single file: the container keeps the old file after an update; mount its folder instead"
+        );
+    }
+    let watching = follower.watch.persisted().unwrap_or(follower.config.watch);
+    let options = pryv_daemon::ServeOptions {
+        tls,
+        ..pryv_daemon::ServeOptions::default()
+    };
+    Ok((follower, options, watching))
 }
 
 /// With a tree on disk: converge in the background (true at once). On a fresh machine: wait for the leader's

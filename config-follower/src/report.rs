@@ -22,6 +22,9 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 pub struct Reporter {
     latest: Arc<watch::Sender<Option<ApplyReport>>>,
     state: StateDir,
+    /// Held (on a blocking thread) while the record and `latest` change together, so a delivered report's
+    /// removal never deletes a newer one saved meanwhile.
+    records: Arc<std::sync::Mutex<()>>,
     status: Arc<StatusStore>,
 }
 
@@ -34,6 +37,7 @@ impl Reporter {
         shutdown: CancellationToken,
     ) -> Self {
         // An unreadable report is dropped (logged): the next apply sends a newer one.
+        #[allow(clippy::disallowed_methods)] // start-up: Follower::new runs on a blocking thread
         let unsent: Option<ApplyReport> = state.load(REPORT_FILE).unwrap_or_else(|err| {
             tracing::warn!(error = %err, "unreadable unsent apply report; dropping it");
             None
@@ -41,21 +45,36 @@ impl Reporter {
         let reporter = Self {
             latest: Arc::new(watch::Sender::new(None)),
             state: state.clone(),
+            records: Arc::new(std::sync::Mutex::new(())),
             status,
         };
         let receiver = reporter.latest.subscribe();
         if let Some(report) = unsent {
-            reporter.send(report);
+            // Already on disk: only handed to the sender.
+            reporter.hand_over(report);
         }
         tokio::spawn(deliver(reporter.clone(), client, receiver, shutdown));
         reporter
     }
 
-    /// Persists `report` and hands it to the sender (replacing an unsent older one).
-    pub fn send(&self, report: ApplyReport) {
-        if let Err(err) = self.state.save(REPORT_FILE, &report) {
-            tracing::warn!(error = %err, "cannot persist the apply report; it is lost if the follower stops before sending it");
+    /// Persists `report` (on a blocking thread) and hands it to the sender, replacing an unsent older one.
+    #[allow(clippy::disallowed_methods)] // the record is saved in spawn_blocking
+    pub async fn send(&self, report: ApplyReport) {
+        let reporter = self.clone();
+        let sent = tokio::task::spawn_blocking(move || {
+            let _order = reporter.lock_records();
+            if let Err(err) = reporter.state.save(REPORT_FILE, &report) {
+                tracing::warn!(error = %err, "cannot persist the apply report; it is lost if the follower stops before sending it");
+            }
+            reporter.hand_over(report);
+        })
+        .await;
+        if let Err(err) = sent {
+            tracing::error!(error = %err, "the apply report task failed; the report is not sent");
         }
+    }
+
+    fn hand_over(&self, report: ApplyReport) {
         self.status.update(|s| {
             s.last_report = Some(report.clone());
             s.report_pending = true;
@@ -63,13 +82,29 @@ impl Reporter {
         self.latest.send_replace(Some(report));
     }
 
-    fn delivered(&self, report: &ApplyReport) {
-        // Only if nothing newer came meanwhile.
-        if self.latest.borrow().as_ref() == Some(report) {
-            if let Err(err) = self.state.remove(REPORT_FILE) {
+    fn lock_records(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The leader has `report`: its record goes, unless a newer report came meanwhile.
+    #[allow(clippy::disallowed_methods)] // the record is removed in spawn_blocking
+    async fn delivered(&self, report: &ApplyReport) {
+        let (reporter, report) = (self.clone(), report.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            let _order = reporter.lock_records();
+            if reporter.latest.borrow().as_ref() != Some(&report) {
+                return;
+            }
+            if let Err(err) = reporter.state.remove(REPORT_FILE) {
                 tracing::warn!(error = %err, "cannot remove the delivered report; it is sent again at the next start");
             }
-            self.status.update(|s| s.report_pending = false);
+            reporter.status.update(|s| s.report_pending = false);
+        })
+        .await;
+        if let Err(err) = removed {
+            tracing::warn!(error = %err, "the delivered report's record could not be removed");
         }
     }
 }
@@ -88,7 +123,7 @@ async fn deliver(
             loop {
                 match client.report(&report).await {
                     Ok(()) => {
-                        reporter.delivered(&report);
+                        reporter.delivered(&report).await;
                         break;
                     }
                     Err(err) => {

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::compose::{CONF_ROOT_VAR, default_conf_root};
+use crate::error::Error;
 use crate::state_dir::StateDir;
 use crate::status::{RestartRecord, StatusStore};
 use pryv_daemon::now_unix;
@@ -62,6 +63,8 @@ struct Queue {
     /// Number of the last request merged into `queued` (see [`Ticket`]).
     queued_ticket: u64,
     last_ticket: u64,
+    /// Bumped at every change: orders the saves (see [`Snapshot`]).
+    version: u64,
 }
 
 /// A request's place in the queue: [`Restarter::done`] resolves once a command covering it has finished.
@@ -77,8 +80,18 @@ impl Queue {
     }
 }
 
+/// What was outstanding at one change of the queue, to be saved. Saves run outside the queue's lock (they
+/// fsync); the version keeps the file from going back in time when two of them race.
+struct Snapshot {
+    version: u64,
+    outstanding: RestartJob,
+}
+
 struct Shared {
     queue: Mutex<Queue>,
+    /// The version of the last snapshot saved (or tried) and that attempt's failure: an older snapshot
+    /// arriving later is not written, and answers as the newer one did.
+    saved: Mutex<(u64, Option<Error>)>,
     wake: Notify,
     /// The ticket of the last finished command.
     finished: tokio::sync::watch::Sender<u64>,
@@ -97,29 +110,63 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Saves what is outstanding (the lock is held so saves happen in order). A failure is logged and
-    /// returned: the caller decides whether what it promised still holds.
-    fn persist(&self, queue: &Queue) -> Result<(), String> {
+    /// What is outstanding now (called under the queue's lock), shown on `/status` at once.
+    fn snapshot(&self, queue: &mut Queue) -> Snapshot {
+        queue.version += 1;
         let outstanding = queue.outstanding();
-        let result = if outstanding.is_empty() {
-            self.state.remove(PENDING_FILE)
-        } else {
-            self.state.save(PENDING_FILE, &outstanding)
-        };
         self.status
             .update(|s| s.pending_restarts = outstanding.names());
+        Snapshot {
+            version: queue.version,
+            outstanding,
+        }
+    }
+
+    /// Saves a snapshot unless a newer one was saved already. A failure is logged and returned: the caller
+    /// decides whether what it promised still holds. Blocking.
+    fn save(&self, snapshot: Snapshot) -> Result<(), Error> {
+        let mut saved = self
+            .saved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if saved.0 >= snapshot.version {
+            return match &saved.1 {
+                None => Ok(()),
+                Some(err) => Err(unsaved(err.replay())),
+            };
+        }
+        #[allow(clippy::disallowed_methods)]
+        // save runs on blocking threads only (see save_off_runtime)
+        let result = if snapshot.outstanding.is_empty() {
+            self.state.remove(PENDING_FILE)
+        } else {
+            self.state.save(PENDING_FILE, &snapshot.outstanding)
+        };
+        *saved = (snapshot.version, result.as_ref().err().map(Error::replay));
         result.map_err(|err| {
             tracing::error!(error = %err, "cannot save the pending restarts; a crash now would lose them");
-            format!(
-                "{err} (the pending restarts); a crash before they run would lose them. Free space or make the \
-                 folder writable"
-            )
+            unsaved(err)
         })
+    }
+
+    async fn save_off_runtime(self: &Arc<Self>, snapshot: Snapshot) -> Result<(), Error> {
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || shared.save(snapshot)).await?
+    }
+}
+
+fn unsaved(err: Error) -> Error {
+    Error::Unsaved {
+        what: "the pending restarts",
+        consequence: "a crash before they run would lose them",
+        source: Box::new(err),
     }
 }
 
 /// The restarts a previous run left undone: none when there is no file; every service when the file exists but
 /// cannot be read or parsed (what it owed is unknown, so everything is restarted to be safe).
+// Start-up only (Follower::new runs on a blocking thread).
+#[allow(clippy::disallowed_methods)]
 fn load(state: &StateDir) -> RestartJob {
     match state.load(PENDING_FILE) {
         Ok(job) => job.unwrap_or_default(),
@@ -154,6 +201,7 @@ impl Restarter {
         let leftover = load(state);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
+            saved: Mutex::new((0, None)),
             wake: Notify::new(),
             finished: tokio::sync::watch::Sender::new(0),
             state: state.clone(),
@@ -168,8 +216,8 @@ impl Restarter {
             // Ticket 1: a health check resumed at start waits for these restarts.
             queue.last_ticket = 1;
             queue.queued_ticket = 1;
-            // Failing to save again changes nothing: the file on disk already holds these restarts.
-            let _ = shared.persist(&queue);
+            // Not saved again: the file on disk already holds these restarts.
+            let _ = shared.snapshot(&mut queue);
             shared.wake.notify_one();
         }
         let restarter = Self {
@@ -185,29 +233,43 @@ impl Restarter {
     }
 
     /// Records (persisted) what an apply about to start will restart, so a crash during it loses nothing;
-    /// `Err` when it could not be saved (the apply must then not start).
-    pub fn announce(&self, job: RestartJob) -> Result<(), String> {
-        let mut queue = self.shared.lock();
-        queue.intent.merge(job);
-        self.shared.persist(&queue)
+    /// `Err` when it could not be saved (the apply must then not start). Blocking: the apply's thread.
+    pub fn announce(&self, job: RestartJob) -> Result<(), Error> {
+        let snapshot = {
+            let mut queue = self.shared.lock();
+            queue.intent.merge(job);
+            self.shared.snapshot(&mut queue)
+        };
+        self.shared.save(snapshot)
     }
 
     /// Queues a job (persisted before this returns) and replaces any announced intent. An empty job only
     /// clears the intent (its ticket is already done). The job runs even when it could not be saved; the
     /// second part says so, for callers that promised it was.
-    pub fn request(&self, job: RestartJob) -> (Ticket, Result<(), String>) {
+    pub async fn request(&self, job: RestartJob) -> (Ticket, Result<(), Error>) {
+        let (ticket, snapshot) = self.enqueue(job);
+        (ticket, self.shared.save_off_runtime(snapshot).await)
+    }
+
+    /// [`Restarter::request`] for blocking code (the `*/conf/` watcher's thread).
+    pub fn request_blocking(&self, job: RestartJob) -> (Ticket, Result<(), Error>) {
+        let (ticket, snapshot) = self.enqueue(job);
+        (ticket, self.shared.save(snapshot))
+    }
+
+    fn enqueue(&self, job: RestartJob) -> (Ticket, Snapshot) {
         let mut queue = self.shared.lock();
         queue.intent = RestartJob::default();
         let wake = !job.is_empty();
         queue.queued.merge(job);
-        let saved = self.shared.persist(&queue);
+        let snapshot = self.shared.snapshot(&mut queue);
         if !wake {
-            return (Ticket(0), saved);
+            return (Ticket(0), snapshot);
         }
         queue.last_ticket += 1;
         queue.queued_ticket = queue.last_ticket;
         self.shared.wake.notify_one();
-        (Ticket(queue.last_ticket), saved)
+        (Ticket(queue.last_ticket), snapshot)
     }
 
     /// The ticket of the last request (what a job queued before now waits for).
@@ -296,12 +358,13 @@ async fn work(restarter: Restarter, timeout: Duration, shutdown: CancellationTok
             let tool = restarter.tool().await;
             // Not cancelled by shutdown: a compose command cut in the middle leaves services half restarted.
             run_job(&tool, &shared.compose_file, timeout, &job, &shared.status).await;
-            {
+            let snapshot = {
                 let mut queue = shared.lock();
                 queue.running = RestartJob::default();
-                // A failure leaves the finished job in the file: the next start runs it again (safe side).
-                let _ = shared.persist(&queue);
-            }
+                shared.snapshot(&mut queue)
+            };
+            // A failure leaves the finished job in the file: the next start runs it again (safe side).
+            let _ = shared.save_off_runtime(snapshot).await;
             shared.finished.send_replace(ticket);
             if shutdown.is_cancelled() {
                 // What is still queued stays persisted for the next start.

@@ -115,7 +115,8 @@ async fn set_watch(
     })?;
     follower
         .watch
-        .set(wanted.enabled, true, &follower.shutdown)?;
+        .set(wanted.enabled, true, &follower.shutdown)
+        .await?;
     tracing::info!(enabled = wanted.enabled, "watcher switched by the operator");
     Ok(Json(WatchBody {
         enabled: follower.watch.is_on(),

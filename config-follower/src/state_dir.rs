@@ -3,8 +3,9 @@
 //!
 //! The rule of the trust work holds here once: a record that exists but cannot be read is an error (never
 //! taken for "none"), and a save that fails is an error the caller must handle (`#[must_use]`).
-//! Blocking: call from blocking code or through `spawn_blocking`.
-// Blocking: the bookkeeping records are small local files; callers are the apply (blocking thread), start-up, and the few record writes of a cycle.
+//! `load`, `save` and `remove` block (they are disallowed methods outside blocking code, see `clippy.toml`);
+//! async code goes through [`StateDir::call`], the folder's async door.
+// The one module that touches the records' files; its callers are blocking code or `call`.
 #![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,15 @@ impl StateDir {
         Self {
             root: data_folder.join(STATE_DIR),
         }
+    }
+
+    /// Runs `work` (loads, saves, removes) on a blocking thread: how async code reaches the records.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&StateDir) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || work(&state)).await?
     }
 
     /// Where record `name` lives.

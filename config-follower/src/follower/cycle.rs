@@ -33,7 +33,7 @@ impl Follower {
         };
         self.saw(tree.revision.as_deref());
         if tree.revision.is_some() && tree.revision == self.status.snapshot().reverted_revision {
-            return Ok(Fetch::Skipped(self.skip_reverted(tree.revision)));
+            return Ok(Fetch::Skipped(self.skip_reverted(tree.revision).await));
         }
         let outcome = self
             .apply_tree(
@@ -46,21 +46,24 @@ impl Follower {
             .await?;
         match outcome {
             Ok(applied) => Ok(Fetch::Applied(applied, tree.revision)),
-            Err(reason) => {
+            Err(refused) => {
+                let reason = refused.to_string();
                 metrics::counter!(crate::metrics::APPLIES, "outcome" => "refused").increment(1);
                 tracing::error!(reason = %reason, "configuration refused");
                 self.record_incomplete(&reason, tree.revision.clone());
                 // Clears the announced intent; if that cannot be saved, the next start restarts it (safe side).
-                let _ = self.restarter.request(RestartJob::default());
-                self.reporter.send(ApplyReport {
-                    errors: vec![reason.clone()],
-                    ..report_of(
-                        tree.revision,
-                        revision,
-                        ApplyOutcome::Incomplete,
-                        &NotifyResponse::default(),
-                    )
-                });
+                let _ = self.restarter.request(RestartJob::default()).await;
+                self.reporter
+                    .send(ApplyReport {
+                        errors: vec![reason.clone()],
+                        ..report_of(
+                            tree.revision,
+                            revision,
+                            ApplyOutcome::Incomplete,
+                            &NotifyResponse::default(),
+                        )
+                    })
+                    .await;
                 Err(Error::ApplyIncomplete(reason))
             }
         }
@@ -94,7 +97,7 @@ impl Follower {
     }
 
     /// The tree is a revision this follower reverted: it stays on what it runs (a newer revision is tried).
-    pub(super) fn skip_reverted(&self, revision: Option<String>) -> NotifyResponse {
+    pub(super) async fn skip_reverted(&self, revision: Option<String>) -> NotifyResponse {
         let reason = format!(
             "revision {} was reverted here after a failed health check; staying on the current files until \
              the leader has a newer revision",
@@ -105,15 +108,17 @@ impl Follower {
             "not applying a revision reverted before"
         );
         let current = self.status.snapshot().revision;
-        self.reporter.send(ApplyReport {
-            errors: vec![reason.clone()],
-            ..report_of(
-                revision,
-                current.clone(),
-                ApplyOutcome::Skipped,
-                &NotifyResponse::default(),
-            )
-        });
+        self.reporter
+            .send(ApplyReport {
+                errors: vec![reason.clone()],
+                ..report_of(
+                    revision,
+                    current.clone(),
+                    ApplyOutcome::Skipped,
+                    &NotifyResponse::default(),
+                )
+            })
+            .await;
         NotifyResponse {
             revision: current,
             skipped: Some(reason),
@@ -201,6 +206,7 @@ impl Follower {
 
     /// Applies `files` on a blocking thread. The outer error is a failure of the task itself; the inner one a
     /// tree refused whole.
+    #[allow(clippy::disallowed_methods)] // the records are saved inside spawn_blocking
     pub(super) async fn apply_tree(
         &self,
         files: Vec<pryv_protocol::ConfFile>,
@@ -208,7 +214,7 @@ impl Follower {
         restart: Restart,
         project_before: &Project,
         target: Option<String>,
-    ) -> Result<Result<apply::Applied, String>, Error> {
+    ) -> Result<Result<apply::Applied, Error>, Error> {
         let data_folder = self.config.data_folder.clone();
         let validators = self.config.validate.clone();
         let own = self.own_writes.clone();
@@ -252,18 +258,18 @@ impl Follower {
         .map_err(Error::from)
     }
 
+    /// What to restart for `changed`, given the compose project before and after the apply.
     pub(super) fn restart_job(
         &self,
         request: &NotifyRequest,
         listed: Option<&Vec<String>>,
-        project_before: &Project,
+        (project_before, project): (&Project, &Project),
         changed: &[PathBuf],
     ) -> RestartJob {
-        let project = self.project();
         let compose_file = self.config.data_folder.join(COMPOSE_FILE);
         let mut job = if listed.is_none() {
             let (up, services) =
-                crate::compose::plan_restarts(project_before, &project, &compose_file, changed);
+                crate::compose::plan_restarts(project_before, project, &compose_file, changed);
             RestartJob { up, services }
         } else {
             RestartJob {

@@ -11,16 +11,18 @@ mod cycle;
 mod gate;
 mod retry;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use pryv_protocol::{NotifyRequest, NotifyResponse};
+use pryv_protocol::{NotifyRequest, NotifyResponse, UnhealthyService};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::OwnWrites;
 use crate::client::LeaderClient;
 use crate::compose::{COMPOSE_FILE, Project};
-use crate::config::Config;
+use crate::config::{Config, HealthConfig};
 use crate::error::Error;
 use crate::report::Reporter;
 use crate::restart::{RestartJob, Restarter};
@@ -62,10 +64,40 @@ pub struct Follower {
     pub shutdown: CancellationToken,
     /// The `*/conf/` watcher, switched at run time by `PUT /watch` (`watch-config`).
     pub watch: crate::conf_watch::WatchSwitch,
+    /// How the health gate learns whether restarted services are healthy.
+    health: Arc<dyn HealthCheck>,
+}
+
+/// Whether restarted services are healthy: Docker's account ([`DockerHealth`]) in production; the seam lets
+/// the gate's tests give a verdict.
+pub trait HealthCheck: Send + Sync {
+    /// Waits until every one of `services` is healthy, or the deadline: the first one still unhealthy then.
+    fn wait_healthy<'a>(
+        &'a self,
+        restarter: &'a Restarter,
+        services: &'a [String],
+        config: &'a HealthConfig,
+    ) -> Pin<Box<dyn Future<Output = Result<(), UnhealthyService>> + Send + 'a>>;
+}
+
+/// The containers' state from `docker inspect` and the configured probes ([`crate::health`]).
+pub struct DockerHealth;
+
+impl HealthCheck for DockerHealth {
+    fn wait_healthy<'a>(
+        &'a self,
+        restarter: &'a Restarter,
+        services: &'a [String],
+        config: &'a HealthConfig,
+    ) -> Pin<Box<dyn Future<Output = Result<(), UnhealthyService>> + Send + 'a>> {
+        Box::pin(crate::health::wait_healthy(restarter, services, config))
+    }
 }
 
 impl Follower {
     /// Builds the client and starts the restart worker (which resumes restarts a previous run left undone).
+    /// Blocking (it reads the bookkeeping records): call it from a blocking thread.
+    #[allow(clippy::disallowed_methods)]
     pub fn new(config: Config, shutdown: &CancellationToken) -> Result<Self, Error> {
         let client = LeaderClient::new(&config)?;
         let status = Arc::new(StatusStore::new(config.leader_url.clone()));
@@ -102,7 +134,14 @@ impl Follower {
             shutdown: shutdown.clone(),
             watch,
             config,
+            health: Arc::new(DockerHealth),
         })
+    }
+
+    /// The same follower with another health check (tests).
+    pub fn with_health_check(mut self, health: Arc<dyn HealthCheck>) -> Self {
+        self.health = health;
+        self
     }
 
     /// The client to the leader.
@@ -110,9 +149,17 @@ impl Follower {
         &self.client
     }
 
-    /// The machine's compose project (no services when the file is missing or unreadable).
-    pub fn project(&self) -> Project {
-        crate::compose::machine_project(&self.config.data_folder)
+    /// The machine's compose project (no services when the file is missing or unreadable), read on a
+    /// blocking thread.
+    #[allow(clippy::disallowed_methods)]
+    pub async fn project(&self) -> Project {
+        let data = self.config.data_folder.clone();
+        tokio::task::spawn_blocking(move || crate::compose::machine_project(&data))
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "cannot read the compose file");
+                Project::default()
+            })
     }
 
     /// Fetches, writes, and (with [`Restart::Changed`]) queues the restart of what changed, as `request` asks.
@@ -126,7 +173,7 @@ impl Follower {
     ) -> Result<NotifyResponse, Error> {
         let one_cycle = self.cycle.clone().lock_owned().await;
         let started = std::time::Instant::now();
-        let project_before = self.project();
+        let project_before = self.project().await;
         let (listed, ignored) = split_known(request.services.as_deref(), &project_before);
         if !ignored.is_empty() {
             tracing::info!(ignored = ?ignored, "notification names services this machine does not run");
@@ -141,7 +188,13 @@ impl Follower {
         };
         let job = match restart {
             Restart::Changed => {
-                self.restart_job(request, listed.as_ref(), &project_before, &applied.changed)
+                let project_after = self.project().await;
+                self.restart_job(
+                    request,
+                    listed.as_ref(),
+                    (&project_before, &project_after),
+                    &applied.changed,
+                )
             }
             Restart::Nothing => RestartJob::default(),
         };
@@ -150,9 +203,9 @@ impl Follower {
         report.restarted = job.names();
         let apply_ms = started.elapsed().as_millis() as u64;
         // Queued (and persisted) whatever the outcome: files that did reach the disk must reach the services.
-        let (ticket, saved) = self.restarter.request(job.clone());
+        let (ticket, saved) = self.restarter.request(job.clone()).await;
         if let Err(problem) = saved {
-            report.problems.push(problem);
+            report.problems.push(problem.to_string());
         }
         let answer = self.conclude(report, tree_revision.clone());
         let report = self.apply_report(&answer, &applied.changed, tree_revision.clone(), apply_ms);
@@ -171,10 +224,10 @@ impl Follower {
                 drop(one_cycle);
             });
         } else {
-            self.forget_gate();
+            self.forget_gate().await;
             // A poll that found nothing new is not worth a report; a notification or a failure always is.
             if answer.is_err() || !applied.changed.is_empty() || request.revision.is_some() {
-                self.reporter.send(report);
+                self.reporter.send(report).await;
             }
         }
         answer

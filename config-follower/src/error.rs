@@ -57,6 +57,9 @@ pub enum Error {
     /// A blocking task (render, save, apply, password check) panicked or was cancelled.
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The listening socket failed.
+    #[error("cannot serve: {0}")]
+    Listen(std::io::Error),
     /// A value of ours that could not be encoded (never the caller's input: that is a bad request).
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -4,10 +4,14 @@
 //! `main.rs` only parses the command line; [`run`] does the rest so tests drive it in-process.
 //!
 //! # The async rule
-//! No file system call runs on an async worker, except the small records of the bookkeeping folder
-//! (`state_dir`) and the revert's restore: the apply runs in `spawn_blocking`, start-up work before
-//! anything is served. `clippy.toml` makes `std::fs` calls errors; a module whose code only runs on blocking
-//! threads says so with a reasoned allow.
+//! No file system call runs on an async worker: the apply, the revert's restore, the restart queue's saves,
+//! reports and compose reads run in `spawn_blocking`; the bookkeeping records go through [`StateDir::call`]
+//! (their async door); the `*/conf/` watcher runs on a thread of its own; start-up reads the disk in one
+//! blocking step (`prepare`) before anything is served. `clippy.toml` makes `std::fs` calls and the
+//! follower's own blocking functions errors; a function or module whose code only runs on blocking threads
+//! says so with a reasoned allow.
+//!
+//! [`StateDir::call`]: crate::state_dir::StateDir::call
 
 pub mod apply;
 pub mod cli;
@@ -63,9 +67,7 @@ pub async fn run(
         spawn_long_poll(follower.clone(), shutdown.clone());
     }
 
-    let addr = listener
-        .local_addr()
-        .map_err(|err| Error::Internal(err.to_string()))?;
+    let addr = listener.local_addr().map_err(Error::Listen)?;
     let scheme = if options.tls.is_some() {
         "https"
     } else {
@@ -76,7 +78,7 @@ pub async fn run(
     let served = pryv_daemon::serve(listener, app(follower.clone()), options, shutdown).await;
     // A restart command in progress finishes (within the drain time); what is still queued stays persisted.
     follower.restarter.finish(pryv_daemon::DRAIN).await;
-    served.map_err(|err| Error::Internal(err.to_string()))?;
+    served.map_err(Error::Listen)?;
     pryv_daemon::notify_stopping();
     tracing::info!("stopped");
     Ok(())

@@ -8,6 +8,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pryv_protocol::ErrorBody;
 
+/// The cause of a 5xx answer, carried to the request log (which logs it once, never the body's generic text).
+#[derive(Debug, Clone)]
+pub struct Failure(pub String);
+
 /// Everything that can go wrong in the leader.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,8 +43,10 @@ pub enum Error {
     Link { link: PathBuf, target: PathBuf },
     #[error("{}: {problem}", path.display())]
     Database { path: PathBuf, problem: String },
-    #[error("{}: cannot read: {source}", path.display())]
+    /// A file system call that failed: what it was doing (`read`, `list`, `create`...), on which path.
+    #[error("{}: cannot {action}: {source}", path.display())]
     Io {
+        action: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
@@ -90,6 +96,12 @@ pub enum Error {
     /// A blocking task (render, save, apply, password check) panicked or was cancelled.
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A database statement that failed (the database was readable at start).
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The listening socket failed.
+    #[error("cannot serve: {0}")]
+    Listen(std::io::Error),
     /// A value of ours that could not be encoded (never the caller's input: that is a bad request).
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -135,31 +147,24 @@ impl Error {
     /// The JSON answer for this error (by reference, so cached errors shared in an `Arc` answer too).
     pub fn to_response(&self) -> Response {
         let (status, id) = self.status_and_id();
-        // Render, platform and write errors name a file and a reason an operator must fix, so they are shown; any
-        // other 5xx is logged here once and answered generically.
-        let message = match self {
-            Error::Unavailable(_) => {
-                tracing::warn!(error = %self, "a platform peer failed");
-                self.to_string()
-            }
-            Error::Render { .. }
-            | Error::Platform { .. }
-            | Error::EmptyRole(_)
-            | Error::Link { .. } => {
-                tracing::error!(error = %self, "cannot render configuration");
-                self.to_string()
-            }
-            // The operator must fix the disk: say which file could not be written.
-            Error::Write { .. } => {
-                tracing::error!(error = %self, "cannot save");
-                self.to_string()
-            }
-            _ if status.is_server_error() => {
-                tracing::error!(error = %self, "request failed");
-                "unexpected error; see the leader's log".to_owned()
-            }
-            _ => self.to_string(),
+        // Render, platform, write and peer errors name what an operator must fix, so they are shown; any other
+        // 5xx is answered generically. Every 5xx is logged once, with its cause, by the request log
+        // (`routes::log_request` reads the `Failure` this answer carries).
+        let shown = matches!(
+            self,
+            Error::Unavailable(_)
+                | Error::Render { .. }
+                | Error::Platform { .. }
+                | Error::EmptyRole(_)
+                | Error::Link { .. }
+                | Error::Write { .. }
+        );
+        let message = if status.is_server_error() && !shown {
+            "unexpected error; see the leader's log".to_owned()
+        } else {
+            self.to_string()
         };
+        let failure = status.is_server_error().then(|| Failure(self.to_string()));
         if let Error::StaleRevision { current, .. } = self {
             // The current revision in the body and as the ETag: what the next If-Match must name.
             let body = serde_json::json!({
@@ -167,6 +172,9 @@ impl Error {
                 "currentRevision": current,
             });
             let mut response = (status, Json(body)).into_response();
+            if let Some(failure) = failure {
+                response.extensions_mut().insert(failure);
+            }
             if let Ok(value) = axum::http::HeaderValue::from_str(&format!("\"{current}\"")) {
                 response
                     .headers_mut()
@@ -175,6 +183,9 @@ impl Error {
             return response;
         }
         let mut response = (status, Json(ErrorBody::new(id, message))).into_response();
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(failure);
+        }
         if let Error::TooManyAttempts(seconds) = self
             && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())
         {
@@ -183,5 +194,43 @@ impl Error {
                 .insert(axum::http::header::RETRY_AFTER, value);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn message(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        body["error"]["message"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_5xx_carries_its_cause_to_the_request_log_and_answers_generically() {
+        let response = Error::Internal("the disk is on fire".into()).to_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let failure = response.extensions().get::<Failure>().cloned().unwrap();
+        assert!(failure.0.contains("the disk is on fire"), "{failure:?}");
+        assert_eq!(
+            message(response).await,
+            "unexpected error; see the leader's log"
+        );
+
+        // An error the operator must fix is shown as well as logged.
+        let write = Error::Write {
+            path: "/etc/pryv/platform.yml".into(),
+            source: std::io::Error::other("read-only file system"),
+        };
+        let response = write.to_response();
+        assert!(response.extensions().get::<Failure>().is_some());
+        assert!(message(response).await.contains("cannot write"));
+
+        // A 4xx is the caller's: nothing to log as a failure.
+        let response = Error::BadRequest("no".into()).to_response();
+        assert!(response.extensions().get::<Failure>().is_none());
     }
 }

@@ -99,9 +99,7 @@ impl Leader {
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let addr = listener
-            .local_addr()
-            .map_err(|err| Error::Internal(err.to_string()))?;
+        let addr = listener.local_addr().map_err(Error::Listen)?;
         tracing::info!(%addr, scheme, followers = self.state.followers.len(), "listening");
         pryv_daemon::notify_ready();
         for id in self.state.admin.rollouts.running_ids() {
@@ -115,7 +113,7 @@ impl Leader {
         };
         pryv_daemon::serve(listener, app(self.state.clone()), options, shutdown)
             .await
-            .map_err(|err| Error::Internal(err.to_string()))?;
+            .map_err(Error::Listen)?;
         pryv_daemon::notify_stopping();
         tracing::info!("stopped");
         Ok(())

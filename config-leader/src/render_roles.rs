@@ -14,6 +14,7 @@ use crate::tree;
 /// Reads and parses a platform file (`platform.yml` or a template platform file).
 pub fn load(path: &Path) -> Result<PlatformFile, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        action: "read",
         path: path.to_owned(),
         source,
     })?;

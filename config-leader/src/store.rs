@@ -322,8 +322,7 @@ fn render_tree(
     let body = serde_json::to_vec(&ConfResponse {
         files,
         revision: Some(revision.clone()),
-    })
-    .map_err(|err| Error::Internal(err.to_string()))?;
+    })?;
     Ok(Arc::new(ServedTree {
         role: role.to_owned(),
         revision,

@@ -34,6 +34,7 @@ impl LinkPolicy {
 
     fn check(&self, link: &Path) -> Result<(), Error> {
         let target = link.canonicalize().map_err(|source| Error::Io {
+            action: "follow the link",
             path: link.to_owned(),
             source,
         })?;
@@ -51,6 +52,7 @@ impl LinkPolicy {
 /// The roles present in the templates folder: its sub-folders, sorted.
 pub fn roles(templates: &Path) -> Result<Vec<String>, Error> {
     let io = |source| Error::Io {
+        action: "list",
         path: templates.to_owned(),
         source,
     };
@@ -118,6 +120,7 @@ fn walk(
     out: &mut Vec<(String, PathBuf)>,
 ) -> Result<(), Error> {
     let io = |source| Error::Io {
+        action: "list",
         path: dir.to_owned(),
         source,
     };
@@ -130,6 +133,7 @@ fn walk(
         let path = entry.path();
         let Ok(name) = entry.file_name().into_string() else {
             return Err(Error::Io {
+                action: "serve",
                 path,
                 source: std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -143,6 +147,7 @@ fn walk(
             links.check(&path)?;
         }
         let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
+            action: "read",
             path: path.clone(),
             source,
         })?;
@@ -178,7 +183,11 @@ pub fn render_role(
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(source) => {
-                errors.push(Error::Io { path, source });
+                errors.push(Error::Io {
+                    action: "read",
+                    path,
+                    source,
+                });
                 continue;
             }
         };

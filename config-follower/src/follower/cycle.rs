@@ -15,7 +15,7 @@ use pryv_daemon::now_unix;
 use pryv_protocol::{ApplyOutcome, ApplyReport};
 
 use super::gate::{SavedGate, save_gate};
-use super::{Follower, Restart};
+use super::{Follower, Restart, report_of};
 
 impl Follower {
     /// Fetches the tree and writes it, unless it is a revision this follower reverted. A tree refused whole
@@ -304,29 +304,6 @@ pub(super) enum Fetch {
     Applied(apply::Applied, Option<String>),
     /// A reverted revision, not applied: the answer.
     Skipped(NotifyResponse),
-}
-
-pub(super) fn report_of(
-    revision: Option<String>,
-    current_revision: Option<String>,
-    outcome: ApplyOutcome,
-    answer: &NotifyResponse,
-) -> ApplyReport {
-    ApplyReport {
-        revision,
-        current_revision,
-        outcome,
-        written: answer.files.clone(),
-        removed: answer.removed.clone(),
-        rejected: answer.rejected.clone(),
-        restarted: answer.restarted.clone(),
-        unhealthy: None,
-        errors: Vec::new(),
-        apply_ms: 0,
-        restart_ms: 0,
-        health_ms: 0,
-        at: now_unix(),
-    }
 }
 
 /// The listed services this machine runs (`None` = no list), and the ones it does not.

@@ -14,8 +14,7 @@ use crate::status::HealthRecord;
 use pryv_daemon::now_unix;
 use pryv_protocol::{ApplyOutcome, ApplyReport};
 
-use super::Follower;
-use super::cycle::report_of;
+use super::{Follower, report_of};
 
 /// A record of the bookkeeping folder: the revision reverted after a failed health check, not to be applied again.
 pub(super) const REVERTED_FILE: &str = "reverted-revision";

@@ -16,7 +16,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use pryv_protocol::{NotifyRequest, NotifyResponse, UnhealthyService};
+use pryv_daemon::now_unix;
+use pryv_protocol::{ApplyOutcome, ApplyReport, NotifyRequest, NotifyResponse, UnhealthyService};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::OwnWrites;
@@ -247,6 +248,30 @@ impl Follower {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .or_else(|| self.status.snapshot().revision)
+    }
+}
+
+/// The report of an apply that ended with `outcome`, listing what `answer` wrote, removed and restarted.
+fn report_of(
+    revision: Option<String>,
+    current_revision: Option<String>,
+    outcome: ApplyOutcome,
+    answer: &NotifyResponse,
+) -> ApplyReport {
+    ApplyReport {
+        revision,
+        current_revision,
+        outcome,
+        written: answer.files.clone(),
+        removed: answer.removed.clone(),
+        rejected: answer.rejected.clone(),
+        restarted: answer.restarted.clone(),
+        unhealthy: None,
+        errors: Vec::new(),
+        apply_ms: 0,
+        restart_ms: 0,
+        health_ms: 0,
+        at: now_unix(),
     }
 }
 

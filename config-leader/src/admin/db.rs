@@ -86,6 +86,7 @@ fn prepare_files(folder: &Path, path: &Path, ran_before: bool) -> Result<(), Err
             .map(drop)
             .map_err(write(path)),
         Err(source) => Err(Error::Io {
+            action: "read",
             path: path.to_owned(),
             source,
         }),
@@ -110,10 +111,6 @@ fn private_files(path: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn sql(err: rusqlite::Error) -> Error {
-    Error::Internal(format!("database: {err}"))
 }
 
 impl Db {
@@ -175,7 +172,7 @@ impl Db {
                  CREATE TABLE IF NOT EXISTS rollouts (
                      id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL, body TEXT NOT NULL);",
             )
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         // Columns added after the first release: a database from before gets them on open.
         for (table, column, definition) in [
             ("settings_history", "pending", "INTEGER NOT NULL DEFAULT 0"),
@@ -201,16 +198,16 @@ impl Db {
                 user_row,
             )
             .optional()
-            .map_err(sql)
+            .map_err(Error::Sql)
     }
 
     pub fn users(&self) -> Result<Vec<UserRow>, Error> {
         let conn = self.conn();
         let mut statement = conn
             .prepare("SELECT username, password_hash, permissions FROM users ORDER BY username")
-            .map_err(sql)?;
-        let rows = statement.query_map([], user_row).map_err(sql)?;
-        rows.collect::<Result<_, _>>().map_err(sql)
+            .map_err(Error::Sql)?;
+        let rows = statement.query_map([], user_row).map_err(Error::Sql)?;
+        rows.collect::<Result<_, _>>().map_err(Error::Sql)
     }
 
     /// Inserts a user; false if the name is taken.
@@ -222,7 +219,7 @@ impl Db {
                  VALUES (?1, ?2, ?3, ?4, abs(random() % 1000000000000))",
                 params![user.username, user.password_hash, user.permissions, now],
             )
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         Ok(inserted == 1)
     }
 
@@ -238,7 +235,7 @@ impl Db {
                  permissions = excluded.permissions, token_generation = token_generation + 1",
                 params![user.username, user.password_hash, user.permissions, now],
             )
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         Ok(())
     }
 
@@ -264,7 +261,7 @@ impl Db {
                 ),
                 params![username, value],
             )
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         Ok(changed == 1)
     }
 
@@ -272,7 +269,7 @@ impl Db {
         let deleted = self
             .conn()
             .execute("DELETE FROM users WHERE username = ?1", params![username])
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         Ok(deleted == 1)
     }
 
@@ -283,12 +280,12 @@ impl Db {
             "DELETE FROM revoked_tokens WHERE expires_at < ?1",
             params![now],
         )
-        .map_err(sql)?;
+        .map_err(Error::Sql)?;
         conn.execute(
             "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)",
             params![jti, expires_at],
         )
-        .map_err(sql)?;
+        .map_err(Error::Sql)?;
         Ok(())
     }
 
@@ -301,7 +298,7 @@ impl Db {
             )
             .optional()
             .map(|found| found.is_some())
-            .map_err(sql)
+            .map_err(Error::Sql)
     }
 
     pub fn latest_revision(&self) -> Result<Option<RevisionRow>, Error> {
@@ -329,7 +326,7 @@ impl Db {
                 revision_row,
             )
             .optional()
-            .map_err(sql)
+            .map_err(Error::Sql)
     }
 
     /// Every revision, newest first (without contents).
@@ -337,9 +334,9 @@ impl Db {
         let conn = self.conn();
         let mut statement = conn
             .prepare("SELECT revision, author, at, message, '' FROM settings_history WHERE pending = 0 ORDER BY revision DESC")
-            .map_err(sql)?;
-        let rows = statement.query_map([], revision_row).map_err(sql)?;
-        rows.collect::<Result<_, _>>().map_err(sql)
+            .map_err(Error::Sql)?;
+        let rows = statement.query_map([], revision_row).map_err(Error::Sql)?;
+        rows.collect::<Result<_, _>>().map_err(Error::Sql)
     }
 
     /// Appends a revision; returns its number.
@@ -379,7 +376,7 @@ impl Db {
              VALUES ((SELECT COALESCE(MAX(revision), 0) + 1 FROM settings_history), ?1, ?2, ?3, ?4, ?5)",
             params![author, at, message, content, pending],
         )
-        .map_err(sql)?;
+        .map_err(Error::Sql)?;
         Ok(conn.last_insert_rowid())
     }
 
@@ -391,7 +388,7 @@ impl Db {
                 params![revision],
             )
             .map(|_| ())
-            .map_err(sql)
+            .map_err(Error::Sql)
     }
 
     /// The write of a pending revision failed: forget it.
@@ -402,7 +399,7 @@ impl Db {
                 params![revision],
             )
             .map(|_| ())
-            .map_err(sql)
+            .map_err(Error::Sql)
     }
 
     /// After a crash: pending revisions whose content is what is on disk were written (confirmed, with their
@@ -414,9 +411,9 @@ impl Db {
              AND revision = (SELECT MAX(revision) FROM settings_history WHERE pending = 1)",
             params![on_disk],
         )
-        .map_err(sql)?;
+        .map_err(Error::Sql)?;
         conn.execute("DELETE FROM settings_history WHERE pending = 1", [])
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         Ok(())
     }
 
@@ -429,7 +426,7 @@ impl Db {
                 |row| row.get::<_, i64>(0),
             )
             .map(|n| n > 0)
-            .map_err(sql)
+            .map_err(Error::Sql)
     }
 
     /// The user's token generation: tokens carrying another one are no longer valid.
@@ -441,7 +438,7 @@ impl Db {
                 |row| row.get(0),
             )
             .optional()
-            .map_err(sql)
+            .map_err(Error::Sql)
     }
 
     pub fn audit(
@@ -457,7 +454,7 @@ impl Db {
                 "INSERT INTO audit (at, actor, action, detail, remote) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![at, actor, action, detail, remote],
             )
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         Ok(())
     }
 
@@ -469,7 +466,7 @@ impl Db {
                  ON CONFLICT(url) DO UPDATE SET report = excluded.report",
                 params![url, report],
             )
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         Ok(())
     }
 
@@ -478,11 +475,11 @@ impl Db {
         let conn = self.conn();
         let mut statement = conn
             .prepare("SELECT url, report FROM follower_reports")
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         let rows = statement
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .map_err(sql)?;
-        rows.collect::<Result<_, _>>().map_err(sql)
+            .map_err(Error::Sql)?;
+        rows.collect::<Result<_, _>>().map_err(Error::Sql)
     }
 
     /// A switch kept across restarts (false when never set).
@@ -495,7 +492,7 @@ impl Db {
                 |row| row.get(0),
             )
             .optional()
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         Ok(value.unwrap_or(0) != 0)
     }
 
@@ -506,7 +503,7 @@ impl Db {
                  ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                 params![name, i64::from(on)],
             )
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         Ok(())
     }
 
@@ -517,7 +514,7 @@ impl Db {
             "INSERT INTO rollouts (state, body) VALUES (?1, ?2)",
             params![state, body],
         )
-        .map_err(sql)?;
+        .map_err(Error::Sql)?;
         Ok(conn.last_insert_rowid())
     }
 
@@ -527,7 +524,7 @@ impl Db {
                 "UPDATE rollouts SET state = ?2, body = ?3 WHERE id = ?1",
                 params![id, state, body],
             )
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         Ok(())
     }
 
@@ -536,11 +533,11 @@ impl Db {
         let conn = self.conn();
         let mut statement = conn
             .prepare("SELECT id, body FROM rollouts ORDER BY id DESC LIMIT ?1")
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         let rows = statement
             .query_map(params![limit], |row| Ok((row.get(0)?, row.get(1)?)))
-            .map_err(sql)?;
-        rows.collect::<Result<_, _>>().map_err(sql)
+            .map_err(Error::Sql)?;
+        rows.collect::<Result<_, _>>().map_err(Error::Sql)
     }
 
     /// Newest first.
@@ -550,7 +547,7 @@ impl Db {
             .prepare(
                 "SELECT id, at, actor, action, detail, remote FROM audit ORDER BY id DESC LIMIT ?1",
             )
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
         let rows = statement
             .query_map(params![limit], |row| {
                 Ok(AuditRow {
@@ -562,8 +559,8 @@ impl Db {
                     remote: row.get(5)?,
                 })
             })
-            .map_err(sql)?;
-        rows.collect::<Result<_, _>>().map_err(sql)
+            .map_err(Error::Sql)?;
+        rows.collect::<Result<_, _>>().map_err(Error::Sql)
     }
 }
 
@@ -580,14 +577,14 @@ fn add_column(
             params![column],
             |row| row.get::<_, i64>(0),
         )
-        .map_err(sql)?
+        .map_err(Error::Sql)?
         > 0;
     if !exists {
         connection
             .execute_batch(&format!(
                 "ALTER TABLE {table} ADD COLUMN {column} {definition}"
             ))
-            .map_err(sql)?;
+            .map_err(Error::Sql)?;
     }
     Ok(())
 }

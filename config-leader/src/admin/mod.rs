@@ -2,6 +2,7 @@
 //! admin key and the login throttle; plus the start-up creation of the emergency `initial_user` and the audit
 //! helper (database and log).
 
+pub mod accounts;
 pub mod db;
 pub mod fleet;
 pub mod identity;
@@ -130,6 +131,36 @@ impl Admin {
         if let Err(err) = written {
             tracing::error!(error = %err, "cannot write the audit log");
         }
+    }
+
+    /// The audit log, newest first, at most `limit` entries.
+    pub async fn audit_entries(&self, limit: i64) -> Result<Vec<db::AuditRow>, Error> {
+        self.db.call(move |db| db.audit_entries(limit)).await
+    }
+
+    /// A follower's apply report: masked (an old follower may send a log tail holding a setting or an
+    /// internal), kept in the database, then handed to the fleet (which wakes the rollouts awaiting it).
+    /// Reading the settings and writing SQLite block: done on a blocking thread.
+    #[allow(clippy::disallowed_methods)] // save_report runs in spawn_blocking
+    pub async fn take_report(
+        &self,
+        id: crate::follower_keys::FollowerId,
+        url: String,
+        mut report: pryv_protocol::ApplyReport,
+    ) -> Result<(), Error> {
+        let (settings, db) = (self.settings.clone(), self.db.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            settings.scrubber().scrub_report(&mut report);
+            if let Ok(body) = serde_json::to_string(&report)
+                && let Err(err) = db.save_report(&url, &body)
+            {
+                tracing::warn!(error = %err, "cannot keep the report in the database");
+            }
+            report
+        })
+        .await?;
+        self.fleet.reported(id, report);
+        Ok(())
     }
 
     /// Authenticates an admin request: the admin key, or a valid, unrevoked token of an existing user (whose

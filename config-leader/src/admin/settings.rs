@@ -142,6 +142,7 @@ impl Settings {
     #[allow(clippy::disallowed_methods)]
     fn read_text(&self) -> Result<String, Error> {
         std::fs::read_to_string(&self.platform_path).map_err(|source| Error::Io {
+            action: "read",
             path: self.platform_path.clone(),
             source,
         })

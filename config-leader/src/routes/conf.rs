@@ -199,26 +199,15 @@ fn sent_revision(headers: &HeaderMap) -> Option<String> {
 pub async fn report(
     State(state): State<AppState>,
     parts: Parts,
-    ApiJson(mut report): ApiJson<pryv_protocol::ApplyReport>,
+    ApiJson(report): ApiJson<pryv_protocol::ApplyReport>,
 ) -> Result<StatusCode, Error> {
     let key = credential(&parts).ok_or(Error::InvalidKey)?;
     let (id, follower) = state.followers.find(&key).ok_or(Error::InvalidKey)?;
     tracing::info!(url = %follower.url, outcome = ?report.outcome, revision = report.revision.as_deref().unwrap_or("-"), "apply report");
-    // Reading platform.yml and writing SQLite block: off the async workers.
-    let kept = state.clone();
-    let url = follower.url.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        // An old follower (or one that missed a value) may send a log tail holding a setting or an internal.
-        kept.admin.settings.scrubber().scrub_report(&mut report);
-        if let Ok(body) = serde_json::to_string(&report)
-            && let Err(err) = kept.admin.db.save_report(&url, &body)
-        {
-            tracing::warn!(error = %err, "cannot keep the report in the database");
-        }
-        report
-    })
-    .await?;
-    state.admin.fleet.reported(id, report);
+    state
+        .admin
+        .take_report(id, follower.url.clone(), report)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,4 +1,4 @@
-//! `POST /auth/login`, `POST /auth/logout`.
+//! `POST /auth/login`, `POST /auth/logout` (the logic is `admin::accounts`).
 
 use axum::extract::State;
 use axum::routing::post;
@@ -6,9 +6,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiJson, AppState, Remote};
-use crate::admin::identity::{self, Caller, Permissions};
+use crate::admin::identity::Caller;
 use crate::error::Error;
-use pryv_daemon::now_unix_i64;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -27,8 +26,6 @@ pub struct TokenBody {
     pub token: String,
 }
 
-const BAD_CREDENTIALS: &str = "invalid username or password";
-
 /// Log in; the token goes in `Authorization` afterwards (24 h).
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
     responses((status = 200, body = TokenBody),
@@ -40,56 +37,11 @@ pub async fn login(
     Remote(remote): Remote,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Json<TokenBody>, Error> {
-    let keys = [format!("user:{}", body.username), format!("addr:{remote}")];
-    if let Err(throttled) = state.admin.throttle.check(&keys) {
-        metrics::counter!(crate::metrics::LOGINS, "outcome" => "throttled").increment(1);
-        return Err(throttled);
-    }
-    let name = body.username.clone();
-    let user = state.admin.db.call(move |db| db.user(&name)).await?;
-    let password = body.password.clone();
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
-    // Verified even for unknown users, so both answers take the same time; the dummy hash (made at the
-    // first unknown user) is made on the blocking thread too.
-    let valid = tokio::task::spawn_blocking(move || {
-        let hash = hash.unwrap_or_else(|| identity::dummy_hash().to_owned());
-        identity::verify_password(&password, &hash)
-    })
-    .await?;
-    match user {
-        Some(user) if valid => {
-            metrics::counter!(crate::metrics::LOGINS, "outcome" => "success").increment(1);
-            state.admin.throttle.succeeded(&keys[0]);
-            let name = user.username.clone();
-            let generation = state
-                .admin
-                .db
-                .call(move |db| db.token_generation(&name))
-                .await?
-                .unwrap_or(0);
-            let permissions = Permissions::from_json(&user.permissions);
-            let (token, _) = state.admin.tokens.issue(
-                &user.username,
-                permissions,
-                generation,
-                now_unix_i64(),
-            )?;
-            state
-                .admin
-                .audit(&user.username, "login", "", &remote)
-                .await;
-            Ok(Json(TokenBody { token }))
-        }
-        _ => {
-            metrics::counter!(crate::metrics::LOGINS, "outcome" => "failure").increment(1);
-            state.admin.throttle.failed(&keys);
-            state
-                .admin
-                .audit(&body.username, "login-failed", "", &remote)
-                .await;
-            Err(Error::Unauthenticated(BAD_CREDENTIALS.into()))
-        }
-    }
+    let token = state
+        .admin
+        .login(&body.username, &body.password, &remote)
+        .await?;
+    Ok(Json(TokenBody { token }))
 }
 
 /// Revoke the token used for this request.
@@ -102,24 +54,6 @@ pub async fn logout(
     Remote(remote): Remote,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, Error> {
-    match &caller {
-        Caller::User {
-            username,
-            token_id,
-            expires_at,
-            ..
-        } => {
-            let (token_id, expires_at) = (token_id.clone(), *expires_at);
-            state
-                .admin
-                .db
-                .call(move |db| db.revoke(&token_id, expires_at, now_unix_i64()))
-                .await?;
-            state.admin.audit(username, "logout", "", &remote).await;
-            Ok(Json(serde_json::json!({})))
-        }
-        Caller::AdminKey => Err(Error::BadRequest(
-            "the admin key is not a session; nothing to log out".into(),
-        )),
-    }
+    state.admin.logout(&caller, &remote).await?;
+    Ok(Json(serde_json::json!({})))
 }

@@ -134,14 +134,18 @@ async fn log_request(request: Request, next: Next) -> Response {
         .get::<ServedRole>()
         .map_or("-", |r| r.0.as_str())
         .to_owned();
-    tracing::info!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        role,
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    match response.extensions().get::<crate::error::Failure>() {
+        // A peer that failed (register, core): the peer's fault, not the leader's.
+        Some(failure) if status == 502 => {
+            tracing::warn!(%method, path, status, role, micros, error = %failure.0, "request failed")
+        }
+        Some(failure) => {
+            tracing::error!(%method, path, status, role, micros, error = %failure.0, "request failed")
+        }
+        None => tracing::info!(%method, path, status, role, micros, "request"),
+    }
     response
 }
 

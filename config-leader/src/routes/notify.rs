@@ -148,10 +148,6 @@ pub async fn audit(
     caller.require(Permission::SettingsRead)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(Json(AuditView {
-        entries: state
-            .admin
-            .db
-            .call(move |db| db.audit_entries(limit))
-            .await?,
+        entries: state.admin.audit_entries(limit).await?,
     }))
 }

@@ -1,6 +1,7 @@
 //! Admin users: list, read, create, change permissions, reset or change password, delete. Each route checks the
-//! caller's permission; nobody grants permissions they do not hold, nor resets, re-permissions or deletes a user
-//! holding more than they do (and only `initial_user` acts on `initial_user`).
+//! caller's permission and calls `admin::accounts`, which holds the rule: nobody grants permissions they do not
+//! hold, nor resets, re-permissions or deletes a user holding more than they do (and only `initial_user` acts
+//! on `initial_user`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,11 +10,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiJson, AppState, Remote};
-use crate::admin::db::UserRow;
-use crate::admin::identity::{self, Caller, INITIAL_USER, Permission, Permissions};
+use crate::admin::accounts::{Account, PasswordChange};
+use crate::admin::identity::{Caller, Permission, Permissions};
 use crate::error::Error;
-use crate::secret;
-use pryv_daemon::now_unix_i64;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -103,93 +102,23 @@ pub struct DeletedUser {
     pub username: String,
 }
 
-fn view(row: UserRow) -> UserView {
-    UserView {
-        permissions: Permissions::from_json(&row.permissions),
-        username: row.username,
-    }
-}
-
-fn not_found(username: &str) -> Error {
-    Error::NotFound(format!("no admin user '{username}'"))
-}
-
-fn grantable(caller: &Caller, wanted: &Permissions) -> Result<(), Error> {
-    wanted.validate()?;
-    if caller.permissions().covers(wanted) {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(
-            "you cannot grant permissions you do not hold".into(),
-        ))
-    }
-}
-
-/// The rule for acting on another admin: the target's permissions must be a subset of the caller's, and the
-/// emergency account is acted on by nobody but itself. A refusal is audited (`<action>-refused`).
-async fn may_act_on(
-    state: &AppState,
-    caller: &Caller,
-    action: &str,
-    username: &str,
-    remote: &str,
-) -> Result<(), Error> {
-    let name = username.to_owned();
-    let target = state
-        .admin
-        .db
-        .call(move |db| db.user(&name))
-        .await?
-        .ok_or_else(|| not_found(username))?;
-    let is_self = matches!(caller, Caller::User { username: own, .. } if own == username);
-    let refusal = if username == INITIAL_USER && !is_self {
-        Some(format!(
-            "{INITIAL_USER} is the emergency account; only {INITIAL_USER} itself may do this"
-        ))
-    } else if !caller
-        .permissions()
-        .covers(&Permissions::from_json(&target.permissions))
-    {
-        Some(format!(
-            "'{username}' holds permissions you do not hold; only an admin holding all of them may do this"
-        ))
-    } else {
-        None
-    };
-    match refusal {
-        None => Ok(()),
-        Some(message) => {
-            state
-                .admin
-                .audit(
-                    &caller.name(),
-                    &format!("{action}-refused"),
-                    username,
-                    remote,
-                )
-                .await;
-            Err(Error::Forbidden(message))
+impl From<Account> for UserView {
+    fn from(account: Account) -> Self {
+        Self {
+            username: account.username,
+            permissions: account.permissions,
         }
     }
-}
-
-async fn hash(password: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || identity::hash_password(&password)).await?
 }
 
 /// List admin users (users:read).
 #[utoipa::path(get, path = "/users", tag = "users", responses((status = 200, body = UserList), (status = 403, body = pryv_protocol::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<UserList>, Error> {
     caller.require(Permission::UsersRead)?;
-    let users = state
-        .admin
-        .db
-        .call(|db| db.users())
-        .await?
-        .into_iter()
-        .map(view)
-        .collect();
-    Ok(Json(UserList { users }))
+    let users = state.admin.accounts().await?;
+    Ok(Json(UserList {
+        users: users.into_iter().map(UserView::from).collect(),
+    }))
 }
 
 /// Read one admin user (users:read).
@@ -201,14 +130,8 @@ pub async fn read(
     Path(username): Path<String>,
 ) -> Result<Json<UserAnswer>, Error> {
     caller.require(Permission::UsersRead)?;
-    let name = username.clone();
-    let user = state
-        .admin
-        .db
-        .call(move |db| db.user(&name))
-        .await?
-        .ok_or_else(|| not_found(&username))?;
-    Ok(Json(view(user).into()))
+    let account = state.admin.account(&username).await?;
+    Ok(Json(UserView::from(account).into()))
 }
 
 /// Create an admin user (users:create; only permissions the caller holds).
@@ -221,41 +144,17 @@ pub async fn create(
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<CreatedAnswer>), Error> {
     caller.require(Permission::UsersCreate)?;
-    identity::validate_username(&body.username)?;
-    grantable(&caller, &body.permissions)?;
-    let (password, generated) = match body.password {
-        Some(password) => {
-            identity::validate_password(&password)?;
-            (password, None)
-        }
-        None => {
-            let password = secret::generate();
-            (password.clone(), Some(password))
-        }
-    };
-    let row = UserRow {
-        username: body.username.clone(),
-        password_hash: hash(password).await?,
-        permissions: body.permissions.to_json(),
-    };
-    let created = state
-        .admin
-        .db
-        .call(move |db| db.insert_user(&row, now_unix_i64()))
-        .await?;
-    if !created {
-        return Err(Error::Conflict(format!(
-            "admin user '{}' already exists",
-            body.username
-        )));
-    }
-    state
-        .admin
-        .audit(&caller.name(), "user-create", &body.username, &remote)
-        .await;
-    let created = CreatedUser {
+    let account = Account {
         username: body.username,
         permissions: body.permissions,
+    };
+    let generated = state
+        .admin
+        .create_account(&caller, &remote, account.clone(), body.password)
+        .await?;
+    let created = CreatedUser {
+        username: account.username,
+        permissions: account.permissions,
         password: generated,
     };
     Ok((
@@ -278,21 +177,10 @@ pub async fn set_permissions(
     ApiJson(body): ApiJson<PermissionsBody>,
 ) -> Result<Json<UserAnswer>, Error> {
     caller.require(Permission::UsersChangePermissions)?;
-    grantable(&caller, &body.permissions)?;
-    may_act_on(&state, &caller, "user-permissions", &username, &remote).await?;
-    let (name, permissions) = (username.clone(), body.permissions.to_json());
-    let changed = state
-        .admin
-        .db
-        .call(move |db| db.set_permissions(&name, &permissions))
-        .await?;
-    if !changed {
-        return Err(not_found(&username));
-    }
     state
         .admin
-        .audit(&caller.name(), "user-permissions", &username, &remote)
-        .await;
+        .set_account_permissions(&caller, &remote, &username, &body.permissions)
+        .await?;
     Ok(Json(
         UserView {
             username,
@@ -312,21 +200,10 @@ pub async fn reset_password(
     Path(username): Path<String>,
 ) -> Result<Json<PasswordBody>, Error> {
     caller.require(Permission::UsersResetPassword)?;
-    may_act_on(&state, &caller, "user-reset-password", &username, &remote).await?;
-    let password = secret::generate();
-    let (name, hashed) = (username.clone(), hash(password.clone()).await?);
-    let changed = state
+    let password = state
         .admin
-        .db
-        .call(move |db| db.set_password(&name, &hashed))
+        .reset_account_password(&caller, &remote, &username)
         .await?;
-    if !changed {
-        return Err(not_found(&username));
-    }
-    state
-        .admin
-        .audit(&caller.name(), "user-reset-password", &username, &remote)
-        .await;
     Ok(Json(PasswordBody { username, password }))
 }
 
@@ -340,60 +217,15 @@ pub async fn change_password(
     Path(username): Path<String>,
     ApiJson(body): ApiJson<ChangePassword>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let Caller::User {
-        username: own,
-        token_id,
-        expires_at,
-        ..
-    } = &caller
-    else {
-        return Err(Error::Forbidden(
-            "log in as the user to change their password".into(),
-        ));
+    let change = PasswordChange {
+        old: body.old_password,
+        new: body.new_password,
+        check: body.new_password_check,
     };
-    if own != &username {
-        return Err(Error::Forbidden(
-            "you can only change your own password".into(),
-        ));
-    }
-    if body
-        .new_password_check
-        .as_ref()
-        .is_some_and(|check| check != &body.new_password)
-    {
-        return Err(Error::BadRequest(
-            "newPasswordCheck differs from newPassword; type the same new password twice".into(),
-        ));
-    }
-    identity::validate_password(&body.new_password)?;
-    let name = username.clone();
-    let user = state
-        .admin
-        .db
-        .call(move |db| db.user(&name))
-        .await?
-        .ok_or_else(|| not_found(&username))?;
-    let old = body.old_password.clone();
-    let hash_now = user.password_hash.clone();
-    let valid =
-        tokio::task::spawn_blocking(move || identity::verify_password(&old, &hash_now)).await?;
-    if !valid {
-        return Err(Error::Unauthenticated("the old password is wrong".into()));
-    }
-    let (name, hashed) = (username.clone(), hash(body.new_password).await?);
-    let (token_id, expires_at) = (token_id.clone(), *expires_at);
     state
         .admin
-        .db
-        .call(move |db| {
-            db.set_password(&name, &hashed)?;
-            db.revoke(&token_id, expires_at, now_unix_i64())
-        })
+        .change_own_password(&caller, &remote, &username, change)
         .await?;
-    state
-        .admin
-        .audit(&username, "user-change-password", &username, &remote)
-        .await;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -407,19 +239,9 @@ pub async fn delete(
     Path(username): Path<String>,
 ) -> Result<Json<DeletedUser>, Error> {
     caller.require(Permission::UsersDelete)?;
-    if username == INITIAL_USER {
-        return Err(Error::BadRequest(format!(
-            "{INITIAL_USER} is the emergency account; it cannot be deleted"
-        )));
-    }
-    may_act_on(&state, &caller, "user-delete", &username, &remote).await?;
-    let name = username.clone();
-    if !state.admin.db.call(move |db| db.delete_user(&name)).await? {
-        return Err(not_found(&username));
-    }
     state
         .admin
-        .audit(&caller.name(), "user-delete", &username, &remote)
-        .await;
+        .delete_account(&caller, &remote, &username)
+        .await?;
     Ok(Json(DeletedUser { username }))
 }

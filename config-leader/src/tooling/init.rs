@@ -119,6 +119,7 @@ impl Release {
     // Long on purpose: reading a folder or an archive and sorting its entries is one pass over the release.
     pub fn read(source: &Path) -> Result<Self, Error> {
         let io = |source_err| Error::Io {
+            action: "read",
             path: source.to_owned(),
             source: source_err,
         };

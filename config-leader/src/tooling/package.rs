@@ -25,7 +25,7 @@ const LEADER_PRIVATE: &[&str] = &["database", "credentials.txt"];
 // Long on purpose: one archive per machine, its entries listed in the order the install guide uses them.
 pub fn package(config: &Config, out: &Path) -> Result<Vec<PathBuf>, Error> {
     let root = conf_root(config)?;
-    std::fs::create_dir_all(out).map_err(io(out))?;
+    std::fs::create_dir_all(out).map_err(io("create", out))?;
     let leader_follower = root.join("config-follower/conf/config-follower.json");
     let mut written = Vec::new();
     for (index, follower) in config.followers.iter().enumerate() {
@@ -66,9 +66,13 @@ pub fn package(config: &Config, out: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(written)
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
     let path = path.to_owned();
-    move |source| Error::Io { path, source }
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// One machine's archive: what it needs to know.
@@ -86,39 +90,41 @@ fn write_archive(
     machine: &Machine,
     archive_path: &Path,
 ) -> Result<(), Error> {
-    let file = File::create(archive_path).map_err(io(archive_path))?;
+    let file = File::create(archive_path).map_err(io("write", archive_path))?;
     let mut archive = tar::Builder::new(GzEncoder::new(file, Compression::default()));
     let follower_bytes =
-        std::fs::read(machine.follower_config).map_err(io(machine.follower_config))?;
+        std::fs::read(machine.follower_config).map_err(io("read", machine.follower_config))?;
     append_file(
         &mut archive,
         "config-follower/conf/config-follower.json",
         &follower_bytes,
         0o600,
     )
-    .map_err(io(archive_path))?;
-    append_dir(&mut archive, "pryv/").map_err(io(archive_path))?;
+    .map_err(io("write", archive_path))?;
+    append_dir(&mut archive, "pryv/").map_err(io("write", archive_path))?;
     let owned = owned_folders(&config.templates_path, machine.role);
     for InstallFile { path, text, mode } in machine_files(machine.role, machine.runs_leader, &owned)
     {
-        append_file(&mut archive, &path, text.as_bytes(), mode).map_err(io(archive_path))?;
+        append_file(&mut archive, &path, text.as_bytes(), mode)
+            .map_err(io("write", archive_path))?;
     }
     if machine.runs_leader {
         append_leader(&mut archive, &root.join("config-leader"))?;
         for folder in ["config-leader/database/", "config-leader/log/"] {
-            append_dir(&mut archive, folder).map_err(io(archive_path))?;
+            append_dir(&mut archive, folder).map_err(io("write", archive_path))?;
         }
     }
     archive
         .into_inner()
         .and_then(GzEncoder::finish)
         .map(drop)
-        .map_err(io(archive_path))
+        .map_err(io("write", archive_path))
 }
 
 /// `PRYV_CONF_ROOT` of the leader machine: the configuration file lives in `<root>/config-leader/conf/`.
 fn conf_root(config: &Config) -> Result<PathBuf, Error> {
     let absolute = std::path::absolute(&config.path).map_err(|source| Error::Io {
+        action: "resolve",
         path: config.path.clone(),
         source,
     })?;
@@ -190,6 +196,7 @@ fn append_dir(archive: &mut Archive, path: &str) -> std::io::Result<()> {
 /// The leader's folder, each file with its mode on disk (keys and credentials stay 0600).
 fn append_leader(archive: &mut Archive, leader_dir: &Path) -> Result<(), Error> {
     let entries = std::fs::read_dir(leader_dir).map_err(|source| Error::Io {
+        action: "list",
         path: leader_dir.to_owned(),
         source,
     })?;
@@ -207,14 +214,20 @@ fn append_leader(archive: &mut Archive, leader_dir: &Path) -> Result<(), Error> 
 
 fn append_tree(archive: &mut Archive, path: &Path, inside: &str) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
+    let io = |action| {
+        move |source| Error::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    let meta = std::fs::metadata(path).map_err(io("read"))?;
     if meta.is_dir() {
-        append_dir(archive, &format!("{inside}/")).map_err(io)?;
-        let mut children: Vec<_> = std::fs::read_dir(path).map_err(io)?.flatten().collect();
+        append_dir(archive, &format!("{inside}/")).map_err(io("add to the archive"))?;
+        let mut children: Vec<_> = std::fs::read_dir(path)
+            .map_err(io("list"))?
+            .flatten()
+            .collect();
         children.sort_by_key(std::fs::DirEntry::file_name);
         for child in children {
             let name = child.file_name().to_string_lossy().into_owned();
@@ -222,7 +235,8 @@ fn append_tree(archive: &mut Archive, path: &Path, inside: &str) -> Result<(), E
         }
         Ok(())
     } else {
-        let bytes = std::fs::read(path).map_err(io)?;
-        append_file(archive, inside, &bytes, meta.permissions().mode() & 0o777).map_err(io)
+        let bytes = std::fs::read(path).map_err(io("read"))?;
+        append_file(archive, inside, &bytes, meta.permissions().mode() & 0o777)
+            .map_err(io("add to the archive"))
     }
 }

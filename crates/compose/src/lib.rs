@@ -22,6 +22,23 @@ pub struct Project {
     definitions: BTreeMap<String, Value>,
 }
 
+/// Why a compose file gives no project.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+}
+
 #[derive(Deserialize)]
 struct RawCompose {
     #[serde(default)]
@@ -30,15 +47,18 @@ struct RawCompose {
 
 impl Project {
     /// Reads the compose file of `data_folder`; a missing file is a project without services.
-    pub fn load(data_folder: &Path) -> Result<Self, String> {
+    pub fn load(data_folder: &Path) -> Result<Self, Error> {
         let file = data_folder.join(COMPOSE_FILE);
         let text = match std::fs::read_to_string(&file) {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(err) => return Err(format!("{}: {err}", file.display())),
+            Err(source) => return Err(Error::Read { path: file, source }),
         };
-        Self::parse(&text, data_folder, &|name| env_var(name, data_folder))
-            .map_err(|err| format!("{}: {err}", file.display()))
+        Self::parse(&text, data_folder, &|name| env_var(name, data_folder)).map_err(|err| match err
+        {
+            Error::Yaml(source) => Error::Parse { path: file, source },
+            other => other,
+        })
     }
 
     /// Parses compose YAML; `lookup` gives variable values.
@@ -46,8 +66,8 @@ impl Project {
         text: &str,
         project_dir: &Path,
         lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
-        let raw: RawCompose = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    ) -> Result<Self, Error> {
+        let raw: RawCompose = serde_yaml_ng::from_str(text)?;
         let mut services = BTreeMap::new();
         let mut definitions = BTreeMap::new();
         for (name, definition) in raw.services {

@@ -180,8 +180,8 @@ fn cleartext_to_another_machine(url: &str) -> bool {
 pub fn diff(config: &Config, from: Option<i64>) -> Result<String, Error> {
     let db = crate::admin::db::Db::open(&config.database_path, config.credentials_file.exists())?;
     let row = match from {
-        Some(revision) => db.revision(revision)?,
-        None => db.latest_revision()?,
+        Some(revision) => db.blocking().revision(revision)?,
+        None => db.blocking().latest_revision()?,
     }
     .ok_or_else(|| {
         Error::BadRequest(match from {

@@ -121,8 +121,10 @@ impl Leader {
 }
 
 /// The followers' last apply reports, kept in the database across restarts.
+#[allow(clippy::disallowed_methods)] // start-up, before anything is served
 fn restore_reports(state: &AppState) {
-    let reports = match state.admin.db.reports() {
+    let read = state.admin.db.blocking().reports();
+    let reports = match read {
         Ok(reports) => reports,
         Err(err) => {
             tracing::warn!(error = %err, "cannot read the followers' last reports");

@@ -50,10 +50,12 @@ fn grantable(caller: &Caller, wanted: &Permissions) -> Result<(), Error> {
     }
 }
 
+#[allow(clippy::disallowed_methods)] // in spawn_blocking
 async fn hash(password: String) -> Result<String, Error> {
     tokio::task::spawn_blocking(move || identity::hash_password(&password)).await?
 }
 
+#[allow(clippy::disallowed_methods)] // in spawn_blocking
 async fn verify(password: String, hash: String) -> Result<bool, Error> {
     Ok(tokio::task::spawn_blocking(move || identity::verify_password(&password, &hash)).await?)
 }
@@ -61,6 +63,7 @@ async fn verify(password: String, hash: String) -> Result<bool, Error> {
 impl Admin {
     /// Checks the credentials (throttled per user and per address, the same time for unknown users) and
     /// issues a token.
+    #[allow(clippy::disallowed_methods)] // the verification runs in spawn_blocking
     pub async fn login(
         &self,
         username: &str,

@@ -2,8 +2,8 @@
 //! (`users`, with token generations), `revoked_tokens`, `settings_history`, `audit`, `follower_reports` (the
 //! last apply report of each follower), `flags` (the held change) and `rollouts`. One connection behind a
 //! mutex: every statement is short, and the slow work (password hashing, rendering) happens outside it.
-// Blocking: SQLite. Async code reaches it only through `Db::call` or on blocking threads (settings work,
-// report ingest); start-up calls it directly.
+// Blocking: SQLite. The statements are `Conn`'s, handed out by `Db::call` (the async door) and `Db::blocking`
+// (a disallowed method outside blocking code: settings work, report ingest, start-up).
 #![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
@@ -16,8 +16,13 @@ use crate::error::Error;
 
 pub const FILE: &str = "config-leader.sqlite";
 
-/// Handle to the database.
+/// Handle to the database. Its statements are methods of [`Conn`], the locked connection, which only
+/// [`Db::call`] (the async door) and [`Db::blocking`] (for blocking code; a disallowed method elsewhere)
+/// hand out: no statement can run on an async worker by mistake.
 pub struct Db(Mutex<Connection>);
+
+/// The connection, locked: every statement. Held for one statement or one `call`'s work.
+pub struct Conn<'a>(MutexGuard<'a, Connection>);
 
 /// An admin user as stored.
 #[derive(Debug, Clone)]
@@ -119,10 +124,20 @@ impl Db {
     pub async fn call<T, F>(self: &Arc<Self>, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&Db) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, Error> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || work(&db)).await?
+        tokio::task::spawn_blocking(move || work(&db.blocking())).await?
+    }
+
+    /// The locked connection, for code already on a blocking thread (settings work, report ingest, start-up).
+    /// Bind it for one statement (`db.blocking().user(..)`): two at once in one thread deadlock.
+    pub fn blocking(&self) -> Conn<'_> {
+        Conn(
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 }
 
@@ -183,11 +198,11 @@ impl Db {
         private_files(&path)?;
         Ok(Self(Mutex::new(connection)))
     }
+}
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Conn<'_> {
+    fn conn(&self) -> &Connection {
+        &self.0
     }
 
     pub fn user(&self, username: &str) -> Result<Option<UserRow>, Error> {
@@ -622,22 +637,43 @@ mod tests {
                 password_hash: "h".into(),
                 permissions: "{}".into(),
             };
-            assert!(db.insert_user(&user, 1).unwrap());
-            assert!(!db.insert_user(&user, 1).unwrap(), "names are unique");
-            assert_eq!(db.add_revision("disk", 1, "first", "a: 1").unwrap(), 1);
-            assert_eq!(db.add_revision("ada", 2, "second", "a: 2").unwrap(), 2);
-            db.audit(3, "ada", "login", "", "127.0.0.1").unwrap();
-            db.revoke("jti-1", 100, 50).unwrap();
+            assert!(db.blocking().insert_user(&user, 1).unwrap());
+            assert!(
+                !db.blocking().insert_user(&user, 1).unwrap(),
+                "names are unique"
+            );
+            assert_eq!(
+                db.blocking()
+                    .add_revision("disk", 1, "first", "a: 1")
+                    .unwrap(),
+                1
+            );
+            assert_eq!(
+                db.blocking()
+                    .add_revision("ada", 2, "second", "a: 2")
+                    .unwrap(),
+                2
+            );
+            db.blocking()
+                .audit(3, "ada", "login", "", "127.0.0.1")
+                .unwrap();
+            db.blocking().revoke("jti-1", 100, 50).unwrap();
         }
         let db = Db::open(dir.path(), false).unwrap();
-        assert_eq!(db.user("ada").unwrap().unwrap().password_hash, "h");
-        assert_eq!(db.latest_revision().unwrap().unwrap().content, "a: 2");
-        assert_eq!(db.revisions().unwrap().len(), 2);
-        assert_eq!(db.audit_entries(10).unwrap()[0].action, "login");
-        assert!(db.is_revoked("jti-1").unwrap());
-        db.revoke("jti-2", 200, 150).unwrap();
+        assert_eq!(
+            db.blocking().user("ada").unwrap().unwrap().password_hash,
+            "h"
+        );
+        assert_eq!(
+            db.blocking().latest_revision().unwrap().unwrap().content,
+            "a: 2"
+        );
+        assert_eq!(db.blocking().revisions().unwrap().len(), 2);
+        assert_eq!(db.blocking().audit_entries(10).unwrap()[0].action, "login");
+        assert!(db.blocking().is_revoked("jti-1").unwrap());
+        db.blocking().revoke("jti-2", 200, 150).unwrap();
         assert!(
-            !db.is_revoked("jti-1").unwrap(),
+            !db.blocking().is_revoked("jti-1").unwrap(),
             "expired revocations are purged"
         );
     }
@@ -646,24 +682,37 @@ mod tests {
     fn pending_revisions_are_invisible_and_settled_by_the_disk_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), false).unwrap();
-        db.add_revision("initial", 1, "first", "a").unwrap();
-        let written = db.add_pending_revision("alice", 2, "change", "b").unwrap();
-        assert!(db.has_pending_revision().unwrap());
-        assert_eq!(db.latest_revision().unwrap().unwrap().content, "a");
-        assert_eq!(db.revisions().unwrap().len(), 1);
+        db.blocking()
+            .add_revision("initial", 1, "first", "a")
+            .unwrap();
+        let written = db
+            .blocking()
+            .add_pending_revision("alice", 2, "change", "b")
+            .unwrap();
+        assert!(db.blocking().has_pending_revision().unwrap());
+        assert_eq!(
+            db.blocking().latest_revision().unwrap().unwrap().content,
+            "a"
+        );
+        assert_eq!(db.blocking().revisions().unwrap().len(), 1);
         // The crash came after the write: the disk holds "b", alice keeps the credit.
-        db.settle_pending_revisions("b").unwrap();
-        let latest = db.latest_revision().unwrap().unwrap();
+        db.blocking().settle_pending_revisions("b").unwrap();
+        let latest = db.blocking().latest_revision().unwrap().unwrap();
         assert_eq!(
             (latest.revision, latest.author.as_str()),
             (written, "alice")
         );
 
         // The crash came before the write: the record is dropped.
-        db.add_pending_revision("bob", 3, "lost", "c").unwrap();
-        db.settle_pending_revisions("b").unwrap();
-        assert_eq!(db.latest_revision().unwrap().unwrap().author, "alice");
-        assert!(!db.has_pending_revision().unwrap());
+        db.blocking()
+            .add_pending_revision("bob", 3, "lost", "c")
+            .unwrap();
+        db.blocking().settle_pending_revisions("b").unwrap();
+        assert_eq!(
+            db.blocking().latest_revision().unwrap().unwrap().author,
+            "alice"
+        );
+        assert!(!db.blocking().has_pending_revision().unwrap());
     }
 
     #[test]
@@ -675,18 +724,18 @@ mod tests {
             password_hash: "h".into(),
             permissions: "{}".into(),
         };
-        db.insert_user(&user, 1).unwrap();
-        let mut seen = vec![db.token_generation("u").unwrap().unwrap()];
-        db.set_password("u", "h2").unwrap();
-        seen.push(db.token_generation("u").unwrap().unwrap());
-        db.set_permissions("u", "{}").unwrap();
-        seen.push(db.token_generation("u").unwrap().unwrap());
-        db.upsert_user(&user, 2).unwrap();
-        seen.push(db.token_generation("u").unwrap().unwrap());
-        db.delete_user("u").unwrap();
-        assert_eq!(db.token_generation("u").unwrap(), None);
-        db.insert_user(&user, 3).unwrap();
-        seen.push(db.token_generation("u").unwrap().unwrap());
+        db.blocking().insert_user(&user, 1).unwrap();
+        let mut seen = vec![db.blocking().token_generation("u").unwrap().unwrap()];
+        db.blocking().set_password("u", "h2").unwrap();
+        seen.push(db.blocking().token_generation("u").unwrap().unwrap());
+        db.blocking().set_permissions("u", "{}").unwrap();
+        seen.push(db.blocking().token_generation("u").unwrap().unwrap());
+        db.blocking().upsert_user(&user, 2).unwrap();
+        seen.push(db.blocking().token_generation("u").unwrap().unwrap());
+        db.blocking().delete_user("u").unwrap();
+        assert_eq!(db.blocking().token_generation("u").unwrap(), None);
+        db.blocking().insert_user(&user, 3).unwrap();
+        seen.push(db.blocking().token_generation("u").unwrap().unwrap());
         let distinct: BTreeSet<i64> = seen.iter().copied().collect();
         assert_eq!(distinct.len(), seen.len(), "{seen:?}");
     }

@@ -87,7 +87,7 @@ impl Admin {
     #[allow(clippy::disallowed_methods)]
     fn create_initial_user(&self, credentials: &Path) -> Result<(), Error> {
         let password = secret::generate();
-        self.db.upsert_user(
+        self.db.blocking().upsert_user(
             &UserRow {
                 username: INITIAL_USER.to_owned(),
                 password_hash: identity::hash_password(&password)?,
@@ -152,7 +152,7 @@ impl Admin {
         let report = tokio::task::spawn_blocking(move || {
             settings.scrubber().scrub_report(&mut report);
             if let Ok(body) = serde_json::to_string(&report)
-                && let Err(err) = db.save_report(&url, &body)
+                && let Err(err) = db.blocking().save_report(&url, &body)
             {
                 tracing::warn!(error = %err, "cannot keep the report in the database");
             }

@@ -153,21 +153,27 @@ impl Settings {
     }
 
     /// At start: settles the revisions a crash left between record and write (see [`Db::settle_pending_revisions`]).
+    #[allow(clippy::disallowed_methods)] // start-up (Admin::new)
     pub fn settle_after_crash(&self) -> Result<(), Error> {
-        self.db.settle_pending_revisions(&self.read_text()?)
+        self.db
+            .blocking()
+            .settle_pending_revisions(&self.read_text()?)
     }
 
     /// Records the file on disk as a revision if history does not end with it (revision 1 at first start,
     /// author `disk` for hand edits).
+    #[allow(clippy::disallowed_methods)] // start-up, and inside off_runtime
     pub fn sync_history(&self) -> Result<(), Error> {
-        if self.db.has_pending_revision()? {
+        if self.db.blocking().has_pending_revision()? {
             // A save is between its record and its write: the file on disk is not a hand edit.
             return Ok(());
         }
         let text = self.read_text()?;
-        match self.db.latest_revision()? {
+        // Bound first: a connection held by the match's scrutinee would deadlock the arms' statements.
+        let latest = self.db.blocking().latest_revision()?;
+        match latest {
             None => {
-                self.db.add_revision(
+                self.db.blocking().add_revision(
                     "initial",
                     now_unix_i64(),
                     "platform.yml found at first start",
@@ -176,6 +182,7 @@ impl Settings {
             }
             Some(latest) if latest.content != text => {
                 self.db
+                    .blocking()
                     .add_revision("disk", now_unix_i64(), "edited on disk", &text)?;
                 tracing::info!("recorded a hand edit of platform.yml as a new revision");
             }
@@ -239,8 +246,13 @@ impl Settings {
         .await
     }
 
+    #[allow(clippy::disallowed_methods)] // inside off_runtime
     fn latest_revision(&self) -> Result<i64, Error> {
-        Ok(self.db.latest_revision()?.map_or(0, |row| row.revision))
+        Ok(self
+            .db
+            .blocking()
+            .latest_revision()?
+            .map_or(0, |row| row.revision))
     }
 
     /// Refuses a change made against revision `expected` when another one was saved since (a lost update).
@@ -341,6 +353,7 @@ impl Settings {
     }
 
     /// Makes revision `revision` current again, as a new revision.
+    #[allow(clippy::disallowed_methods)] // the statements run in off_runtime
     pub async fn rollback(
         self: &Arc<Self>,
         revision: i64,
@@ -354,6 +367,7 @@ impl Settings {
             this.ensure_current(expected)?;
             let old = this
                 .db
+                .blocking()
                 .revision(revision)?
                 .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
             let platform = this.parse(&old.content)?;
@@ -449,10 +463,11 @@ impl Settings {
     }
 
     /// History, newest first (a hand edit is recorded first).
+    #[allow(clippy::disallowed_methods)] // the statements run in off_runtime
     pub async fn history(self: &Arc<Self>) -> Result<Vec<RevisionRow>, Error> {
         self.off_runtime(|this| {
             this.sync_history()?;
-            this.db.revisions()
+            this.db.blocking().revisions()
         })
         .await
     }
@@ -466,13 +481,16 @@ impl Settings {
             .await
     }
 
+    #[allow(clippy::disallowed_methods)] // inside off_runtime
     fn revision_now(&self, revision: i64) -> Result<(RevisionRow, Vec<SettingChange>), Error> {
         let row = self
             .db
+            .blocking()
             .revision(revision)?
             .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
         let after = self.parse(&row.content)?;
-        let before = match self.db.revision(revision - 1)? {
+        let previous = self.db.blocking().revision(revision - 1)?;
+        let before = match previous {
             Some(previous) => self.parse(&previous.content)?,
             None => PlatformFile::default(),
         };
@@ -506,15 +524,17 @@ impl Settings {
 
     /// Writes `text` as `platform.yml` and records it: first as a pending revision, then the write, then the
     /// confirmation, so a crash in between never credits the change to a hand edit.
+    #[allow(clippy::disallowed_methods)] // inside off_runtime
     fn commit(&self, text: &str, author: &str, message: &str) -> Result<i64, Error> {
-        let revision = self
-            .db
-            .add_pending_revision(author, now_unix_i64(), message, text)?;
+        let revision =
+            self.db
+                .blocking()
+                .add_pending_revision(author, now_unix_i64(), message, text)?;
         if let Err(err) = self.write(text) {
-            self.db.drop_revision(revision)?;
+            self.db.blocking().drop_revision(revision)?;
             return Err(err);
         }
-        self.db.confirm_revision(revision)?;
+        self.db.blocking().confirm_revision(revision)?;
         Ok(revision)
     }
 

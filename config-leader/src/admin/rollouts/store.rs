@@ -35,9 +35,10 @@ const HOLD_FLAG: &str = "hold-changes";
 
 impl Rollouts {
     /// Loads the rollouts a previous run left running or stopped.
+    #[allow(clippy::disallowed_methods)] // start-up (Admin::new)
     pub fn load(db: Arc<crate::admin::db::Db>) -> Result<Self, Error> {
         let mut active = BTreeMap::new();
-        for (id, body) in db.rollouts(100)? {
+        for (id, body) in db.blocking().rollouts(100)? {
             match serde_json::from_str::<Rollout>(&body) {
                 Ok(rollout) if rollout.state.holds() => {
                     active.insert(id, rollout);
@@ -46,7 +47,7 @@ impl Rollouts {
                 Err(err) => tracing::warn!(id, error = %err, "unreadable rollout in the database"),
             }
         }
-        let hold = db.flag(HOLD_FLAG)?;
+        let hold = db.blocking().flag(HOLD_FLAG)?;
         let rollouts = Self {
             db,
             active: Mutex::new(active),

@@ -11,11 +11,12 @@ use crate::config::FollowerEntry;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FollowerId(pub usize);
 
-/// Followers in configuration order, and their positions by key digest.
+/// Followers in configuration order, and their positions by key digest and by (url, name).
 #[derive(Debug, Default)]
 pub struct FollowerIndex {
     followers: Vec<FollowerEntry>,
     by_digest: HashMap<[u8; 32], FollowerId>,
+    by_address: HashMap<(String, Option<String>), FollowerId>,
 }
 
 impl FollowerIndex {
@@ -27,7 +28,19 @@ impl FollowerIndex {
                 .enumerate()
                 .map(|(index, f)| (key_digest(f.key.expose()), FollowerId(index)))
                 .collect(),
+            by_address: followers
+                .iter()
+                .enumerate()
+                .map(|(index, f)| ((f.url.clone(), f.name.clone()), FollowerId(index)))
+                .collect(),
         }
+    }
+
+    /// The follower at `url` named `name` (how rollouts and stored reports name a follower), without a scan.
+    pub fn id_of(&self, url: &str, name: Option<&str>) -> Option<FollowerId> {
+        self.by_address
+            .get(&(url.to_owned(), name.map(str::to_owned)))
+            .copied()
     }
 
     /// The follower owning `key`, with its position.
@@ -76,5 +89,20 @@ mod tests {
         assert!(index.find("key-").is_none());
         assert!(index.find("key-12").is_none());
         assert!(index.find("").is_none());
+    }
+
+    #[test]
+    fn finds_a_follower_by_url_and_name() {
+        let entry = |key: &str, name: Option<&str>| FollowerEntry {
+            key: Secret::new(key),
+            url: "http://a".into(),
+            role: "core".into(),
+            name: name.map(str::to_owned),
+        };
+        let index = FollowerIndex::new(&[entry("key-1", None), entry("key-2", Some("b"))]);
+        assert_eq!(index.id_of("http://a", None), Some(FollowerId(0)));
+        assert_eq!(index.id_of("http://a", Some("b")), Some(FollowerId(1)));
+        assert_eq!(index.id_of("http://a", Some("c")), None);
+        assert_eq!(index.id_of("http://other", None), None);
     }
 }

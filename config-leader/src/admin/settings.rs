@@ -516,9 +516,10 @@ impl Settings {
 
     fn save(&self, platform: &PlatformFile, author: &str, message: &str) -> Result<i64, Error> {
         self.validate(platform)?;
-        let text = platform
-            .to_yaml()
-            .map_err(|err| Error::Internal(err.to_string()))?;
+        let text = platform.to_yaml().map_err(|source| Error::Platform {
+            path: self.platform_path.clone(),
+            source,
+        })?;
         self.commit(&text, author, message)
     }
 

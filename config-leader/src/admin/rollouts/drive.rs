@@ -246,7 +246,7 @@ impl Drive {
             .enumerate()
             .filter(|(_, m)| !m.state.is_final())
         {
-            let Some((id, _)) = self.followers.with_ids().find(|(_, f)| member.is(f)) else {
+            let Some(id) = self.followers.id_of(&member.url, member.name.as_deref()) else {
                 continue;
             };
             let Some((report, received)) = self.fleet.last_report_received(id) else {

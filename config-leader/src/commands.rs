@@ -45,6 +45,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
     };
 
     problems.extend(follower_problems(config)?);
+    problems.extend(crate::admin::git::check(config));
     if let Some(renderer) = &renderer {
         problems.extend(crate::render_roles::render_all(
             renderer,

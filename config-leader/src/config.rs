@@ -27,7 +27,9 @@ const DEFAULT_NOTIFY_CONCURRENCY: usize = 64;
 /// Keys of the legacy file the leader accepts without using them (or not yet).
 /// Where the core answers on a single-node machine (its compose service name and port).
 const DEFAULT_SINGLE_NODE_CORE_URL: &str = "http://core:3000";
-const ACCEPTED_KEYS: &[&str] = &["logs", "gitRepoPath"];
+const ACCEPTED_KEYS: &[&str] = &["logs"];
+/// How often a followed settings branch is fetched, by default.
+const DEFAULT_GIT_POLL_S: u64 = 30;
 
 /// Values given on the command line or in the environment; they win over the file.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +83,26 @@ pub struct Config {
     pub platform_users_timeout: std::time::Duration,
     /// Top-level keys nobody knows; warned about once at start.
     pub unknown_keys: Vec<String>,
+    /// The settings history in git (`gitRepoPath`, `settings.git`), when set.
+    pub git: Option<GitSettings>,
+}
+
+/// Where the settings history is committed, and the branch followed.
+#[derive(Debug, Clone)]
+pub struct GitSettings {
+    /// The repository's folder; `platform.yml` is inside it.
+    pub repo: PathBuf,
+    /// `settings.git`: a branch of a remote whose commits become revisions, and where saves are pushed.
+    pub follow: Option<GitFollow>,
+}
+
+/// `settings.git: {remote, branch, pollSeconds}`.
+#[derive(Debug, Clone)]
+pub struct GitFollow {
+    /// A path, `ssh://`, `git@host:path` or `https://` URL, as `git` takes it.
+    pub remote: String,
+    pub branch: String,
+    pub poll: std::time::Duration,
 }
 
 /// Internal variables (secrets). `Debug` lists names only.
@@ -138,8 +160,24 @@ struct RawConfig {
     register_url: Option<String>,
     #[serde(default)]
     platform_users: RawPlatformUsers,
+    git_repo_path: Option<String>,
+    #[serde(default)]
+    settings: RawSettings,
     #[serde(flatten)]
     other: IndexMap<String, Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawSettings {
+    git: Option<RawGit>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawGit {
+    remote: Option<String>,
+    branch: Option<String>,
+    poll_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -424,6 +462,44 @@ impl Checks<'_> {
         }
     }
 
+    /// `gitRepoPath` and `settings.git`: the repository must hold platform.yml; a followed branch needs a
+    /// remote and a sane poll interval.
+    fn check_git(&mut self, raw: &RawConfig, platform: &Path) -> Option<GitSettings> {
+        let follow = raw.settings.git.as_ref().map(|git| {
+            let remote = git.remote.clone().unwrap_or_default();
+            if remote.trim().is_empty() {
+                self.common.problems.push(
+                    "settings.git.remote: missing; give the repository to follow (a path, ssh or https URL)"
+                        .to_owned(),
+                );
+            }
+            let poll = git.poll_seconds.unwrap_or(DEFAULT_GIT_POLL_S);
+            if !(1..=86_400).contains(&poll) {
+                self.common.problems.push(format!(
+                    "settings.git.pollSeconds: {poll} must be between 1 and 86400"
+                ));
+            }
+            GitFollow {
+                remote,
+                branch: git.branch.clone().unwrap_or_else(|| "main".to_owned()),
+                poll: std::time::Duration::from_secs(poll.clamp(1, 86_400)),
+            }
+        });
+        let repo = match (&raw.git_repo_path, &follow) {
+            (Some(repo), _) => lexical(&self.resolve(repo)),
+            (None, Some(_)) => platform.parent().map(Path::to_owned)?,
+            (None, None) => return None,
+        };
+        if !lexical(platform).starts_with(&repo) {
+            self.common.problems.push(format!(
+                "gitRepoPath: {} does not hold platform.yml ({}); set it to the folder holding platform.yml",
+                repo.display(),
+                platform.display()
+            ));
+        }
+        Some(GitSettings { repo, follow })
+    }
+
     /// (timeout, CA file) of notifications.
     fn check_notify(&mut self, notify: &RawNotify) -> (f64, Option<PathBuf>) {
         let timeout = notify.timeout_seconds.unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S);
@@ -461,6 +537,7 @@ fn validate(
     let tls = checks.check_tls(raw.tls.as_ref());
     checks.check_internals(&raw.internals);
     let (notify_timeout, notify_ca_file) = checks.check_notify(&raw.notify);
+    let git = checks.check_git(&raw, &platform_config);
     let followers = checks.check_followers(raw.followers);
     let unknown_keys = unknown_keys(&raw.other);
     let Some(listen) = listen.filter(|_| checks.common.problems.is_empty()) else {
@@ -509,7 +586,24 @@ fn validate(
             .unwrap_or_else(|| DEFAULT_SINGLE_NODE_CORE_URL.to_owned()),
         core_urls: raw.platform_users.core_urls,
         unknown_keys,
+        git,
     })
+}
+
+/// `path` without `.` and with each `..` taking its parent away (no file system access): how a resolved
+/// `../x` compares with a folder.
+pub fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Top-level keys this leader does not know (a warning, not an error: older files carry legacy keys).
@@ -557,7 +651,7 @@ mod tests {
             "followers": {"k1": {"url": "https://co1.pryv.me/", "role": "core"}},
             "logs": {"console": {"active": true}},
             "registerUrl": "https://reg.pryv.me",
-            "gitRepoPath": "/x",
+            "gitRepoPath": ".",
             "somethingNew": 1
         })
     }

@@ -99,6 +99,9 @@ pub enum Error {
     /// A database statement that failed (the database was readable at start).
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The settings repository (`gitRepoPath`): a git command that failed, with what git said.
+    #[error("settings repository: {0}")]
+    Git(String),
     /// The listening socket failed.
     #[error("cannot serve: {0}")]
     Listen(std::io::Error),

@@ -78,6 +78,9 @@ impl Leader {
             shutdown,
         );
         let admin = Arc::new(admin::Admin::new(config, &store)?);
+        if let Some(repository) = &admin.repository {
+            repository.spawn(&store, shutdown.clone());
+        }
         let state = AppState {
             store,
             followers: Arc::new(follower_keys::FollowerIndex::new(&config.followers)),

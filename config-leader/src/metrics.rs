@@ -17,6 +17,10 @@ pub const NOTIFICATIONS: &str = "pryv_config_leader_notifications_total";
 pub const LOGINS: &str = "pryv_config_leader_admin_logins_total";
 pub const SETTINGS_CHANGES: &str = "pryv_config_leader_settings_changes_total";
 pub const ROLLOUTS: &str = "pryv_config_leader_rollouts";
+pub const SETTINGS_GIT_BEHIND: &str = "pryv_config_leader_settings_git_behind_revisions";
+pub const SETTINGS_GIT_BRANCH_PROBLEM: &str = "pryv_config_leader_settings_git_branch_problem";
+/// The problems `SETTINGS_GIT_BRANCH_PROBLEM` reports, one series each.
+pub const BRANCH_PROBLEMS: [&str; 3] = ["refused", "diverged", "unreachable"];
 
 /// A follower without a fetch for this long counts as silent.
 pub const SILENT_AFTER_SECONDS: u64 = 600;
@@ -79,5 +83,13 @@ pub fn describe() {
     describe_counter!(
         SETTINGS_CHANGES,
         "Settings changes by kind (update, rollback, migration)"
+    );
+    describe_gauge!(
+        SETTINGS_GIT_BEHIND,
+        "Settings revisions not yet committed to the settings repository (gitRepoPath); retried"
+    );
+    describe_gauge!(
+        SETTINGS_GIT_BRANCH_PROBLEM,
+        "1 while the followed settings branch (settings.git) has this problem: refused (its tip does not render), diverged, unreachable"
     );
 }

@@ -49,6 +49,9 @@ pub struct RevisionRow {
     pub message: String,
     #[serde(skip)]
     pub content: String,
+    /// The commit of the settings repository holding this revision (`gitRepoPath`), once committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// One audit entry.
@@ -192,6 +195,8 @@ impl Db {
         for (table, column, definition) in [
             ("settings_history", "pending", "INTEGER NOT NULL DEFAULT 0"),
             ("users", "token_generation", "INTEGER NOT NULL DEFAULT 0"),
+            // NULL: not yet in the settings repository; '': recorded before the repository existed.
+            ("settings_history", "git_commit", "TEXT"),
         ] {
             add_column(&connection, table, column, definition)?;
         }
@@ -335,7 +340,7 @@ impl Conn<'_> {
         self.conn()
             .query_row(
                 &format!(
-                    "SELECT revision, author, at, message, content FROM settings_history {clause}"
+                    "SELECT revision, author, at, message, content, git_commit FROM settings_history {clause}"
                 ),
                 args,
                 revision_row,
@@ -348,7 +353,7 @@ impl Conn<'_> {
     pub fn revisions(&self) -> Result<Vec<RevisionRow>, Error> {
         let conn = self.conn();
         let mut statement = conn
-            .prepare("SELECT revision, author, at, message, '' FROM settings_history WHERE pending = 0 ORDER BY revision DESC")
+            .prepare("SELECT revision, author, at, message, '', git_commit FROM settings_history WHERE pending = 0 ORDER BY revision DESC")
             .map_err(Error::Sql)?;
         let rows = statement.query_map([], revision_row).map_err(Error::Sql)?;
         rows.collect::<Result<_, _>>().map_err(Error::Sql)
@@ -429,6 +434,68 @@ impl Conn<'_> {
         .map_err(Error::Sql)?;
         conn.execute("DELETE FROM settings_history WHERE pending = 1", [])
             .map_err(Error::Sql)?;
+        Ok(())
+    }
+
+    /// The revisions not yet committed to the settings repository, oldest first (with contents).
+    pub fn uncommitted_revisions(&self) -> Result<Vec<RevisionRow>, Error> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT revision, author, at, message, content, git_commit FROM settings_history
+                 WHERE pending = 0 AND git_commit IS NULL ORDER BY revision ASC",
+            )
+            .map_err(Error::Sql)?;
+        let rows = statement.query_map([], revision_row).map_err(Error::Sql)?;
+        rows.collect::<Result<_, _>>().map_err(Error::Sql)
+    }
+
+    /// How many revisions the settings repository lacks.
+    pub fn uncommitted_count(&self) -> Result<i64, Error> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM settings_history WHERE pending = 0 AND git_commit IS NULL",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(Error::Sql)
+    }
+
+    /// Whether a leader with a settings repository ran on this history (some revision has a commit mark).
+    pub fn repository_started(&self) -> Result<bool, Error> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM settings_history WHERE git_commit IS NOT NULL",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(Error::Sql)
+    }
+
+    /// Revision `revision` is commit `commit` of the settings repository.
+    pub fn set_git_commit(&self, revision: i64, commit: &str) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "UPDATE settings_history SET git_commit = ?2 WHERE revision = ?1",
+                params![revision, commit],
+            )
+            .map(|_| ())
+            .map_err(Error::Sql)
+    }
+
+    /// The first start with a settings repository: the history before it stays out of git (marked ''), the
+    /// latest revision is committed as the repository's start.
+    pub fn start_repository(&self) -> Result<(), Error> {
+        if !self.repository_started()? {
+            self.conn()
+                .execute(
+                    "UPDATE settings_history SET git_commit = '' WHERE pending = 0 AND revision <
+                 (SELECT MAX(revision) FROM settings_history WHERE pending = 0)",
+                    [],
+                )
+                .map_err(Error::Sql)?;
+        }
         Ok(())
     }
 
@@ -619,6 +686,9 @@ fn revision_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RevisionRow> {
         at: row.get(2)?,
         message: row.get(3)?,
         content: row.get(4)?,
+        commit: row
+            .get::<_, Option<String>>(5)?
+            .filter(|commit| !commit.is_empty()),
     })
 }
 

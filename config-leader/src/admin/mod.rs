@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod db;
 pub mod fleet;
+pub mod git;
 pub mod identity;
 pub mod migrations;
 pub mod notify;
@@ -41,6 +42,8 @@ pub struct Admin {
     /// Bearer token required on `/metrics`, when set.
     pub metrics_token: Option<String>,
     pub rollouts: Arc<crate::admin::rollouts::Rollouts>,
+    /// The settings history in git, when `gitRepoPath` or `settings.git` is set.
+    pub repository: Option<Arc<git::SettingsRepository>>,
 }
 
 impl Admin {
@@ -60,8 +63,10 @@ impl Admin {
         ));
         settings.settle_after_crash()?;
         settings.sync_history()?;
+        let repository = git::SettingsRepository::new(config, db.clone(), settings.clone());
         let admin = Self {
             db: db.clone(),
+            repository,
             settings,
             fleet: Arc::new(Fleet::new(
                 config.notify_timeout,

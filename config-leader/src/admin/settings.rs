@@ -115,6 +115,8 @@ pub struct Settings {
     /// The settings as parsed at a store generation: what every CORS check and every follower report reads,
     /// so platform.yml is parsed once per change, not once per request.
     parsed: std::sync::Mutex<Option<(u64, Arc<PlatformFile>)>>,
+    /// Woken at every new revision (the settings repository commits it).
+    saved: Arc<tokio::sync::Notify>,
 }
 
 impl Settings {
@@ -135,7 +137,49 @@ impl Settings {
             store,
             mutation: tokio::sync::Mutex::new(()),
             parsed: std::sync::Mutex::new(None),
+            saved: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Woken at every new revision (a save, a rollback, a migration, a recorded hand edit).
+    pub fn saved(&self) -> Arc<tokio::sync::Notify> {
+        self.saved.clone()
+    }
+
+    /// Records a hand edit of platform.yml if there is one; the latest revision.
+    #[allow(clippy::disallowed_methods)] // the statements run in off_runtime
+    pub async fn record_hand_edit(self: &Arc<Self>) -> Result<i64, Error> {
+        let _one = self.mutation.lock().await;
+        self.off_runtime(|this| {
+            this.sync_history()?;
+            this.latest_revision()
+        })
+        .await
+    }
+
+    /// A commit of the followed branch (`settings.git`): validated exactly as a PUT is (every role renders,
+    /// every problem listed), then saved as a revision tied to `commit`, byte for byte, only while the
+    /// settings are still at `expected` (a hand edit or a save in between makes it stale).
+    #[allow(clippy::disallowed_methods)] // the statements run in off_runtime
+    pub async fn import(
+        self: &Arc<Self>,
+        text: String,
+        author: String,
+        message: String,
+        commit: String,
+        expected: i64,
+    ) -> Result<i64, Error> {
+        let _one = self.mutation.lock().await;
+        self.off_runtime(move |this| {
+            this.sync_history()?;
+            this.ensure_current(Some(expected))?;
+            let platform = this.parse(&text)?;
+            this.validate(&platform)?;
+            let revision = this.commit(&text, &author, &message)?;
+            this.db.blocking().set_git_commit(revision, &commit)?;
+            Ok(revision)
+        })
+        .await
     }
 
     // Runs inside `off_runtime` (spawn_blocking), as all settings work does.
@@ -179,11 +223,13 @@ impl Settings {
                     "platform.yml found at first start",
                     &text,
                 )?;
+                self.saved.notify_one();
             }
             Some(latest) if latest.content != text => {
                 self.db
                     .blocking()
                     .add_revision("disk", now_unix_i64(), "edited on disk", &text)?;
+                self.saved.notify_one();
                 tracing::info!("recorded a hand edit of platform.yml as a new revision");
             }
             Some(_) => {}
@@ -536,6 +582,7 @@ impl Settings {
             return Err(err);
         }
         self.db.blocking().confirm_revision(revision)?;
+        self.saved.notify_one();
         Ok(revision)
     }
 

@@ -57,6 +57,9 @@ pub struct FleetView {
     pub followers: Vec<FollowerStatus>,
     /// Roles whose templates or settings stopped rendering, and the last good revision still served.
     pub render_problems: std::collections::BTreeMap<String, crate::store::RenderProblem>,
+    /// The settings history in git (`gitRepoPath`, `settings.git`), when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings_repository: Option<crate::admin::git::RepositoryStatus>,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +137,7 @@ pub async fn status(
     Ok(Json(FleetView {
         followers: state.admin.fleet.status(state.followers.all(), &revisions),
         render_problems: state.store.problems(),
+        settings_repository: state.admin.repository.as_ref().map(|r| r.status()),
     }))
 }
 

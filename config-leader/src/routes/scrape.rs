@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use super::AppState;
+use crate::metrics::{BRANCH_PROBLEMS, SETTINGS_GIT_BEHIND, SETTINGS_GIT_BRANCH_PROBLEM};
 use crate::metrics::{
     FOLLOWER_LAST_FETCH, FOLLOWER_UP_TO_DATE, FOLLOWERS, PER_FOLLOWER_LIMIT, ROLE_RENDER_FAILING,
     ROLE_REVISION, ROLLOUTS, SILENT_AFTER_SECONDS,
@@ -21,6 +22,26 @@ pub fn refresh(state: &AppState) {
     let (running, stopped) = state.admin.rollouts.held_counts();
     metrics::gauge!(ROLLOUTS, "state" => "running").set(running as f64);
     metrics::gauge!(ROLLOUTS, "state" => "stopped").set(stopped as f64);
+    refresh_repository(state);
+}
+
+/// The settings repository's gauges (zero without one, so the series always exist).
+fn refresh_repository(state: &AppState) {
+    let status = state.admin.repository.as_ref().map(|r| r.status());
+    let behind = status.as_ref().map_or(0, |s| s.behind.max(0));
+    metrics::gauge!(SETTINGS_GIT_BEHIND).set(behind as f64);
+    let problem = status
+        .as_ref()
+        .and_then(|s| s.branch.as_ref())
+        .map(|b| b.state.clone());
+    for name in BRANCH_PROBLEMS {
+        let on = if problem.as_deref() == Some(name) {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!(SETTINGS_GIT_BRANCH_PROBLEM, "problem" => name).set(on);
+    }
 }
 
 fn refresh_roles(state: &AppState, revisions: &HashMap<String, String>) {

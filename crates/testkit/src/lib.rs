@@ -267,6 +267,15 @@ impl Call {
 
     /// Sends it; the whole answer.
     pub async fn answer(self) -> Answer {
+        let (status, headers, bytes) = self.raw().await;
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    async fn raw(self) -> (StatusCode, HeaderMap, axum::body::Bytes) {
         let mut request = self.request;
         let body = match self.body {
             Some(body) => {
@@ -279,11 +288,13 @@ impl Call {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            headers,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
+        (status, headers, bytes)
+    }
+
+    /// Sends it; status and the body as text (`/metrics`).
+    pub async fn send_text(self) -> (StatusCode, String) {
+        let (status, _, bytes) = self.raw().await;
+        (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Sends it; status and JSON body.

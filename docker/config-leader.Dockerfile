@@ -8,6 +8,10 @@ ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BINARIES_IMAGE} AS binaries
 
 FROM ${BASE_IMAGE}
+# git: the settings history (gitRepoPath, settings.git); ssh and the CA bundle for remotes.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /var/pryv --shell /usr/sbin/nologin pryv \
  && mkdir -p /var/pryv/config-leader && chown -R pryv:pryv /var/pryv
 COPY --from=binaries /out/config-leader /usr/local/bin/config-leader

@@ -125,9 +125,12 @@ impl Repo {
         deadline: Duration,
     ) -> Result<Output, GitError> {
         let mut command = Command::new("git");
+        // The folder may belong to another user than the leader's (a mounted conf/): it is ours to version.
+        let safe = format!("safe.directory={}", self.dir.display());
         command
             .arg("-C")
             .arg(&self.dir)
+            .args(["-c", safe.as_str()])
             .args(args)
             .stdin(if input.is_some() {
                 Stdio::piped()

@@ -55,6 +55,12 @@ pub fn describe() {
         ROLE_RENDER_FAILING,
         "1 while a role's templates or settings do not render (the last good tree is served)"
     );
+    describe_fleet_and_admin();
+}
+
+/// The fleet's, the admin API's and the settings repository's metrics.
+fn describe_fleet_and_admin() {
+    use metrics::{Unit, describe_counter, describe_gauge};
     describe_gauge!(
         FOLLOWERS,
         "Followers by state: known, up_to_date, behind, silent (no fetch for 10 minutes)"

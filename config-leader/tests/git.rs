@@ -189,8 +189,13 @@ async fn the_legacy_layout_commits_every_save_with_its_author_and_message() {
     // Only platform.yml (and the .gitignore) are versioned; the secrets stay out; the tree is clean.
     let files = git(&conf, &["ls-tree", "-r", "--name-only", "HEAD"]);
     assert_eq!(files, ".gitignore\nplatform.yml");
-    let dirty = git(&conf, &["status", "--porcelain"]);
-    assert!(dirty.is_empty(), "{dirty}");
+    // Clean once the leader has moved the index entry along with the branch (right after the commit).
+    eventually("a clean working tree", WITHIN, || async {
+        git(&conf, &["status", "--porcelain"])
+            .is_empty()
+            .then_some(())
+    })
+    .await;
     shutdown.cancel();
 }
 
@@ -483,5 +488,53 @@ async fn a_followed_branch_gives_revisions_refuses_what_does_not_render_and_gets
         git(&remote.bare, &["log", "-1", "--format=%an %s", "main"]),
         "admin-key pushed back"
     );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_first_start_on_an_existing_branch_takes_its_tip() {
+    if !git_available() {
+        return pryv_testkit::skip("git history: no git program");
+    }
+    let fixture = Fixture::new();
+    let remote = remote(&fixture);
+    // The operator's branch already holds the settings, with another domain.
+    let seed = fixture.root().join("seed");
+    git(
+        fixture.root(),
+        &["clone", "--quiet", remote.bare.to_str().unwrap(), "seed"],
+    );
+    std::fs::write(
+        seed.join("platform.yml"),
+        PLATFORM.replace("pryv.me", "seeded.example"),
+    )
+    .unwrap();
+    git(&seed, &["add", "platform.yml"]);
+    git(&seed, &["commit", "--quiet", "-m", "Seed the settings"]);
+    git(&seed, &["push", "--quiet", "origin", "HEAD:main"]);
+    let tip = git(&seed, &["rev-parse", "HEAD"]);
+
+    let (_leader, api, shutdown) = leader(&fixture, followed(&remote));
+    let revisions = eventually("the branch's tip taken", WITHIN, || async {
+        let revisions = history(&api).await;
+        (revisions[0]["commit"] == json!(tip)).then_some(revisions)
+    })
+    .await;
+    assert_eq!(revisions[0]["author"], "Grace");
+    assert_eq!(revisions[0]["message"], "Seed the settings");
+    let on_disk = std::fs::read_to_string(fixture.root().join("conf/platform.yml")).unwrap();
+    assert!(on_disk.contains("seeded.example"));
+    // The leader's earlier history stays out of git: no divergence, nothing to push.
+    let repo = committed(&api).await;
+    assert_eq!(repo.len(), 2, "{repo:?}");
+    eventually("in sync with the branch", WITHIN, || async {
+        (status(&api).await["branch"]["state"] == "in-sync").then_some(())
+    })
+    .await;
+    assert_eq!(
+        git(&fixture.root().join("conf"), &["rev-parse", "HEAD"]),
+        tip
+    );
+    assert_eq!(git(&remote.bare, &["rev-parse", "main"]), tip);
     shutdown.cancel();
 }

@@ -473,6 +473,19 @@ impl Conn<'_> {
             .map_err(Error::Sql)
     }
 
+    /// The revisions before `revision` not yet committed stay out of git (a followed branch's tip was adopted
+    /// over them).
+    pub fn skip_uncommitted_before(&self, revision: i64) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "UPDATE settings_history SET git_commit = '' WHERE git_commit IS NULL AND pending = 0
+                 AND revision < ?1",
+                params![revision],
+            )
+            .map(|_| ())
+            .map_err(Error::Sql)
+    }
+
     /// Revision `revision` is commit `commit` of the settings repository.
     pub fn set_git_commit(&self, revision: i64, commit: &str) -> Result<(), Error> {
         self.conn()

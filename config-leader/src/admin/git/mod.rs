@@ -197,6 +197,14 @@ impl SettingsRepository {
                 return false;
             }
         };
+        // A repository without a commit and a followed branch: the branch comes first (an existing tip is
+        // adopted, the history before it stays out of git), then the leader's own commits.
+        if let Some(follow) = &self.follow
+            && matches!(self.repo.head().await, Ok(None))
+            && !self.follow_branch(follow, None, latest).await
+        {
+            return false;
+        }
         let committed = self.catch_up().await;
         let behind = self
             .db
@@ -204,6 +212,9 @@ impl SettingsRepository {
             .await
             .unwrap_or(-1);
         let head = self.repo.head().await.ok().flatten();
+        if head.is_some() {
+            self.repo.sync_index().await;
+        }
         {
             let mut status = self.lock();
             status.behind = behind;
@@ -354,12 +365,22 @@ impl SettingsRepository {
         }
         let info = self.repo.info(remote).await?;
         let content = self.repo.settings_at(remote).await?;
+        if let Some(content) = &content
+            && self.is_latest(latest, content).await
+        {
+            // The same settings (a commit that changed something else, or a first start on a branch that
+            // already holds them): no new revision, the latest one is that commit.
+            self.repo.move_head(remote, head.as_deref()).await?;
+            self.adopt(latest, remote).await;
+            return Ok(Step::new("in-sync", Some(remote.to_owned())));
+        }
         let problems = match content.map(String::from_utf8) {
             None => vec!["the commit has no platform.yml".to_owned()],
             Some(Err(_)) => vec!["platform.yml is not UTF-8 text".to_owned()],
             Some(Ok(text)) => match self.import(text, &info, latest).await {
                 Ok(revision) => {
                     self.repo.move_head(remote, head.as_deref()).await?;
+                    self.adopt(revision, remote).await;
                     tracing::info!(revision, commit = %remote, author = %info.author.name, "took the settings branch's commit as a new revision");
                     return Ok(Step::new("in-sync", Some(remote.to_owned())));
                 }
@@ -374,6 +395,33 @@ impl SettingsRepository {
             });
         }
         Ok(Step::new("refused", Some(remote.to_owned())))
+    }
+
+    /// Whether revision `latest` holds exactly `content`.
+    async fn is_latest(&self, latest: i64, content: &[u8]) -> bool {
+        let row = self.db.call(move |db| db.revision(latest)).await;
+        matches!(row, Ok(Some(row)) if row.content.as_bytes() == content)
+    }
+
+    /// Revision `revision` is the branch's commit `commit` (kept when it already has one); what the history
+    /// had before and git lacks stays out of git.
+    async fn adopt(&self, revision: i64, commit: &str) {
+        let commit = commit.to_owned();
+        let adopted = self
+            .db
+            .call(move |db| {
+                if db
+                    .revision(revision)?
+                    .is_some_and(|row| row.commit.is_none())
+                {
+                    db.set_git_commit(revision, &commit)?;
+                }
+                db.skip_uncommitted_before(revision)
+            })
+            .await;
+        if let Err(err) = adopted {
+            tracing::warn!(error = %err, revision, "cannot record the branch's commit in the history");
+        }
     }
 
     async fn import(

@@ -117,13 +117,8 @@ impl Repo {
         ))
     }
 
-    async fn run(
-        &self,
-        args: &[&str],
-        input: Option<&[u8]>,
-        env: &[(&str, String)],
-        deadline: Duration,
-    ) -> Result<Output, GitError> {
+    /// `git -C <repo> args`: never the caller's repository, never a prompt, messages in one language.
+    fn command(&self, args: &[&str], with_input: bool, env: &[(&str, String)]) -> Command {
         let mut command = Command::new("git");
         // The folder may belong to another user than the leader's (a mounted conf/): it is ours to version.
         let safe = format!("safe.directory={}", self.dir.display());
@@ -132,7 +127,7 @@ impl Repo {
             .arg(&self.dir)
             .args(["-c", safe.as_str()])
             .args(args)
-            .stdin(if input.is_some() {
+            .stdin(if with_input {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -140,7 +135,6 @@ impl Repo {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            // Never the caller's repository, never a prompt, messages in one language.
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE")
@@ -149,6 +143,17 @@ impl Repo {
         for (key, value) in env {
             command.env(key, value);
         }
+        command
+    }
+
+    async fn run(
+        &self,
+        args: &[&str],
+        input: Option<&[u8]>,
+        env: &[(&str, String)],
+        deadline: Duration,
+    ) -> Result<Output, GitError> {
+        let mut command = self.command(args, input.is_some(), env);
         let run = async {
             let mut child = command.spawn().map_err(|err| {
                 GitError(format!(
@@ -326,6 +331,30 @@ impl Repo {
                 .await;
         }
         Ok(())
+    }
+
+    /// Puts the index entry of `platform.yml` back at HEAD's when another git command held the index while
+    /// the leader moved it (best effort, every round).
+    pub async fn sync_index(&self) {
+        let (staged, committed) = (format!(":{}", self.file), format!("HEAD:{}", self.file));
+        let staged = self
+            .git_text(&["rev-parse", "--verify", "--quiet", staged.as_str()])
+            .await;
+        let committed = self
+            .git_text(&["rev-parse", "--verify", "--quiet", committed.as_str()])
+            .await;
+        if let Ok(blob) = committed
+            && staged.as_ref() != Ok(&blob)
+        {
+            let entry = format!("100644,{blob},{}", self.file);
+            let _ = self
+                .git(
+                    &["update-index", "--add", "--cacheinfo", entry.as_str()],
+                    None,
+                    &[],
+                )
+                .await;
+        }
     }
 
     /// The files among `paths` (relative to the repository) that the repository tracks.

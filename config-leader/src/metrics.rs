@@ -88,7 +88,7 @@ fn describe_fleet_and_admin() {
     );
     describe_counter!(
         SETTINGS_CHANGES,
-        "Settings changes by kind (update, rollback, migration)"
+        "Settings changes by kind (update, rollback, migration, git: a commit of the followed branch)"
     );
     describe_gauge!(
         SETTINGS_GIT_BEHIND,

@@ -416,6 +416,20 @@ async fn a_followed_branch_gives_revisions_refuses_what_does_not_render_and_gets
     .await;
     assert_eq!(revisions[0]["author"], "Grace");
     assert_eq!(revisions[0]["message"], "Move to branch.example");
+    let entry = eventually("the commit audited", WITHIN, || async {
+        let (_, audit) = api.get("/admin/audit").token(Some(ADMIN_KEY)).send().await;
+        let entry = audit["entries"][0].clone();
+        (entry["action"] == "settings-git-commit").then_some(entry)
+    })
+    .await;
+    assert_eq!(
+        (&entry["actor"], &entry["action"]),
+        (&json!("Grace"), &json!("settings-git-commit"))
+    );
+    assert!(
+        entry["detail"].as_str().unwrap().contains(&pushed),
+        "{entry}"
+    );
     let core = api.get("/conf").token(Some(CORE_KEY)).send().await.1;
     assert!(
         core.to_string().contains("branch.example"),

@@ -381,6 +381,7 @@ impl SettingsRepository {
                 Ok(revision) => {
                     self.repo.move_head(remote, head.as_deref()).await?;
                     self.adopt(revision, remote).await;
+                    self.audit(&info, revision).await;
                     tracing::info!(revision, commit = %remote, author = %info.author.name, "took the settings branch's commit as a new revision");
                     return Ok(Step::new("in-sync", Some(remote.to_owned())));
                 }
@@ -395,6 +396,31 @@ impl SettingsRepository {
             });
         }
         Ok(Step::new("refused", Some(remote.to_owned())))
+    }
+
+    /// A revision from the branch, in the audit log (as a PUT is) and the changes counter.
+    async fn audit(&self, info: &CommitInfo, revision: i64) {
+        metrics::counter!(crate::metrics::SETTINGS_CHANGES, "kind" => "git").increment(1);
+        let (actor, detail) = (
+            info.author.name.clone(),
+            format!("revision {revision}: commit {} ({})", info.id, info.subject),
+        );
+        tracing::info!(actor = %actor, action = "settings-git-commit", detail = %detail, "audit");
+        let written = self
+            .db
+            .call(move |db| {
+                db.audit(
+                    pryv_daemon::now_unix_i64(),
+                    &actor,
+                    "settings-git-commit",
+                    &detail,
+                    "git",
+                )
+            })
+            .await;
+        if let Err(err) = written {
+            tracing::error!(error = %err, "cannot write the audit log");
+        }
     }
 
     /// Whether revision `latest` holds exactly `content`.

@@ -1450,3 +1450,22 @@ async fn if_match_stops_a_lost_update() {
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_emergency_account_is_usable_at_once_and_only_with_its_new_password() {
+    let h = harness();
+    // Right after the start: the login waits for the hash, made off the start path.
+    let token = login(&h.app, "initial_user", &initial_password(&h.fixture)).await;
+    assert!(!token.is_empty());
+    for wrong in ["!pending", "", "initial_user"] {
+        let (status, body) = call(
+            &h.app,
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({"username": "initial_user", "password": wrong})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong}: {body}");
+    }
+}

@@ -75,6 +75,10 @@ impl Admin {
             metrics::counter!(crate::metrics::LOGINS, "outcome" => "throttled").increment(1);
             return Err(throttled);
         }
+        if username == INITIAL_USER {
+            // Recreated at start; its hash is made just after (off the start path).
+            self.initial_user_ready().await?;
+        }
         let name = username.to_owned();
         let user = self.db.call(move |db| db.user(&name)).await?;
         let password = password.to_owned();

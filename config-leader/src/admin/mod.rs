@@ -42,6 +42,9 @@ pub struct Admin {
     /// Bearer token required on `/metrics`, when set.
     pub metrics_token: Option<String>,
     pub rollouts: Arc<crate::admin::rollouts::Rollouts>,
+    /// The emergency account's new password hash: `None` while argon2 runs (off the start path), then
+    /// whether it was stored. A login as `initial_user` waits for it.
+    pub initial_user: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
     /// The settings history in git, when `gitRepoPath` or `settings.git` is set.
     pub repository: Option<Arc<git::SettingsRepository>>,
 }
@@ -64,6 +67,8 @@ impl Admin {
         settings.settle_after_crash()?;
         settings.sync_history()?;
         let repository = git::SettingsRepository::new(config, db.clone(), settings.clone());
+        crate::metrics::describe();
+        let initial_user = create_initial_user(&db, &config.credentials_file)?;
         let admin = Self {
             db: db.clone(),
             repository,
@@ -80,46 +85,24 @@ impl Admin {
             platform_users: crate::admin::platform_users::PlatformUsers::new(config)?,
             metrics_token: config.metrics_token.clone(),
             rollouts: Arc::new(crate::admin::rollouts::Rollouts::load(db.clone())?),
+            initial_user,
         };
-        crate::metrics::describe();
-        admin.create_initial_user(&config.credentials_file)?;
         Ok(admin)
     }
 
-    /// (Re)creates the emergency account with every permission and a new password, written to the
-    /// credentials file (mode 0600) and printed once in the log.
-    // Start-up only (Admin::new), before the runtime serves.
-    #[allow(clippy::disallowed_methods)]
-    fn create_initial_user(&self, credentials: &Path) -> Result<(), Error> {
-        let password = secret::generate();
-        self.db.blocking().upsert_user(
-            &UserRow {
-                username: INITIAL_USER.to_owned(),
-                password_hash: identity::hash_password(&password)?,
-                permissions: Permissions::all().to_json(),
-            },
-            now_unix_i64(),
-        )?;
-        let io = |source| Error::Write {
-            path: credentials.to_owned(),
-            source,
-        };
-        if let Some(parent) = credentials.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
+    /// Waits until the emergency account's new password is stored (argon2 runs after the start).
+    pub async fn initial_user_ready(&self) -> Result<(), Error> {
+        let mut ready = self.initial_user.clone();
+        let state = ready
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::Internal("the emergency account was not recreated".into()))?;
+        match state.as_ref() {
+            Some(Err(problem)) => Err(Error::Internal(format!(
+                "the emergency account could not be recreated: {problem}"
+            ))),
+            _ => Ok(()),
         }
-        // The password alone, as the certificate service reads it (the whole file, trimmed).
-        let text = format!("{password}\n");
-        pryv_fs::write_atomic(credentials, text.as_bytes(), 0o600).map_err(io)?;
-        std::fs::set_permissions(credentials, std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-        // The one deliberate disclosure: the operator needs this password to create the real admins.
-        tracing::warn!(
-            username = INITIAL_USER,
-            password = %password,
-            file = %credentials.display(),
-            "emergency admin account recreated; its password is also in the credentials file"
-        );
-        Ok(())
     }
 
     /// Writes an audit entry (database and log).
@@ -208,3 +191,61 @@ impl Admin {
         })
     }
 }
+
+/// (Re)creates the emergency account with every permission and a new password, written to the credentials file
+/// (mode 0600) and printed once in the log. The account is stored at once with an unusable hash (a database
+/// that cannot be written still stops the start); argon2 of the new password (tens of milliseconds) runs on a
+/// thread of its own, off the start path, and a login as `initial_user` waits for it.
+// Start-up only (Admin::new), before the runtime serves; the hash on its own thread.
+#[allow(clippy::disallowed_methods)]
+fn create_initial_user(
+    db: &Arc<Db>,
+    credentials: &Path,
+) -> Result<tokio::sync::watch::Receiver<Option<Result<(), String>>>, Error> {
+    let password = secret::generate();
+    db.blocking().upsert_user(
+        &UserRow {
+            username: INITIAL_USER.to_owned(),
+            password_hash: PENDING_HASH.to_owned(),
+            permissions: Permissions::all().to_json(),
+        },
+        now_unix_i64(),
+    )?;
+    let io = |source| Error::Write {
+        path: credentials.to_owned(),
+        source,
+    };
+    if let Some(parent) = credentials.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    // The password alone, as the certificate service reads it (the whole file, trimmed).
+    let text = format!("{password}\n");
+    pryv_fs::write_atomic(credentials, text.as_bytes(), 0o600).map_err(io)?;
+    std::fs::set_permissions(credentials, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    // The one deliberate disclosure: the operator needs this password to create the real admins.
+    tracing::warn!(
+        username = INITIAL_USER,
+        password = %password,
+        file = %credentials.display(),
+        "emergency admin account recreated; its password is also in the credentials file"
+    );
+    let (done, ready) = tokio::sync::watch::channel(None);
+    let db = db.clone();
+    std::thread::Builder::new()
+        .name("initial-user".into())
+        .spawn(move || {
+            let stored = identity::hash_password(&password)
+                .and_then(|hash| db.blocking().set_password(INITIAL_USER, &hash))
+                .map(drop)
+                .map_err(|err| err.to_string());
+            if let Err(problem) = &stored {
+                tracing::error!(problem = %problem, "cannot store the emergency account's password; logging in as initial_user fails until a restart");
+            }
+            let _ = done.send(Some(stored));
+        })
+        .map_err(|err| Error::Internal(format!("cannot start a thread: {err}")))?;
+    Ok(ready)
+}
+
+/// What the emergency account holds until its new hash is stored: no password verifies against it.
+const PENDING_HASH: &str = "!pending";

@@ -145,12 +145,17 @@ fn core_key(config_path: &Path) -> String {
 }
 
 fn start_leader(config: &Path, port: u16) -> (Proc, Duration, String, u32) {
+    start_leader_logging(config, port, "warn")
+}
+
+/// [`start_leader`] at log level `level` (`info`: the default, one line per request).
+fn start_leader_logging(config: &Path, port: u16, level: &str) -> (Proc, Duration, String, u32) {
     let started = Instant::now();
     let child = Command::new(release_bin("config-leader"))
         .arg("--config")
         .arg(config)
         .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -662,6 +667,139 @@ async fn follower_section(seconds: u64) {
     );
 }
 
+/// One wrk run: requests/s, p50 and p99 in ms.
+struct Wrk {
+    requests_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `wrk -t1 -c16 --latency` on `url` for `seconds`; with `pinned`, wrk runs on CPU 1 (the server on CPU 0).
+fn wrk(url: &str, key: Option<&str>, seconds: u64, pinned: bool) -> Wrk {
+    let mut command = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1", "wrk"]);
+        c
+    } else {
+        Command::new("wrk")
+    };
+    command.args(["-t1", "-c16", &format!("-d{seconds}s"), "--latency"]);
+    if let Some(key) = key {
+        command.args(["-H", &format!("Authorization: {key}")]);
+    }
+    let out = command.arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ms = |value: &str| -> f64 {
+        let value = value.trim();
+        let (number, factor) = if let Some(n) = value.strip_suffix("us") {
+            (n, 0.001)
+        } else if let Some(n) = value.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = value.strip_suffix('s') {
+            (n, 1000.0)
+        } else {
+            (value, 1.0)
+        };
+        number.parse::<f64>().unwrap_or(f64::NAN) * factor
+    };
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_default()
+    };
+    Wrk {
+        requests_per_s: field("Requests/sec:").trim().parse().unwrap_or(f64::NAN),
+        p50_ms: ms(&field("50%")),
+        p99_ms: ms(&field("99%")),
+    }
+}
+
+/// Pins `pid` and every thread of it (and of its children: nginx's workers) to CPU 0.
+fn pin_to_cpu0(pid: u32) {
+    let mut pids = vec![pid.to_string()];
+    if let Ok(out) = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+    {
+        pids.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+    }
+    for pid in pids {
+        let _ = Command::new("taskset")
+            .args(["-a", "-pc", "0", &pid])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// `GET /conf` measured with wrk (1 thread, 16 connections) against the leader (request log at its default
+/// level) and nginx serving the same bytes as a static file, in the same run: unpinned, then with each server
+/// on CPU 0 and wrk on CPU 1.
+async fn wrk_section(seconds: u64) {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!(
+            "## `GET /conf` with wrk\n\nwrk is not installed (`apt-get install wrk`): not measured.\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = platform(dir.path(), None);
+    let port = free_port();
+    let level = std::env::var("PRYV_BENCH_LOG").unwrap_or_else(|_| "info".to_owned());
+    let (_leader, _, key, pid) = start_leader_logging(&config, port, &level);
+    let url = format!("http://127.0.0.1:{port}/conf");
+    let body = reqwest::Client::new()
+        .get(&url)
+        .header("authorization", &key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let Some((nginx, nginx_port)) = start_nginx(dir.path(), &body) else {
+        println!("## `GET /conf` with wrk\n\nnginx is not installed: no reference.\n");
+        return;
+    };
+    let nginx_url = format!("http://127.0.0.1:{nginx_port}/conf");
+    println!(
+        "## `GET /conf` with wrk (1 thread, 16 connections, {} bytes per answer)\n",
+        body.len()
+    );
+    println!(
+        "| placement | server | requests/s | p50 ms | p99 ms | vs nginx |\n|---|---|---|---|---|---|"
+    );
+    for pinned in [false, true] {
+        if pinned {
+            pin_to_cpu0(pid);
+            pin_to_cpu0(nginx.0.id());
+        }
+        let placement = if pinned {
+            "pinned (server CPU 0, wrk CPU 1)"
+        } else {
+            "unpinned"
+        };
+        let ours = wrk(&url, Some(&key), seconds, pinned);
+        let theirs = wrk(&nginx_url, None, seconds, pinned);
+        println!(
+            "| {placement} | config-leader | {:.0} | {:.2} | {:.2} | {:.2}× throughput, {:.2}× p99 |",
+            ours.requests_per_s,
+            ours.p50_ms,
+            ours.p99_ms,
+            ours.requests_per_s / theirs.requests_per_s,
+            ours.p99_ms / theirs.p99_ms
+        );
+        println!(
+            "| {placement} | nginx | {:.0} | {:.2} | {:.2} | |",
+            theirs.requests_per_s, theirs.p50_ms, theirs.p99_ms
+        );
+    }
+    println!();
+}
+
 #[tokio::main]
 async fn main() {
     pryv_e2e::install_crypto();
@@ -684,9 +822,28 @@ async fn main() {
         long_poll_section(count).await;
         return;
     }
+    if std::env::args().any(|a| a == "--start-only") {
+        let dir = tempfile::tempdir().unwrap();
+        let config = platform(dir.path(), None);
+        let port = free_port();
+        let mut cold: Vec<Duration> = (0..9).map(|_| start_leader(&config, port).1).collect();
+        cold.sort();
+        println!(
+            "- cold start to the first successful `GET /conf`: median {:.1} ms (min {:.1}, max {:.1}, 9 runs)",
+            cold[4].as_secs_f64() * 1000.0,
+            cold[0].as_secs_f64() * 1000.0,
+            cold[8].as_secs_f64() * 1000.0
+        );
+        return;
+    }
+    if std::env::args().any(|a| a == "--wrk-only") {
+        wrk_section(seconds).await;
+        return;
+    }
     let fleet_only = std::env::args().any(|a| a == "--fleet-only");
     if !fleet_only {
         conf_section(seconds).await;
+        wrk_section(seconds).await;
     }
     fleet_section(counts).await;
     long_poll_section(if quick { 1000 } else { 5000 }).await;

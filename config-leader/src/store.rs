@@ -25,6 +25,8 @@ pub struct ServedTree {
     /// The serialized `{"files": [...], "revision": ...}` body.
     pub body: Bytes,
     pub file_count: usize,
+    /// `"<revision>"`, ready for the `ETag` header of every answer.
+    pub etag: axum::http::HeaderValue,
 }
 
 type Cached<T> = (u64, Result<Arc<T>, Arc<Error>>);
@@ -323,11 +325,14 @@ fn render_tree(
         files,
         revision: Some(revision.clone()),
     })?;
+    let etag = axum::http::HeaderValue::from_str(&format!("\"{revision}\""))
+        .map_err(|_| Error::Internal("revision is not a header value".into()))?;
     Ok(Arc::new(ServedTree {
         role: role.to_owned(),
         revision,
         body: Bytes::from(body),
         file_count,
+        etag,
     }))
 }
 

@@ -116,7 +116,10 @@ impl Fleet {
         self.with(|seen| {
             let entry = seen.entry(id).or_default();
             entry.last_fetch = Some(now_unix_i64());
-            entry.revision = Some(revision.to_owned());
+            // The hot path: most fetches are of the revision already recorded (no allocation then).
+            if entry.revision.as_deref() != Some(revision) {
+                entry.revision = Some(revision.to_owned());
+            }
         });
     }
 

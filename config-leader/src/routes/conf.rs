@@ -74,12 +74,17 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
             return Err(response);
         }
     };
-    let revision = served.revision().to_owned();
     if let Served::Tree(tree) = &served {
         state.admin.fleet.fetched(index, &tree.revision);
     }
-    let etag = HeaderValue::from_str(&format!("\"{revision}\""))
-        .map_err(|_| Error::Internal("revision is not a header value".into()).into_response())?;
+    let etag = match &served {
+        Served::Tree(tree) => tree.etag.clone(),
+        Served::Held(revision) => {
+            HeaderValue::from_str(&format!("\"{revision}\"")).map_err(|_| {
+                Error::Internal("revision is not a header value".into()).into_response()
+            })?
+        }
+    };
     let mut response = match served {
         Served::Tree(tree) if !unchanged && !etag_matches(&parts.headers, &tree.revision) => {
             metrics::counter!(crate::metrics::CONF_BYTES).increment(tree.body.len() as u64);

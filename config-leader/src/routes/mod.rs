@@ -13,6 +13,7 @@ mod scrape;
 mod settings;
 mod users;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -116,26 +117,23 @@ struct ServedRole(String);
 async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Cheap clones (shared bytes): the hot path allocates nothing here.
+    let uri = request.uri().clone();
     // The route pattern, never the path itself: a label must stay bounded.
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+        .cloned();
     let response = next.run(request).await;
-    metrics::counter!(
-        crate::metrics::HTTP_REQUESTS,
-        "route" => route,
-        "status" => response.status().as_str().to_owned()
-    )
-    .increment(1);
+    let route = route.as_ref().map_or("unmatched", |m| m.as_str());
+    count_request(route, response.status());
     let role = response
         .extensions()
         .get::<ServedRole>()
-        .map_or("-", |r| r.0.as_str())
-        .to_owned();
+        .map_or("-", |r| r.0.as_str());
     let status = response.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
+    let path = uri.path();
     match response.extensions().get::<crate::error::Failure>() {
         // A peer that failed (register, core): the peer's fault, not the leader's.
         Some(failure) if status == 502 => {
@@ -147,6 +145,31 @@ async fn log_request(request: Request, next: Next) -> Response {
         None => tracing::info!(%method, path, status, role, micros, "request"),
     }
     response
+}
+
+thread_local! {
+    /// This worker's handles of the request counter, by status and route: a request looks its counter up
+    /// here without allocating or touching the shared registry.
+    static REQUEST_COUNTERS: std::cell::RefCell<HashMap<u16, HashMap<Box<str>, metrics::Counter>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn count_request(route: &str, status: StatusCode) {
+    REQUEST_COUNTERS.with(|counters| {
+        let mut counters = counters.borrow_mut();
+        let by_route = counters.entry(status.as_u16()).or_default();
+        if let Some(counter) = by_route.get(route) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            crate::metrics::HTTP_REQUESTS,
+            "route" => route.to_owned(),
+            "status" => status.as_str().to_owned()
+        );
+        counter.increment(1);
+        by_route.insert(route.into(), counter);
+    });
 }
 
 #[derive(Deserialize)]

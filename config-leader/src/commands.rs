@@ -107,6 +107,17 @@ pub fn warnings(config: &Config) -> Vec<String> {
         })
         .collect();
     warnings.extend(exposed_secret_files(config));
+    if let Some(git) = &config.git
+        && let Some(named) = &git.named_elsewhere
+    {
+        warnings.push(format!(
+            "gitRepoPath is {} but platform.yml is in {}: the settings history is kept in {} (the folder holding \
+             platform.yml); set gitRepoPath to that folder to silence this",
+            named.display(),
+            git.repo.display(),
+            git.repo.display()
+        ));
+    }
     for role in tree::roles(&config.templates_path).unwrap_or_default() {
         let Ok(dir) = tree::role_dir(&config.templates_path, &role) else {
             continue;

@@ -90,10 +90,13 @@ pub struct Config {
 /// Where the settings history is committed, and the branch followed.
 #[derive(Debug, Clone)]
 pub struct GitSettings {
-    /// The repository's folder; `platform.yml` is inside it.
+    /// The repository's folder: the one holding `platform.yml`.
     pub repo: PathBuf,
     /// `settings.git`: a branch of a remote whose commits become revisions, and where saves are pushed.
     pub follow: Option<GitFollow>,
+    /// `gitRepoPath` as written when it names another folder (a legacy file moved to another layout): warned
+    /// about; the repository is still the folder holding platform.yml.
+    pub named_elsewhere: Option<PathBuf>,
 }
 
 /// `settings.git: {remote, branch, pollSeconds}`.
@@ -462,8 +465,8 @@ impl Checks<'_> {
         }
     }
 
-    /// `gitRepoPath` and `settings.git`: the repository must hold platform.yml; a followed branch needs a
-    /// remote and a sane poll interval.
+    /// `gitRepoPath` and `settings.git`: the repository is the folder holding platform.yml; a followed branch
+    /// needs a remote and a sane poll interval.
     fn check_git(&mut self, raw: &RawConfig, platform: &Path) -> Option<GitSettings> {
         let follow = raw.settings.git.as_ref().map(|git| {
             let remote = git.remote.clone().unwrap_or_default();
@@ -485,19 +488,21 @@ impl Checks<'_> {
                 poll: std::time::Duration::from_secs(poll.clamp(1, 86_400)),
             }
         });
-        let repo = match (&raw.git_repo_path, &follow) {
-            (Some(repo), _) => lexical(&self.resolve(repo)),
-            (None, Some(_)) => platform.parent().map(Path::to_owned)?,
-            (None, None) => return None,
-        };
-        if !lexical(platform).starts_with(&repo) {
-            self.common.problems.push(format!(
-                "gitRepoPath: {} does not hold platform.yml ({}); set it to the folder holding platform.yml",
-                repo.display(),
-                platform.display()
-            ));
+        if raw.git_repo_path.is_none() && follow.is_none() {
+            return None;
         }
-        Some(GitSettings { repo, follow })
+        // The repository is the folder holding platform.yml (in the legacy images gitRepoPath names it).
+        let repo = lexical(platform).parent()?.to_owned();
+        let named_elsewhere = raw
+            .git_repo_path
+            .as_deref()
+            .map(|named| lexical(&self.resolve(named)))
+            .filter(|named| named != &repo);
+        Some(GitSettings {
+            repo,
+            follow,
+            named_elsewhere,
+        })
     }
 
     /// (timeout, CA file) of notifications.
@@ -651,7 +656,7 @@ mod tests {
             "followers": {"k1": {"url": "https://co1.pryv.me/", "role": "core"}},
             "logs": {"console": {"active": true}},
             "registerUrl": "https://reg.pryv.me",
-            "gitRepoPath": ".",
+            "gitRepoPath": "/x",
             "somethingNew": 1
         })
     }
@@ -666,6 +671,42 @@ mod tests {
         assert_eq!(config.platform_config, dir.path().join("conf/platform.yml"));
         assert_eq!(config.followers[0].role, "core");
         assert_eq!(config.unknown_keys, ["somethingNew"]);
+    }
+
+    #[test]
+    fn the_settings_repository_is_the_folder_of_platform_yml_whatever_git_repo_path_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), &legacy());
+        let config = Config::load(&path, &Overrides::default()).unwrap();
+        let git = config
+            .git
+            .clone()
+            .expect("gitRepoPath turns the history in git on");
+        assert_eq!(git.repo, dir.path().join("conf"));
+        assert_eq!(git.named_elsewhere.as_deref(), Some(Path::new("/x")));
+        assert!(git.follow.is_none());
+        let warnings = crate::commands::warnings(&config);
+        assert!(
+            warnings.iter().any(|w| w.contains("gitRepoPath is /x")),
+            "{warnings:?}"
+        );
+
+        let mut json = legacy();
+        json["gitRepoPath"] = json!(".");
+        json["settings"] = json!({"git": {"remote": "", "pollSeconds": 0}});
+        let path = write_config(dir.path(), &json);
+        let problems = match Config::load(&path, &Overrides::default()) {
+            Err(Error::Config { problems, .. }) => problems,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            problems.iter().any(|p| p.contains("settings.git.remote")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("pollSeconds: 0")),
+            "{problems:?}"
+        );
     }
 
     #[test]

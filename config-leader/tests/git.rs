@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use pryv_testkit::{Api, eventually};
+use pryv_testkit::{Api, eventually, git};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -25,26 +25,6 @@ static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn scrape(api: &Api) -> String {
     let _one = SCRAPE.lock().await;
     api.get("/metrics").send_text().await.1
-}
-
-/// Runs git in `dir` (test side: the operator's own commands).
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Grace")
-        .env("GIT_AUTHOR_EMAIL", "grace@example.com")
-        .env("GIT_COMMITTER_NAME", "Grace")
-        .env("GIT_COMMITTER_EMAIL", "grace@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn git_available() -> bool {

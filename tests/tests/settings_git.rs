@@ -4,31 +4,12 @@
 // Test and tool code: blocking calls are fine here.
 #![allow(clippy::disallowed_methods)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use pryv_e2e::platform::*;
 use pryv_e2e::{free_port, wait_until, write};
+use pryv_testkit::git;
 use serde_json::json;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Grace")
-        .env("GIT_AUTHOR_EMAIL", "grace@example.com")
-        .env("GIT_COMMITTER_NAME", "Grace")
-        .env("GIT_COMMITTER_EMAIL", "grace@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 #[tokio::test]
 async fn a_commit_pushed_to_the_followed_branch_reaches_a_follower() {

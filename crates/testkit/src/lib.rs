@@ -31,6 +31,27 @@ pub fn available(program: &str, arg: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Runs `git args` in `dir` as an operator named Grace would (author and committer set), asserting success;
+/// its trimmed standard output.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Grace")
+        .env("GIT_AUTHOR_EMAIL", "grace@example.com")
+        .env("GIT_COMMITTER_NAME", "Grace")
+        .env("GIT_COMMITTER_EMAIL", "grace@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Reports a check that could not run, on the real stderr (not the captured test output) so the skip is
 /// visible in CI logs.
 pub fn skip(what: &str) {

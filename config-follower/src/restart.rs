@@ -496,3 +496,65 @@ fn record<'a>(
         }
     });
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+
+    fn shared(state: &StateDir) -> Shared {
+        Shared {
+            queue: Mutex::new(Queue::default()),
+            saved: Mutex::new((0, None)),
+            wake: Notify::new(),
+            finished: tokio::sync::watch::Sender::new(0),
+            state: state.clone(),
+            status: Arc::new(StatusStore::new("http://127.0.0.1:9".into())),
+            tool: Mutex::new(None),
+            compose_file: PathBuf::from("pryv.yml"),
+        }
+    }
+
+    fn job(service: &str) -> RestartJob {
+        RestartJob {
+            up: false,
+            services: [service.to_owned()].into(),
+        }
+    }
+
+    #[test]
+    fn saves_never_go_back_in_time_and_a_superseded_one_answers_as_the_newer_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::of(dir.path());
+        let shared = shared(&state);
+        let older = {
+            let mut queue = shared.lock();
+            queue.queued.merge(job("core"));
+            shared.snapshot(&mut queue)
+        };
+        let newer = {
+            let mut queue = shared.lock();
+            queue.queued.merge(job("nginx"));
+            shared.snapshot(&mut queue)
+        };
+        // The newer snapshot's save runs first (two callers racing off the queue's lock).
+        shared.save(newer).unwrap();
+        shared.save(older).unwrap();
+        let on_disk: RestartJob = state.load(PENDING_FILE).unwrap().unwrap();
+        assert_eq!(on_disk.names(), ["core", "nginx"], "the newer state stays");
+
+        // A newer save that failed: the older one, arriving after, says so too.
+        std::fs::remove_file(state.path(PENDING_FILE)).unwrap();
+        std::fs::create_dir_all(state.path(PENDING_FILE)).unwrap();
+        let (older, newer) = {
+            let mut queue = shared.lock();
+            let older = shared.snapshot(&mut queue);
+            queue.queued.merge(job("mail"));
+            (older, shared.snapshot(&mut queue))
+        };
+        let failed = shared.save(newer).unwrap_err().to_string();
+        assert!(failed.contains("pending restarts"), "{failed}");
+        let superseded = shared.save(older).unwrap_err().to_string();
+        assert!(superseded.contains("pending restarts"), "{superseded}");
+    }
+}

@@ -145,11 +145,14 @@ async fn the_legacy_layout_commits_every_save_with_its_author_and_message() {
     let (_leader, api, shutdown) = leader(&fixture, json!({"gitRepoPath": "."}));
     put(&api, upload_size(50, Some("Raise the upload limit"))).await;
     put(&api, upload_size(60, None)).await;
+    // A save that changes nothing is a revision, so a commit too (one per revision).
+    put(&api, upload_size(60, Some("Same again"))).await;
     let revisions = committed(&api).await;
     let entries = log(&conf);
-    assert_eq!(entries[0].3, "settings updated: LIMITS.MAX_UPLOAD_SIZE_MB");
-    assert_eq!(entries[1].3, "Raise the upload limit");
-    assert_eq!(entries[1].1, "admin-key");
+    assert_eq!(entries[0].3, "Same again");
+    assert_eq!(entries[1].3, "settings updated: LIMITS.MAX_UPLOAD_SIZE_MB");
+    assert_eq!(entries[2].3, "Raise the upload limit");
+    assert_eq!(entries[2].1, "admin-key");
     assert_agree(&revisions, &entries);
 
     // A hand edit is recorded and committed as one.

@@ -486,6 +486,18 @@ impl Conn<'_> {
             .map_err(Error::Sql)
     }
 
+    /// Whether some revision is commit `commit` (a commit of ours, not one found in the repository).
+    pub fn has_git_commit(&self, commit: &str) -> Result<bool, Error> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM settings_history WHERE git_commit = ?1",
+                params![commit],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(Error::Sql)
+    }
+
     /// Revision `revision` is commit `commit` of the settings repository.
     pub fn set_git_commit(&self, revision: i64, commit: &str) -> Result<(), Error> {
         self.conn()

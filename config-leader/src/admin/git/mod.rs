@@ -244,9 +244,17 @@ impl SettingsRepository {
                 Some(parent) => self.repo.settings_at(parent).await.map_err(git)?,
                 None => None,
             };
-            // Already there (a commit of the followed branch, a legacy repository at the same content).
-            let commit = match (&parent, &before) {
-                (Some(parent), Some(before)) if before == row.content.as_bytes() => parent.clone(),
+            // Already there: a repository found with HEAD at the same content (a legacy one) is that revision.
+            // On top of a commit of ours, every revision is a commit, even one that changed nothing.
+            let found = match (&parent, &before) {
+                (Some(parent), Some(before)) if before == row.content.as_bytes() => {
+                    let id = parent.clone();
+                    !self.db.call(move |db| db.has_git_commit(&id)).await?
+                }
+                _ => false,
+            };
+            let commit = match &parent {
+                Some(parent) if found => parent.clone(),
                 _ => {
                     let message = self.message(&row, before.as_deref());
                     let author = Identity {

@@ -3,7 +3,8 @@
 //! Sections: leader cold start and memory, `GET /conf` throughput and latency at 1/16/64 connections (and the
 //! same bytes served by nginx as a ceiling, when nginx is installed), fleet convergence for 100/1000/5000
 //! simulated followers, 5000 followers long-polling at once, follower memory idle and under notifications.
-//! `--quick` shortens every run; `--fleet-only` and `--long-poll-only` run one section.
+//! `--quick` shortens every run; `--fleet-only`, `--long-poll-only`, `--wrk-only` (wrk against nginx; the
+//! leader's log level from `PRYV_BENCH_LOG`, default `info`) and `--start-only` (cold starts) run one section.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 // Test and tool code: blocking calls are fine here.
 #![allow(clippy::disallowed_methods)]
@@ -291,15 +292,7 @@ async fn conf_section(seconds: u64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (idle_rss, _) = memory(pid);
     let url = format!("http://127.0.0.1:{port}/conf");
-    let body = reqwest::Client::new()
-        .get(&url)
-        .header("authorization", &key)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = fetch_body(&url, &key).await;
     let files = serde_json::from_slice::<ConfResponse>(&body)
         .unwrap()
         .files
@@ -668,6 +661,19 @@ fn cold_starts(config: &Path, port: u16, runs: usize) -> String {
     )
 }
 
+/// The body of one `GET /conf` with `key`.
+async fn fetch_body(url: &str, key: &str) -> axum::body::Bytes {
+    reqwest::Client::new()
+        .get(url)
+        .header("authorization", key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+}
+
 /// One wrk run: requests/s, p50 and p99 in ms.
 struct Wrk {
     requests_per_s: f64,
@@ -752,15 +758,7 @@ async fn wrk_section(seconds: u64) {
     let level = std::env::var("PRYV_BENCH_LOG").unwrap_or_else(|_| "info".to_owned());
     let (_leader, _, key, pid) = start_leader_logging(&config, port, &level);
     let url = format!("http://127.0.0.1:{port}/conf");
-    let body = reqwest::Client::new()
-        .get(&url)
-        .header("authorization", &key)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = fetch_body(&url, &key).await;
     let Some((nginx, nginx_port)) = start_nginx(dir.path(), &body) else {
         println!("## `GET /conf` with wrk\n\nnginx is not installed: no reference.\n");
         return;

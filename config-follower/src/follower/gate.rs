@@ -305,9 +305,7 @@ pub(super) struct Gate {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)]
 mod tests {
-    use std::future::Future;
     use std::path::Path;
-    use std::pin::Pin;
     use std::sync::Mutex;
 
     use pryv_protocol::{ConfFile, UnhealthyService};
@@ -316,7 +314,7 @@ mod tests {
     use super::*;
     use crate::apply::RemovalGuard;
     use crate::config::{Config, HealthConfig, Overrides};
-    use crate::follower::HealthCheck;
+    use crate::follower::{HealthCheck, Verdict};
     use crate::restart::Restarter;
 
     const KEY: &str = "key-0123456789abcdef";
@@ -333,7 +331,7 @@ mod tests {
             _restarter: &'a Restarter,
             services: &'a [String],
             _config: &'a HealthConfig,
-        ) -> Pin<Box<dyn Future<Output = Result<(), UnhealthyService>> + Send + 'a>> {
+        ) -> Verdict<'a> {
             self.asked.lock().unwrap().push(services.to_vec());
             let verdict = self.unhealthy.clone().map_or(Ok(()), Err);
             Box::pin(async move { verdict })

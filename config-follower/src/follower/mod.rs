@@ -78,8 +78,11 @@ pub trait HealthCheck: Send + Sync {
         restarter: &'a Restarter,
         services: &'a [String],
         config: &'a HealthConfig,
-    ) -> Pin<Box<dyn Future<Output = Result<(), UnhealthyService>> + Send + 'a>>;
+    ) -> Verdict<'a>;
 }
+
+/// What a [`HealthCheck`] answers: healthy, or the first service still unhealthy at the deadline.
+pub type Verdict<'a> = Pin<Box<dyn Future<Output = Result<(), UnhealthyService>> + Send + 'a>>;
 
 /// The containers' state from `docker inspect` and the configured probes ([`crate::health`]).
 pub struct DockerHealth;
@@ -90,7 +93,7 @@ impl HealthCheck for DockerHealth {
         restarter: &'a Restarter,
         services: &'a [String],
         config: &'a HealthConfig,
-    ) -> Pin<Box<dyn Future<Output = Result<(), UnhealthyService>> + Send + 'a>> {
+    ) -> Verdict<'a> {
         Box::pin(crate::health::wait_healthy(restarter, services, config))
     }
 }

@@ -126,6 +126,8 @@ impl Repo {
             .arg("-C")
             .arg(&self.dir)
             .args(["-c", safe.as_str()])
+            // platform.yml holds the SMTP password and keys: what git writes for us is the leader's user's only.
+            .args(["-c", "core.sharedRepository=0600"])
             .args(args)
             .stdin(if with_input {
                 Stdio::piped()
@@ -197,6 +199,18 @@ impl Repo {
             .map_err(|err| GitError(format!("cannot create {}: {err}", self.dir.display())))?;
         self.git(&["init", "--quiet", "--initial-branch=main"], None, &[])
             .await?;
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(
+            self.dir.join(".git"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .await
+        .map_err(|err| {
+            GitError(format!(
+                "cannot restrict {}/.git: {err}",
+                self.dir.display()
+            ))
+        })?;
         let ignore = format!("{GITIGNORE}!/{}\n", self.file);
         tokio::fs::write(self.dir.join(".gitignore"), ignore)
             .await
@@ -251,13 +265,7 @@ impl Repo {
                 Some(parent) => self.git(&["read-tree", parent], None, &private).await?,
                 None => self.git(&["read-tree", "--empty"], None, &private).await?,
             };
-            let entry = format!("100644,{blob},{}", self.file);
-            self.git(
-                &["update-index", "--add", "--cacheinfo", entry.as_str()],
-                None,
-                &private,
-            )
-            .await?;
+            self.stage(&blob, &private).await?;
             if parent.is_none()
                 && tokio::fs::metadata(self.dir.join(".gitignore"))
                     .await
@@ -320,15 +328,8 @@ impl Repo {
         .await?;
         let object = format!("{to}:{}", self.file);
         if let Ok(blob) = self.git_text(&["rev-parse", object.as_str()]).await {
-            let entry = format!("100644,{blob},{}", self.file);
-            // Best effort: an index locked by an operator's command only leaves `git status` showing a change.
-            let _ = self
-                .git(
-                    &["update-index", "--add", "--cacheinfo", entry.as_str()],
-                    None,
-                    &[],
-                )
-                .await;
+            // Best effort: an index held by an operator's command is put right by the next round (sync_index).
+            let _ = self.stage(&blob, &[]).await;
         }
         Ok(())
     }
@@ -346,15 +347,20 @@ impl Repo {
         if let Ok(blob) = committed
             && staged.as_ref() != Ok(&blob)
         {
-            let entry = format!("100644,{blob},{}", self.file);
-            let _ = self
-                .git(
-                    &["update-index", "--add", "--cacheinfo", entry.as_str()],
-                    None,
-                    &[],
-                )
-                .await;
+            let _ = self.stage(&blob, &[]).await;
         }
+    }
+
+    /// Sets the index entry of `platform.yml` to `blob` (in the index `env` names, the repository's by default).
+    async fn stage(&self, blob: &str, env: &[(&str, String)]) -> Result<(), GitError> {
+        let entry = format!("100644,{blob},{}", self.file);
+        self.git(
+            &["update-index", "--add", "--cacheinfo", entry.as_str()],
+            None,
+            env,
+        )
+        .await
+        .map(drop)
     }
 
     /// The files among `paths` (relative to the repository) that the repository tracks.
@@ -495,6 +501,17 @@ mod tests {
         assert_eq!(info.subject, "second");
         assert!(repo.is_ancestor(&first, &second).await.unwrap());
         assert!(!repo.is_ancestor(&second, &first).await.unwrap());
+
+        // The settings hold secrets: the repository the leader makes, and what it writes, are its user's only.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&conf.join(".git")), 0o700);
+        let blob = repo
+            .git_text(&["rev-parse", &format!("{second}:platform.yml")])
+            .await
+            .unwrap();
+        let object = conf.join(".git/objects").join(&blob[..2]).join(&blob[2..]);
+        assert_eq!(mode(&object) & 0o077, 0, "{:o}", mode(&object));
 
         let files = repo
             .git_text(&["ls-tree", "-r", "--name-only", "HEAD"])

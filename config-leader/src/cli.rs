@@ -65,7 +65,8 @@ pub enum Command {
     Serve,
     /// Render every role and report every problem; exit non-zero if there is any.
     Check,
-    /// Write one role's rendered tree to a folder, for review or diff.
+    /// Write one role's rendered tree to a folder, for review or diff: as the platform's settings give it,
+    /// in a zone, or as one follower gets it (its zone and its own variables).
     Render {
         /// Role to render (a folder of templatesPath).
         #[arg(long)]
@@ -73,6 +74,12 @@ pub enum Command {
         /// Folder to write into (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// Render with this zone's overrides (`zones.<zone>` of platform.yml).
+        #[arg(long, conflicts_with = "follower")]
+        zone: Option<String>,
+        /// Render as this follower (its name or URL in config-leader.json) gets it.
+        #[arg(long)]
+        follower: Option<String>,
     },
     /// Show what the settings on disk change against a recorded revision: per role the files (unified
     /// diffs, internal secrets as ***) and the services each follower would restart.

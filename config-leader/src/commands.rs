@@ -46,11 +46,13 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
 
     problems.extend(follower_problems(config)?);
     problems.extend(crate::admin::git::check(config));
-    if let Some(renderer) = &renderer {
-        problems.extend(crate::render_roles::render_all(
-            renderer,
-            &config.templates_path,
-            &links(config),
+    if renderer.is_some() {
+        problems.extend(crate::render_roles::render_variants(
+            &config.platform_config,
+            &platform,
+            &config.internals,
+            (&config.templates_path, &links(config)),
+            &config.followers,
         )?);
     }
     // One cycle shows up in every file that uses it; say it once.
@@ -222,11 +224,50 @@ pub fn diff(config: &Config, from: Option<i64>) -> Result<String, Error> {
     ))
 }
 
-/// Writes `role`'s rendered tree under `out`; returns the number of files written.
-pub fn render(config: &Config, role: &str, out: &Path) -> Result<usize, Error> {
+/// Which variant of a role `render` writes.
+#[derive(Debug, Clone, Default)]
+pub enum RenderFor {
+    /// The platform's `vars` alone.
+    #[default]
+    Platform,
+    /// With a zone's overrides.
+    Zone(String),
+    /// As a follower (by name or URL) gets it: its zone and its own variables.
+    Follower(String),
+}
+
+/// Writes `role`'s rendered tree (for a zone or a follower) under `out`; returns the number of files written.
+pub fn render(config: &Config, role: &str, out: &Path, target: &RenderFor) -> Result<usize, Error> {
     let platform = crate::render_roles::load(&config.platform_config)?;
-    let renderer =
-        crate::render_roles::renderer(&config.platform_config, &platform, &config.internals)?;
+    let variant = match target {
+        RenderFor::Platform => crate::variant::Variant::plain(role),
+        RenderFor::Zone(zone) => crate::variant::Variant::new(role, Some(zone), Default::default()),
+        RenderFor::Follower(name) => {
+            let follower = config
+                .followers
+                .iter()
+                .find(|f| f.name.as_deref() == Some(name.as_str()) || f.url == *name)
+                .ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "no follower named {name:?} in {} (name it by its name or its URL)",
+                        config.path.display()
+                    ))
+                })?;
+            if follower.role != role {
+                return Err(Error::BadRequest(format!(
+                    "follower {name} has role {}, not {role}",
+                    follower.role
+                )));
+            }
+            follower.variant.clone()
+        }
+    };
+    let renderer = crate::render_roles::variant_renderer(
+        &config.platform_config,
+        &platform,
+        &config.internals,
+        &variant,
+    )?;
     let (files, mut errors) =
         tree::render_role(&renderer, &config.templates_path, &links(config), role)?;
     if !errors.is_empty() {

@@ -126,6 +126,32 @@ pub struct FollowerEntry {
     pub role: String,
     /// Machine name (`core-1`), when `init` wrote one.
     pub name: Option<String>,
+    /// Its zone (`zones.<zone>` of platform.yml), if any.
+    pub zone: Option<String>,
+    /// Its own overrides of settings (its hosting name...), winning over its zone's and the platform's.
+    pub variables: std::collections::BTreeMap<String, Value>,
+    /// What its tree depends on: the cache key of what it is served.
+    pub variant: crate::variant::Variant,
+}
+
+impl FollowerEntry {
+    /// A follower of `role` with neither zone nor variables.
+    pub fn plain(key: &str, url: &str, role: &str, name: Option<&str>) -> Self {
+        Self {
+            key: Secret::new(key),
+            url: url.to_owned(),
+            role: role.to_owned(),
+            name: name.map(str::to_owned),
+            zone: None,
+            variables: std::collections::BTreeMap::new(),
+            variant: crate::variant::Variant::plain(role),
+        }
+    }
+
+    /// How operators know it: its name, else its URL.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.url)
+    }
 }
 
 /// PEM files for HTTPS.
@@ -238,6 +264,9 @@ struct RawFollower {
     url: Option<String>,
     role: Option<String>,
     name: Option<String>,
+    zone: Option<String>,
+    #[serde(default)]
+    variables: std::collections::BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -418,11 +447,31 @@ impl Checks<'_> {
                         self.common.problems
                             .push(format!("{name}: role {role:?} must be a plain folder name"));
                     }
+                    if let Some(zone) = &follower.zone
+                        && !pryv_render::is_zone_name(zone)
+                    {
+                        self.common.problems.push(format!(
+                            "{name}: zone {zone:?} must be letters, digits, '-' and '_' only"
+                        ));
+                    }
+                    if follower.variables.keys().any(|v| v.trim().is_empty()) {
+                        self.common.problems.push(format!(
+                            "{name}: \"variables\" has an empty name; name each setting it overrides"
+                        ));
+                    }
+                    let variant = crate::variant::Variant::new(
+                        &role,
+                        follower.zone.as_deref(),
+                        follower.variables.clone(),
+                    );
                     followers.push(FollowerEntry {
                         key: Secret::new(key),
                         url,
                         role,
                         name: follower.name,
+                        zone: follower.zone,
+                        variables: follower.variables,
+                        variant,
                     });
                 }
                 _ => self.common.problems.push(format!(

@@ -75,16 +75,10 @@ impl FollowerIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
 
     #[test]
     fn finds_only_exact_keys() {
-        let index = FollowerIndex::new(&[FollowerEntry {
-            key: Secret::new("key-1"),
-            url: "http://a".into(),
-            role: "core".into(),
-            name: None,
-        }]);
+        let index = FollowerIndex::new(&[FollowerEntry::plain("key-1", "http://a", "core", None)]);
         assert_eq!(index.find("key-1").unwrap().1.role, "core");
         assert!(index.find("key-").is_none());
         assert!(index.find("key-12").is_none());
@@ -93,12 +87,8 @@ mod tests {
 
     #[test]
     fn finds_a_follower_by_url_and_name() {
-        let entry = |key: &str, name: Option<&str>| FollowerEntry {
-            key: Secret::new(key),
-            url: "http://a".into(),
-            role: "core".into(),
-            name: name.map(str::to_owned),
-        };
+        let entry =
+            |key: &str, name: Option<&str>| FollowerEntry::plain(key, "http://a", "core", name);
         let index = FollowerIndex::new(&[entry("key-1", None), entry("key-2", Some("b"))]);
         assert_eq!(index.id_of("http://a", None), Some(FollowerId(0)));
         assert_eq!(index.id_of("http://a", Some("b")), Some(FollowerId(1)));

@@ -25,6 +25,7 @@ pub mod source_watch;
 pub mod store;
 pub mod tooling;
 pub mod tree;
+pub mod variant;
 
 use std::sync::Arc;
 

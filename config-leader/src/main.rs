@@ -63,13 +63,25 @@ fn run_on_config(command: Command, config: Config) -> ExitCode {
             }),
         ),
         Command::Diff { from_revision } => done(commands::diff(&config, from_revision)),
-        Command::Render { role, out } => {
-            done(commands::render(&config, &role, &out).map(|count| {
-                format!(
-                    "wrote {count} file(s) of role '{role}' to {}\n",
-                    out.display()
-                )
-            }))
+        Command::Render {
+            role,
+            out,
+            zone,
+            follower,
+        } => {
+            let target = match (zone, follower) {
+                (Some(zone), _) => commands::RenderFor::Zone(zone),
+                (None, Some(follower)) => commands::RenderFor::Follower(follower),
+                (None, None) => commands::RenderFor::Platform,
+            };
+            done(
+                commands::render(&config, &role, &out, &target).map(|count| {
+                    format!(
+                        "wrote {count} file(s) of role '{role}' to {}\n",
+                        out.display()
+                    )
+                }),
+            )
         }
         _ => serve(config),
     }

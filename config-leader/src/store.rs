@@ -1,6 +1,8 @@
-//! The rendered-tree cache. Rendering happens once per role per *generation*; the generation is bumped by the
-//! file watcher (hand edits of templates or `platform.yml`) and by the leader itself before it answers a
-//! request that changed files. `GET /conf` for an unchanged tree is a map lookup and a clone of ready bytes.
+//! The rendered-tree cache. Rendering happens once per variant (role, zone, own variables: see
+//! [`crate::variant`]) per *generation*; the generation is bumped by the file watcher (hand edits of templates
+//! or `platform.yml`) and by the leader itself before it answers a request that changed files. `GET /conf`
+//! for an unchanged tree is a map lookup and a clone of ready bytes. `platform.yml` is parsed once per
+//! generation and each set of variables compiled once, whatever the number of roles sharing it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,17 +11,20 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use pryv_protocol::ConfResponse;
-use pryv_render::Renderer;
+use pryv_render::{PlatformFile, Renderer};
 use sha2::{Digest, Sha256};
 
 use crate::config::Internals;
 use crate::error::Error;
 use crate::tree;
+use crate::variant::Variant;
 
-/// A role's rendered tree, ready to send.
+/// A variant's rendered tree, ready to send.
 #[derive(Debug)]
 pub struct ServedTree {
     pub role: String,
+    /// The variant's key (the role for a follower without zone or own variables).
+    pub variant: String,
     /// Hex hash of the rendered entries (paths, encodings and contents).
     pub revision: String,
     /// The serialized `{"files": [...], "revision": ...}` body.
@@ -43,11 +48,14 @@ struct Inner {
     platform_config: PathBuf,
     internals: Internals,
     generation: AtomicU64,
-    renderer: RwLock<Option<Cached<Renderer>>>,
+    platform: RwLock<Option<Cached<PlatformFile>>>,
+    /// By [`Variant::vars_key`]: one per distinct set of variables.
+    renderers: RwLock<HashMap<String, Cached<Renderer>>>,
+    /// By variant key.
     trees: RwLock<HashMap<String, Cached<ServedTree>>>,
     /// Serializes re-renders so a burst of requests after a change renders once, not once per request.
     rebuild: tokio::sync::Mutex<()>,
-    /// Roles whose last render failed.
+    /// Variants whose last render failed, by variant key.
     problems: RwLock<HashMap<String, RenderProblem>>,
     /// Trees served before the current one, newest last, so followers held back by a rollout get the
     /// revision they were given and not a newer one.
@@ -56,10 +64,10 @@ struct Inner {
     changes: tokio::sync::watch::Sender<u64>,
 }
 
-/// Earlier trees kept per role.
+/// Earlier trees kept per variant.
 const RETAINED_PER_ROLE: usize = 8;
 
-/// A role whose templates or settings stopped rendering.
+/// A variant whose templates or settings stopped rendering.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RenderProblem {
@@ -83,7 +91,8 @@ impl TreeStore {
                 platform_config,
                 internals,
                 generation: AtomicU64::new(1),
-                renderer: RwLock::new(None),
+                platform: RwLock::new(None),
+                renderers: RwLock::new(HashMap::new()),
                 trees: RwLock::new(HashMap::new()),
                 rebuild: tokio::sync::Mutex::new(()),
                 problems: RwLock::new(HashMap::new()),
@@ -125,14 +134,14 @@ impl TreeStore {
         self.inner.changes.subscribe()
     }
 
-    /// The tree of `role` at `revision`: the current one or one of the last few served.
-    pub fn tree_at(&self, role: &str, revision: &str) -> Option<Arc<ServedTree>> {
+    /// The tree of the variant keyed `variant` at `revision`: the current one or one of the last few served.
+    pub fn tree_at(&self, variant: &str, revision: &str) -> Option<Arc<ServedTree>> {
         let current = self
             .inner
             .trees
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(role)
+            .get(variant)
             .and_then(|(_, tree)| tree.as_ref().ok().cloned())
             .filter(|t| t.revision == revision);
         current.or_else(|| {
@@ -140,7 +149,7 @@ impl TreeStore {
                 .retained
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(role)?
+                .get(variant)?
                 .iter()
                 .rev()
                 .find(|t| t.revision == revision)
@@ -148,23 +157,23 @@ impl TreeStore {
         })
     }
 
-    /// The rendered tree of `role`, rendering it only if something changed since the last time.
-    pub async fn get(&self, role: &str) -> Result<Arc<ServedTree>, Arc<Error>> {
-        if let Some(fresh) = self.inner.fresh(role) {
+    /// The rendered tree of `variant`, rendering it only if something changed since the last time.
+    pub async fn get(&self, variant: &Variant) -> Result<Arc<ServedTree>, Arc<Error>> {
+        if let Some(fresh) = self.inner.fresh(variant.key()) {
             return fresh;
         }
         let _one_at_a_time = self.inner.rebuild.lock().await;
-        if let Some(fresh) = self.inner.fresh(role) {
+        if let Some(fresh) = self.inner.fresh(variant.key()) {
             return fresh;
         }
         let inner = self.inner.clone();
-        let role = role.to_owned();
-        tokio::task::spawn_blocking(move || inner.rebuild(&role))
+        let variant = variant.clone();
+        tokio::task::spawn_blocking(move || inner.rebuild(&variant))
             .await
             .unwrap_or_else(|join| Err(Arc::new(Error::Task(join))))
     }
 
-    /// The revision each role serves now, from the cache only (never renders).
+    /// The revision each variant serves now, by variant key, from the cache only (never renders).
     pub fn cached_revisions(&self) -> HashMap<String, String> {
         self.inner
             .trees
@@ -179,7 +188,7 @@ impl TreeStore {
             .collect()
     }
 
-    /// Roles whose last render failed, by role.
+    /// Variants whose last render failed, by variant key.
     pub fn problems(&self) -> std::collections::BTreeMap<String, RenderProblem> {
         self.inner
             .problems
@@ -192,27 +201,28 @@ impl TreeStore {
 }
 
 impl Inner {
-    fn fresh(&self, role: &str) -> Option<Result<Arc<ServedTree>, Arc<Error>>> {
+    fn fresh(&self, key: &str) -> Option<Result<Arc<ServedTree>, Arc<Error>>> {
         let generation = self.generation.load(Ordering::Acquire);
         let trees = self
             .trees
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match trees.get(role) {
+        match trees.get(key) {
             Some((cached, result)) if *cached == generation => Some(result.clone()),
             _ => None,
         }
     }
 
-    /// Renders `role` again. When that fails and the role had a good tree, the good tree stays in service
+    /// Renders `variant` again. When that fails and it had a good tree, the good tree stays in service
     /// (never a half-rendered or empty one) and the failure is kept for `/admin/status` and the log.
-    fn rebuild(&self, role: &str) -> Result<Arc<ServedTree>, Arc<Error>> {
+    fn rebuild(&self, variant: &Variant) -> Result<Arc<ServedTree>, Arc<Error>> {
+        let (role, key) = (variant.role(), variant.key());
         // Read the generation before the files: a change during rendering bumps it again, so this result is
         // never taken as fresh for a state it did not see.
         let generation = self.generation.load(Ordering::Acquire);
         let started = std::time::Instant::now();
-        let result = self.renderer_for(generation).and_then(|renderer| {
-            render_tree(&renderer, &self.templates, &self.links, role).map_err(Arc::new)
+        let result = self.renderer_for(generation, variant).and_then(|renderer| {
+            render_tree(&renderer, &self.templates, &self.links, variant).map_err(Arc::new)
         });
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         metrics::counter!(crate::metrics::RENDERS, "role" => role.to_owned(), "outcome" => outcome)
@@ -229,20 +239,20 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let served = match result {
             Ok(tree) => {
-                tracing::info!(role, revision = %tree.revision, files = tree.file_count, "rendered configuration");
-                problems.remove(role);
-                if let Some((_, Ok(previous))) = trees.get(role)
+                tracing::info!(variant = key, revision = %tree.revision, files = tree.file_count, "rendered configuration");
+                problems.remove(key);
+                if let Some((_, Ok(previous))) = trees.get(key)
                     && previous.revision != tree.revision
                 {
                     self.retain(previous.clone());
                 }
                 Ok(tree)
             }
-            Err(err) => match trees.get(role) {
+            Err(err) => match trees.get(key) {
                 Some((_, Ok(good))) => {
-                    tracing::error!(role, error = %err, revision = %good.revision, "cannot render configuration; still serving the last good tree");
+                    tracing::error!(variant = key, error = %err, revision = %good.revision, "cannot render configuration; still serving the last good tree");
                     problems.insert(
-                        role.to_owned(),
+                        key.to_owned(),
                         RenderProblem {
                             error: err.to_string(),
                             serving: Some(good.revision.clone()),
@@ -251,9 +261,9 @@ impl Inner {
                     Ok(good.clone())
                 }
                 _ => {
-                    tracing::error!(role, error = %err, "cannot render configuration");
+                    tracing::error!(variant = key, error = %err, "cannot render configuration");
                     problems.insert(
-                        role.to_owned(),
+                        key.to_owned(),
                         RenderProblem {
                             error: err.to_string(),
                             serving: None,
@@ -263,7 +273,7 @@ impl Inner {
                 }
             },
         };
-        trees.insert(role.to_owned(), (generation, served.clone()));
+        trees.insert(key.to_owned(), (generation, served.clone()));
         served
     }
 
@@ -272,7 +282,7 @@ impl Inner {
             .retained
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let kept = retained.entry(tree.role.clone()).or_default();
+        let kept = retained.entry(tree.variant.clone()).or_default();
         kept.retain(|t| t.revision != tree.revision);
         kept.push_back(tree);
         while kept.len() > RETAINED_PER_ROLE {
@@ -280,20 +290,55 @@ impl Inner {
         }
     }
 
-    fn renderer_for(&self, generation: u64) -> Result<Arc<Renderer>, Arc<Error>> {
+    /// The renderer of `variant`'s variables at `generation` (the platform file parsed once for all).
+    fn renderer_for(
+        &self,
+        generation: u64,
+        variant: &Variant,
+    ) -> Result<Arc<Renderer>, Arc<Error>> {
+        if let Some((cached, result)) = self
+            .renderers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(variant.vars_key())
+            && *cached == generation
+        {
+            return result.clone();
+        }
+        let result = self.platform_at(generation).and_then(|platform| {
+            crate::render_roles::variant_renderer(
+                &self.platform_config,
+                &platform,
+                &self.internals,
+                variant,
+            )
+            .map(Arc::new)
+            .map_err(Arc::new)
+        });
+        let mut renderers = self
+            .renderers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Entries of an older generation are dead weight (a zone removed, a follower's variables changed).
+        renderers.retain(|_, (cached, _)| *cached == generation);
+        renderers.insert(variant.vars_key().to_owned(), (generation, result.clone()));
+        result
+    }
+
+    fn platform_at(&self, generation: u64) -> Result<Arc<PlatformFile>, Arc<Error>> {
         if let Some((cached, result)) = &*self
-            .renderer
+            .platform
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             && *cached == generation
         {
             return result.clone();
         }
-        let result = load_renderer(&self.platform_config, &self.internals)
+        let result = crate::render_roles::load(&self.platform_config)
             .map(Arc::new)
             .map_err(Arc::new);
         *self
-            .renderer
+            .platform
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((generation, result.clone()));
@@ -301,21 +346,13 @@ impl Inner {
     }
 }
 
-fn load_renderer(
-    platform_config: &std::path::Path,
-    internals: &Internals,
-) -> Result<Renderer, Error> {
-    let platform = crate::render_roles::load(platform_config)?;
-    crate::render_roles::renderer(platform_config, &platform, internals)
-}
-
 fn render_tree(
     renderer: &Renderer,
     templates: &std::path::Path,
     links: &tree::LinkPolicy,
-    role: &str,
+    variant: &Variant,
 ) -> Result<Arc<ServedTree>, Error> {
-    let (files, mut errors) = tree::render_role(renderer, templates, links, role)?;
+    let (files, mut errors) = tree::render_role(renderer, templates, links, variant.role())?;
     if !errors.is_empty() {
         return Err(errors.swap_remove(0));
     }
@@ -328,7 +365,8 @@ fn render_tree(
     let etag = axum::http::HeaderValue::from_str(&format!("\"{revision}\""))
         .map_err(|_| Error::Internal("revision is not a header value".into()))?;
     Ok(Arc::new(ServedTree {
-        role: role.to_owned(),
+        role: variant.role().to_owned(),
+        variant: variant.key().to_owned(),
         revision,
         body: Bytes::from(body),
         file_count,
@@ -383,8 +421,8 @@ mod tests {
     #[tokio::test]
     async fn unchanged_tree_is_served_from_cache_and_invalidation_rerenders() {
         let (dir, store) = fixture();
-        let first = store.get("core").await.unwrap();
-        let again = store.get("core").await.unwrap();
+        let first = store.get(&Variant::plain("core")).await.unwrap();
+        let again = store.get(&Variant::plain("core")).await.unwrap();
         assert!(
             Arc::ptr_eq(&first, &again),
             "second request must not re-render"
@@ -395,7 +433,7 @@ mod tests {
         )
         .unwrap();
         store.invalidate();
-        let changed = store.get("core").await.unwrap();
+        let changed = store.get(&Variant::plain("core")).await.unwrap();
         assert_ne!(changed.revision, first.revision);
         let body: ConfResponse = serde_json::from_slice(&changed.body).unwrap();
         assert_eq!(body.files[0].content, "domain: example.com\n");
@@ -407,9 +445,9 @@ mod tests {
         let (dir, store) = fixture();
         std::fs::create_dir_all(dir.path().join("data/static")).unwrap();
         std::fs::write(dir.path().join("data/static/x.json"), "{DOMAIN}").unwrap();
-        let err = store.get("static").await.unwrap_err();
+        let err = store.get(&Variant::plain("static")).await.unwrap_err();
         assert!(err.to_string().contains("/x.json"), "{err}");
-        assert!(store.get("core").await.is_ok());
+        assert!(store.get(&Variant::plain("core")).await.is_ok());
     }
 
     #[test]
@@ -429,11 +467,11 @@ mod tests {
     #[tokio::test]
     async fn a_broken_source_keeps_the_last_good_tree_in_service() {
         let (dir, store) = fixture();
-        let good = store.get("core").await.unwrap();
+        let good = store.get(&Variant::plain("core")).await.unwrap();
         for broken in ["", "vars:\n"] {
             std::fs::write(dir.path().join("platform.yml"), broken).unwrap();
             store.invalidate();
-            let served = store.get("core").await.unwrap();
+            let served = store.get(&Variant::plain("core")).await.unwrap();
             assert_eq!(served.revision, good.revision, "{broken:?}");
             let problem = &store.problems()["core"];
             assert!(problem.error.contains("no settings"), "{problem:?}");
@@ -447,7 +485,10 @@ mod tests {
         // An emptied role folder is refused the same way.
         std::fs::remove_file(dir.path().join("data/core/core/conf/core.yml")).unwrap();
         store.invalidate();
-        assert_eq!(store.get("core").await.unwrap().revision, good.revision);
+        assert_eq!(
+            store.get(&Variant::plain("core")).await.unwrap().revision,
+            good.revision
+        );
         assert!(store.problems()["core"].error.contains("has no file"));
         std::fs::write(
             dir.path().join("data/core/core/conf/core.yml"),
@@ -455,7 +496,10 @@ mod tests {
         )
         .unwrap();
         store.invalidate();
-        assert_ne!(store.get("core").await.unwrap().revision, good.revision);
+        assert_ne!(
+            store.get(&Variant::plain("core")).await.unwrap().revision,
+            good.revision
+        );
         assert!(store.problems().is_empty(), "recovered");
     }
 
@@ -463,7 +507,7 @@ mod tests {
     async fn without_a_good_tree_an_empty_source_is_an_error() {
         let (dir, store) = fixture();
         std::fs::write(dir.path().join("platform.yml"), "").unwrap();
-        let err = store.get("core").await.unwrap_err();
+        let err = store.get(&Variant::plain("core")).await.unwrap_err();
         assert!(err.to_string().contains("no settings"), "{err}");
     }
 }

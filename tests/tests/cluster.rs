@@ -219,7 +219,25 @@ async fn cluster_from_init_to_rollback() {
     assert_eq!(status, 200, "{body}");
     let (status, answer) = api(reqwest::Method::POST, &notify_url, "", None).await;
     assert_eq!(status, 200);
-    assert_eq!(answer["successes"].as_array().unwrap().len(), 5, "{answer}");
+    // Only reg-master's tree uses the SMTP settings: the other four run their current revision already.
+    let roles = |list: &Value| -> Vec<String> {
+        let mut roles: Vec<String> = list
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|f| f["role"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        roles.sort();
+        roles
+    };
+    assert_eq!(roles(&answer["successes"]), ["reg-master"], "{answer}");
+    assert_eq!(
+        roles(&answer["upToDate"]),
+        ["core", "core", "reg-slave", "static"],
+        "{answer}"
+    );
     machines[0]
         .docker
         .wait_for("mail restart on reg-master", |a| !a.is_empty());

@@ -49,8 +49,9 @@ fn demo_writes_a_rendered_single_node_tree() {
     );
 }
 
-/// The operator action the demo prints is the install guide's (`POST /admin/notify?auth=ADMIN_KEY`), and it
-/// works: the leader reaches the demo's follower where it really listens.
+/// The operator action the demo prints is the install guide's (edit platform.yml, then
+/// `POST /admin/notify?auth=ADMIN_KEY`), and it works: the leader reaches the demo's follower where it really
+/// listens.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_printed_admin_notify_reaches_the_follower() {
     use std::io::BufRead;
@@ -63,17 +64,37 @@ async fn the_printed_admin_notify_reaches_the_follower() {
         .spawn()
         .unwrap();
     let stdout = demo.stdout.take().unwrap();
-    let url = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(stdout)
+    let (edit, url) = tokio::task::spawn_blocking(move || {
+        let mut edit = None;
+        let url = std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
             .find_map(|line| {
+                if let Some(rest) = line.strip_prefix("try: edit ") {
+                    edit = rest.split(" then ").next().map(std::path::PathBuf::from);
+                }
                 let start = line.find("http://")?;
                 line.contains("/admin/notify?auth=")
                     .then(|| line[start..].trim_end_matches('"').to_owned())
-            })
+            });
+        (edit, url)
     })
     .await
+    .unwrap();
+    // The edit the demo asks for: without a change, the follower already runs the current revision and
+    // the leader would only list it as up to date.
+    let platform = edit.expect("the demo names the file to edit");
+    let text = std::fs::read_to_string(&platform).unwrap();
+    let domain = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("DOMAIN:"))
+        .find_map(|l| l.trim().strip_prefix("value: "))
+        .expect("a DOMAIN value")
+        .to_owned();
+    std::fs::write(
+        &platform,
+        text.replacen(&format!("value: {domain}"), "value: edited.example.com", 1),
+    )
     .unwrap();
     let answer = match url {
         Some(url) => reqwest::Client::new().post(&url).send().await,

@@ -19,6 +19,10 @@ use pryv_daemon::now_unix_i64;
 pub struct NotifyAnswer {
     pub successes: Vec<NotifySuccess>,
     pub failures: Vec<NotifyFailure>,
+    /// Followers not notified: they run their variant's current revision already (they fetched it and
+    /// reported it applied). `{"all": true}` notifies them too.
+    #[serde(default, rename = "upToDate", skip_serializing_if = "Vec::is_empty")]
+    pub up_to_date: Vec<NotifySuccess>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -72,6 +76,10 @@ pub struct FollowerStatus {
     pub role: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// What it is served (`core`, `core@eu`, `core@eu#1a2b3c4d`): `currentRevision` is this variant's.
+    pub variant: String,
     pub last_fetch: Option<i64>,
     pub revision: Option<String>,
     pub current_revision: Option<String>,
@@ -164,7 +172,23 @@ impl Fleet {
         self.reports.subscribe()
     }
 
-    /// Status lines; `current` gives the current revision of a role.
+    /// Whether a follower runs `current` already: it fetched it and its last report says it applied it.
+    /// A follower that never reports (an old one) is never taken for current.
+    pub fn runs(&self, id: FollowerId, current: Option<&str>) -> bool {
+        let Some(current) = current else {
+            return false;
+        };
+        self.with(|seen| {
+            seen.get(&id).is_some_and(|s| {
+                s.revision.as_deref() == Some(current)
+                    && s.last_report.as_ref().is_some_and(|r| {
+                        r.outcome.is_good() && r.revision.as_deref() == Some(current)
+                    })
+            })
+        })
+    }
+
+    /// Status lines; `current` gives the current revision of each variant.
     pub fn status(
         &self,
         followers: &[FollowerEntry],
@@ -176,11 +200,13 @@ impl Fleet {
                 .enumerate()
                 .map(|(index, follower)| {
                     let record = seen.get(&FollowerId(index)).cloned().unwrap_or_default();
-                    let current_revision = current.get(&follower.role).cloned().flatten();
+                    let current_revision = current.get(follower.variant.key()).cloned().flatten();
                     FollowerStatus {
                         url: follower.url.clone(),
                         role: follower.role.clone(),
                         name: follower.name.clone(),
+                        zone: follower.zone.clone(),
+                        variant: follower.variant.key().to_owned(),
                         last_fetch: record.last_fetch,
                         // Fetched is not running: a follower that reverted or skipped the current
                         // revision (or could not write it) is behind whatever it fetched.
@@ -210,7 +236,7 @@ impl Fleet {
             futures::stream::iter(targets)
                 .map(|(index, follower)| {
                     let body = NotifyRequest {
-                        revision: revisions.get(&follower.role).cloned().flatten(),
+                        revision: revisions.get(follower.variant.key()).cloned().flatten(),
                         ..template.clone()
                     };
                     async move {

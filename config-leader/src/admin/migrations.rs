@@ -228,12 +228,61 @@ pub fn plan(platform: &PlatformFile, template: &PlatformFile) -> Result<Plan, Er
     Ok(plan)
 }
 
-/// Applies `plan` to `platform` with the target `template` (see the module comment for the order).
+/// Applies `plan` to `platform` with the target `template` (see the module comment for the order). Zone
+/// overrides are upgraded like any setting: each zone's settings are migrated as a platform of their own
+/// (the platform with the zone's values), and the zone keeps, with their migrated values, the settings it
+/// overrode that the template still has, plus those the migration made differ from the platform's (a value
+/// the zone overrode, copied to a new setting).
 pub fn migrate(platform: &PlatformFile, template: &PlatformFile, plan: &Plan) -> PlatformFile {
-    let mut out = platform.clone();
     if plan.steps.is_empty() {
-        return out;
+        return platform.clone();
     }
+    let mut base = platform.clone();
+    base.zones.clear();
+    let mut out = migrate_vars(&base, template, plan);
+    for (zone_name, zone) in &platform.zones {
+        let mut in_zone = base.clone();
+        for (_, name, value) in zone.settings() {
+            for group in in_zone.vars.values_mut() {
+                if let Some(setting) = group.settings.get_mut(name) {
+                    setting.value = value.clone();
+                }
+            }
+        }
+        let migrated = migrate_vars(&in_zone, template, plan);
+        let mut overrides = pryv_render::Zone {
+            vars: indexmap::IndexMap::new(),
+            extra: zone.extra.clone(),
+        };
+        for (group, name, value) in migrated.settings() {
+            let overridden = zone.settings().any(|(_, n, _)| n == name);
+            let differs = out
+                .vars
+                .get(group)
+                .and_then(|g| g.settings.get(name))
+                .is_none_or(|s| &s.value != value);
+            if overridden || differs {
+                overrides
+                    .vars
+                    .entry(group.to_owned())
+                    .or_default()
+                    .settings
+                    .insert(
+                        name.to_owned(),
+                        Setting {
+                            value: value.clone(),
+                            ..Setting::default()
+                        },
+                    );
+            }
+        }
+        out.zones.insert(zone_name.clone(), overrides);
+    }
+    out
+}
+
+fn migrate_vars(platform: &PlatformFile, template: &PlatformFile, plan: &Plan) -> PlatformFile {
+    let mut out = platform.clone();
     // Version, new groups and settings, metadata.
     for (group_name, template_group) in &template.vars {
         let group = out
@@ -424,6 +473,7 @@ fn default_flags(stream: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn platform(version: &str, extra: &str) -> PlatformFile {
         PlatformFile::parse(&format!(
@@ -487,6 +537,59 @@ mod tests {
                 .contains("template version missing in platform.yml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn zone_overrides_are_upgraded_like_settings() {
+        let mut old = PlatformFile::parse(
+            "vars:\n  G:\n    settings:\n      TEMPLATE_VERSION:\n        value: '1.0.0'\n      HOST:\n        value: {value: base}\n      KEPT:\n        value: k\n      GONE:\n        value: g\n",
+        )
+        .unwrap();
+        old.zones = serde_yaml_ng::from_str(
+            "eu:\n  vars:\n    G:\n      settings:\n        HOST: {value: {value: eu}}\n        GONE: {value: eu-g}\n",
+        )
+        .unwrap();
+        let template = PlatformFile::parse(
+            "vars:\n  G:\n    settings:\n      TEMPLATE_VERSION:\n        value: '2.0.0'\n      HOST:\n        value: t\n      KEPT:\n        value: k\n      COPY:\n        value: c\n",
+        )
+        .unwrap();
+        let plan = Plan {
+            steps: vec![Step {
+                from: vec!["1.0.0".into()],
+                to: "2.0.0".into(),
+                operations: vec![
+                    Operation::Unwrap("G.HOST".into()),
+                    Operation::Copy {
+                        from: "G.HOST".into(),
+                        to: "G.COPY".into(),
+                    },
+                ],
+            }],
+            deployment: DeploymentType::Cluster,
+            from_version: "1.0.0".into(),
+            to_version: "2.0.0".into(),
+        };
+        let migrated = migrate(&old, &template, &plan);
+        let value = |p: &PlatformFile, name: &str| {
+            p.settings()
+                .find(|(_, n, _)| *n == name)
+                .map(|(_, _, v)| v.clone())
+        };
+        assert_eq!(value(&migrated, "HOST"), Some(json!("base")));
+        assert_eq!(value(&migrated, "COPY"), Some(json!("base")));
+        let eu: Vec<(String, Value)> = migrated.zones["eu"]
+            .settings()
+            .map(|(_, n, v)| (n.to_owned(), v.clone()))
+            .collect();
+        // Unwrapped like the platform's, copied where the platform's was, GONE dropped with the template.
+        assert_eq!(
+            eu,
+            [
+                ("HOST".to_owned(), json!("eu")),
+                ("COPY".to_owned(), json!("eu"))
+            ]
+        );
+        assert!(migrated.zone_problems().is_empty());
     }
 
     #[test]

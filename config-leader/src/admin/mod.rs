@@ -13,6 +13,7 @@ pub mod platform_users;
 pub mod preview;
 pub mod rollouts;
 pub mod settings;
+pub mod zones;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -61,6 +62,7 @@ impl Admin {
             config.platform_template.clone(),
             config.templates_path.clone(),
             config.internals.clone(),
+            config.followers.clone(),
             db.clone(),
             store.clone(),
         ));

@@ -13,6 +13,10 @@ use crate::error::Error;
 pub struct NotifyOrder {
     /// Only the followers of these roles (all when empty).
     pub roles: Vec<String>,
+    /// Only the followers of these zones (all when empty).
+    pub zones: Vec<String>,
+    /// Also the followers that run their current revision already (to rewrite files edited by hand).
+    pub all: bool,
     pub request: NotifyRequest,
     pub strategy: Strategy,
 }
@@ -24,15 +28,35 @@ pub async fn notify(
     author: &str,
 ) -> Result<(NotifyAnswer, Option<i64>), Error> {
     check_roles(drive, &order.roles)?;
+    check_zones(drive, &order.zones)?;
     // Whatever changed on disk a moment ago is rendered before anyone is told to fetch.
     drive.store.invalidate();
     let revisions = current_revisions(drive).await;
-    let targets: Vec<_> = drive
-        .followers
-        .with_ids()
-        .filter(|(_, f)| order.roles.is_empty() || order.roles.contains(&f.role))
-        .map(|(id, f)| (id, f.clone()))
-        .collect();
+    // A follower already running its variant's revision has nothing to fetch: a change of one zone
+    // notifies (and restarts) only that zone's followers. An order that restarts or confirms removals
+    // is for everyone it names.
+    let everyone = order.all
+        || order.request.force
+        || order.request.services.is_some()
+        || order.request.confirm_removals;
+    let mut up_to_date = Vec::new();
+    let mut targets = Vec::new();
+    for (id, f) in drive.followers.with_ids() {
+        if !(order.roles.is_empty() || order.roles.contains(&f.role))
+            || !(order.zones.is_empty() || f.zone.as_ref().is_some_and(|z| order.zones.contains(z)))
+        {
+            continue;
+        }
+        let current = revisions.get(f.variant.key()).cloned().flatten();
+        if !everyone && drive.fleet.runs(id, current.as_deref()) {
+            up_to_date.push(crate::admin::fleet::NotifySuccess {
+                url: f.url.clone(),
+                role: f.role.clone(),
+            });
+        } else {
+            targets.push((id, f.clone()));
+        }
+    }
     if order.strategy.is_set() {
         let rollout = drive
             .rollouts
@@ -46,15 +70,18 @@ pub async fn notify(
             .await?;
         let (first, answer) = tokio::sync::oneshot::channel();
         tokio::spawn(drive.clone().run(rollout.id, Some(first)));
-        return Ok((answer.await.unwrap_or_default(), Some(rollout.id)));
+        let mut answer = answer.await.unwrap_or_default();
+        answer.up_to_date = up_to_date;
+        return Ok((answer, Some(rollout.id)));
     }
     // A plain notification is for everyone now: rollouts in progress no longer hold anyone back.
     drive.rollouts.supersede_all().await;
     drive.store.wake();
-    let answer = drive
+    let mut answer = drive
         .fleet
         .notify(targets, &order.request, &revisions)
         .await;
+    answer.up_to_date = up_to_date;
     Ok((answer, None))
 }
 
@@ -75,18 +102,45 @@ fn check_roles(drive: &Drive, roles: &[String]) -> Result<(), Error> {
     )))
 }
 
-/// The current revision of each role the followers have (rendering what changed on disk first).
+fn check_zones(drive: &Drive, zones: &[String]) -> Result<(), Error> {
+    let known: std::collections::BTreeSet<&str> = drive
+        .followers
+        .all()
+        .iter()
+        .filter_map(|f| f.zone.as_deref())
+        .collect();
+    let unknown: Vec<&str> = zones
+        .iter()
+        .map(String::as_str)
+        .filter(|z| !known.contains(z))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Error::BadRequest(format!(
+        "no follower is in zone(s) {}; the followers' zones are: {}",
+        unknown.join(", "),
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        }
+    )))
+}
+
+/// The current revision of each variant the followers have (rendering what changed on disk first), by
+/// variant key.
 pub async fn current_revisions(drive: &Drive) -> HashMap<String, Option<String>> {
     let mut revisions = HashMap::new();
     for follower in drive.followers.all() {
-        if !revisions.contains_key(&follower.role) {
+        if !revisions.contains_key(follower.variant.key()) {
             let revision = drive
                 .store
-                .get(&follower.role)
+                .get(&follower.variant)
                 .await
                 .ok()
                 .map(|t| t.revision.clone());
-            revisions.insert(follower.role.clone(), revision);
+            revisions.insert(follower.variant.key().to_owned(), revision);
         }
     }
     revisions

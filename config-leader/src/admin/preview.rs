@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::config::{FollowerEntry, Internals};
 use crate::error::Error;
 use crate::tree;
+use crate::variant::Variant;
 
 /// Where the preview lays a role's tree to read its compose file: a follower's usual layout.
 const CONF_ROOT: &str = "/var/pryv";
@@ -27,6 +28,13 @@ pub struct Preview {
 #[serde(rename_all = "camelCase")]
 pub struct RolePreview {
     pub role: String,
+    /// The zone of this variant, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The variant (`core@eu`, `core@eu#1a2b3c4d`) when it is not the plain role: its followers have a zone
+    /// or variables of their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     pub files: Vec<FileChange>,
     /// `(project)` first when `pryv.yml` changes (`up -d`), then the services to restart.
     pub restarts: Vec<String>,
@@ -54,7 +62,8 @@ pub struct FollowerRestarts {
     pub restarts: Vec<String>,
 }
 
-/// Compares the trees `before` and `after` give for every role of `templates`. A role that does not render
+/// Compares the trees `before` and `after` give for every role of `templates`, and for every distinct
+/// variant (zone, own variables) the followers have: each is one entry. A variant that does not render
 /// with `after` is an error naming it (as a save would be refused).
 pub fn preview(
     (templates, links): (&Path, &tree::LinkPolicy),
@@ -64,23 +73,51 @@ pub fn preview(
     after: &PlatformFile,
     followers: &[FollowerEntry],
 ) -> Result<Preview, Error> {
-    let old = crate::render_roles::renderer(platform_path, before, internals)?;
-    let new = crate::render_roles::renderer(platform_path, after, internals)?;
     let secrets = secrets(internals);
+    let mut variants: Vec<Variant> = Vec::new();
+    for role in tree::roles(templates)? {
+        variants.push(Variant::plain(&role));
+        let mut own: Vec<Variant> = followers
+            .iter()
+            .filter(|f| f.role == role && !f.variant.is_plain())
+            .map(|f| f.variant.clone())
+            .collect();
+        own.sort();
+        own.dedup();
+        variants.extend(own);
+    }
+    let mut renderers = Renderers::default();
     let mut roles = Vec::new();
     let mut problems = Vec::new();
-    for role in tree::roles(templates)? {
-        let before_files = tree::render_role(&old, templates, links, &role)
+    for variant in variants {
+        let label = if variant.is_plain() {
+            String::new()
+        } else {
+            format!("{variant}: ")
+        };
+        // A zone or a variable the settings did not have yet: the variant had the platform's tree... or
+        // none; an empty "before" shows every file as added, which says so.
+        let before_files = renderers
+            .get(true, platform_path, before, internals, &variant)
+            .ok()
+            .and_then(|r| tree::render_role(r, templates, links, variant.role()).ok())
             .map(|(files, _)| files)
             .unwrap_or_default();
-        let after_files = match tree::render_role(&new, templates, links, &role) {
+        let new = match renderers.get(false, platform_path, after, internals, &variant) {
+            Ok(renderer) => renderer,
+            Err(err) => {
+                problems.push(format!("{label}{err}"));
+                continue;
+            }
+        };
+        let after_files = match tree::render_role(new, templates, links, variant.role()) {
             Ok((files, errors)) if errors.is_empty() => files,
             Ok((_, errors)) => {
-                problems.extend(errors.iter().map(ToString::to_string));
+                problems.extend(errors.iter().map(|e| format!("{label}{e}")));
                 continue;
             }
             Err(err) => {
-                problems.push(err.to_string());
+                problems.push(format!("{label}{err}"));
                 continue;
             }
         };
@@ -93,14 +130,16 @@ pub fn preview(
         roles.push(RolePreview {
             followers: followers
                 .iter()
-                .filter(|f| f.role == role)
+                .filter(|f| f.variant == variant)
                 .map(|f| FollowerRestarts {
                     url: f.url.clone(),
                     name: f.name.clone(),
                     restarts: restarts.clone(),
                 })
                 .collect(),
-            role,
+            role: variant.role().to_owned(),
+            zone: variant.zone().map(str::to_owned),
+            variant: (!variant.is_plain()).then(|| variant.key().to_owned()),
             files,
             restarts,
         });
@@ -109,6 +148,32 @@ pub fn preview(
         Ok(Preview { roles })
     } else {
         Err(Error::InvalidSettings(problems))
+    }
+}
+
+/// The renderers of the settings before and after, one per distinct set of variables.
+#[derive(Default)]
+struct Renderers {
+    built: std::collections::HashMap<(bool, String), Result<pryv_render::Renderer, String>>,
+}
+
+impl Renderers {
+    fn get(
+        &mut self,
+        before: bool,
+        path: &Path,
+        platform: &PlatformFile,
+        internals: &Internals,
+        variant: &Variant,
+    ) -> Result<&pryv_render::Renderer, String> {
+        self.built
+            .entry((before, variant.vars_key().to_owned()))
+            .or_insert_with(|| {
+                crate::render_roles::variant_renderer(path, platform, internals, variant)
+                    .map_err(|err| err.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -210,13 +275,13 @@ fn restarts_of(before: &[ConfFile], after: &[ConfFile], files: &[FileChange]) ->
 pub fn to_text(preview: &Preview) -> String {
     let mut out = String::new();
     for role in &preview.roles {
+        let name = role.variant.as_deref().unwrap_or(&role.role);
         if role.files.is_empty() {
-            out.push_str(&format!("role {}: no change\n", role.role));
+            out.push_str(&format!("role {name}: no change\n"));
             continue;
         }
         out.push_str(&format!(
-            "role {}: {} file(s); restarts: {}\n",
-            role.role,
+            "role {name}: {} file(s); restarts: {}\n",
             role.files.len(),
             if role.restarts.is_empty() {
                 "none".to_owned()

@@ -76,6 +76,9 @@ pub struct SettingPatch {
 /// One setting that differs between two states.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SettingChange {
+    /// The zone whose override changed; absent for the platform's own settings (`vars`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     pub group: String,
     pub name: String,
     /// `added`, `removed` or `changed`.
@@ -109,6 +112,8 @@ pub struct Settings {
     template_path: Option<PathBuf>,
     templates: PathBuf,
     internals: Internals,
+    /// Whose zones and variables every change is rendered for before it is saved.
+    followers: Vec<crate::config::FollowerEntry>,
     db: Arc<Db>,
     store: TreeStore,
     mutation: tokio::sync::Mutex<()>,
@@ -125,6 +130,7 @@ impl Settings {
         template_path: Option<PathBuf>,
         templates: PathBuf,
         internals: Internals,
+        followers: Vec<crate::config::FollowerEntry>,
         db: Arc<Db>,
         store: TreeStore,
     ) -> Self {
@@ -133,6 +139,7 @@ impl Settings {
             template_path,
             templates,
             internals,
+            followers,
             db,
             store,
             mutation: tokio::sync::Mutex::new(()),
@@ -331,6 +338,29 @@ impl Settings {
                 .message
                 .clone()
                 .unwrap_or_else(|| "settings updated".into());
+            this.save(&platform, &author, &message)
+        })
+        .await
+    }
+
+    /// Applies a change of the zones' overrides (`PUT /admin/zones`), validated and saved as a settings
+    /// change is, with `expected` as the request's `If-Match`. Returns the new revision.
+    pub async fn update_zones(
+        self: &Arc<Self>,
+        patch: &crate::admin::zones::ZonesPatch,
+        author: &str,
+        expected: Option<i64>,
+    ) -> Result<i64, Error> {
+        let _one = self.mutation.lock().await;
+        let (patch, author) = (patch.clone(), author.to_owned());
+        self.off_runtime(move |this| {
+            this.sync_history()?;
+            this.ensure_current(expected)?;
+            let platform = patch.apply(&this.current()?)?;
+            let message = patch
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("zones updated: {}", patch.names().join(", ")));
             this.save(&platform, &author, &message)
         })
         .await
@@ -543,16 +573,19 @@ impl Settings {
         Ok((row, diff(&before, &after)))
     }
 
-    /// Renders every role with `platform`; every error is collected.
+    /// Renders every role with `platform`, in every zone and for every follower's own variables; every
+    /// problem is collected.
     fn validate(&self, platform: &PlatformFile) -> Result<(), Error> {
         platform
             .ensure_settings()
             .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
-        let renderer =
-            crate::render_roles::renderer(&self.platform_path, platform, &self.internals)
-                .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
-        let problems =
-            crate::render_roles::render_all(&renderer, &self.templates, &self.store.links())?;
+        let problems = crate::render_roles::render_variants(
+            &self.platform_path,
+            platform,
+            &self.internals,
+            (&self.templates, &self.store.links()),
+            &self.followers,
+        )?;
         if problems.is_empty() {
             Ok(())
         } else {
@@ -614,6 +647,7 @@ fn change(
     after: Option<&Value>,
 ) -> SettingChange {
     SettingChange {
+        zone: None,
         group: group.to_owned(),
         name: name.to_owned(),
         change: kind.to_owned(),
@@ -622,25 +656,49 @@ fn change(
     }
 }
 
-/// Settings added, removed or changed from `before` to `after`.
+type Entries<'a> = Vec<(&'a str, &'a str, &'a Value)>;
+
+/// Settings added, removed or changed from `before` to `after`: the platform's, then each zone's overrides.
 pub fn diff(before: &PlatformFile, after: &PlatformFile) -> Vec<SettingChange> {
-    let find = |platform: &PlatformFile, name: &str| {
-        platform
-            .settings()
+    let mut changes = diff_entries(&before.settings().collect(), &after.settings().collect());
+    let zones: indexmap::IndexSet<&String> =
+        before.zones.keys().chain(after.zones.keys()).collect();
+    for zone in zones {
+        let changed = diff_entries(&zone_entries(before, zone), &zone_entries(after, zone));
+        changes.extend(changed.into_iter().map(|mut c| {
+            c.zone = Some(zone.clone());
+            c
+        }));
+    }
+    changes
+}
+
+fn zone_entries<'a>(platform: &'a PlatformFile, zone: &str) -> Entries<'a> {
+    platform
+        .zones
+        .get(zone)
+        .map(|z| z.settings().collect())
+        .unwrap_or_default()
+}
+
+fn diff_entries(before: &Entries, after: &Entries) -> Vec<SettingChange> {
+    let find = |entries: &Entries, name: &str| {
+        entries
+            .iter()
             .find(|(_, n, _)| *n == name)
-            .map(|(_, _, v)| v.clone())
+            .map(|(_, _, v)| (*v).clone())
     };
     let mut changes = Vec::new();
-    for (group, name, value) in after.settings() {
+    for (group, name, value) in after {
         match find(before, name) {
             None => changes.push(change(group, name, "added", None, Some(value))),
-            Some(old) if &old != value => {
+            Some(old) if &&old != value => {
                 changes.push(change(group, name, "changed", Some(&old), Some(value)))
             }
             Some(_) => {}
         }
     }
-    for (group, name, value) in before.settings() {
+    for (group, name, value) in before {
         if find(after, name).is_none() {
             changes.push(change(group, name, "removed", Some(value), None));
         }

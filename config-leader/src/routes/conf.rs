@@ -30,7 +30,7 @@ struct WaitQuery {
     timeout: Option<String>,
 }
 
-/// The rendered tree of the calling follower's role.
+/// The rendered tree of the calling follower's role (in its zone, with its own variables).
 #[utoipa::path(get, path = "/conf", tag = "followers",
     params(("auth" = Option<String>, Query, description = "follower key, if not in Authorization")),
     responses(
@@ -155,19 +155,19 @@ impl Served {
     }
 }
 
-/// The role's current tree, unless a rollout pins this follower: then its wave's target, or what it has.
+/// Its variant's current tree, unless a rollout pins this follower: then its wave's target, or what it has.
 async fn served_tree(
     state: &AppState,
     index: crate::follower_keys::FollowerId,
     follower: &crate::config::FollowerEntry,
     headers: &HeaderMap,
 ) -> Result<Served, std::sync::Arc<Error>> {
-    let current = state.store.get(&follower.role).await?;
+    let current = state.store.get(&follower.variant).await?;
     let pinned = match state.admin.rollouts.pin(follower) {
         None => None,
         Some(Pin::Target(revision)) => state
             .store
-            .tree_at(&follower.role, &revision)
+            .tree_at(follower.variant.key(), &revision)
             .map(Served::Tree),
         Some(Pin::Hold) => match sent_revision(headers) {
             Some(has) => Some(Served::Held(has)),
@@ -175,7 +175,7 @@ async fn served_tree(
                 .admin
                 .fleet
                 .known_revision(index)
-                .and_then(|known| state.store.tree_at(&follower.role, &known))
+                .and_then(|known| state.store.tree_at(follower.variant.key(), &known))
                 .map(Served::Tree),
         },
     };

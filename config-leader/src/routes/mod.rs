@@ -12,6 +12,7 @@ mod rollouts;
 mod scrape;
 mod settings;
 mod users;
+mod zones;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -82,6 +83,7 @@ pub fn app(state: AppState) -> Router {
                 .merge(login::routes())
                 .merge(users::routes())
                 .merge(settings::routes())
+                .merge(zones::routes())
                 .layer(deadline()),
         )
         .merge(notify::routes())

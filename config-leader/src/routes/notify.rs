@@ -27,6 +27,11 @@ pub struct NotifyBody {
     pub services: Option<Vec<String>>,
     /// Notify only the followers of these roles.
     pub roles: Option<Vec<String>>,
+    /// Notify only the followers of these zones.
+    pub zones: Option<Vec<String>>,
+    /// Notify also the followers that run their current revision already (they are skipped otherwise).
+    #[serde(default)]
+    pub all: bool,
     /// Passed on to the followers: apply a tree even if it removes most of their files.
     #[serde(default, rename = "confirmRemovals")]
     pub confirm_removals: bool,
@@ -96,15 +101,18 @@ pub async fn notify(
     };
     let order = NotifyOrder {
         roles,
+        zones: body.zones.unwrap_or_default(),
+        all: body.all,
         request,
         strategy: body.strategy,
     };
     let (answer, rollout) =
         crate::admin::notify::notify(&state.drive(), order, &caller.name()).await?;
     let summary = format!(
-        "{} ok, {} failed{}",
+        "{} ok, {} failed, {} up to date{}",
         answer.successes.len(),
         answer.failures.len(),
+        answer.up_to_date.len(),
         rollout.map_or(String::new(), |id| format!(", rollout {id}"))
     );
     state

@@ -39,11 +39,11 @@ pub struct SettingsView {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateQuery {
     #[serde(default)]
-    allow_new: bool,
+    pub(super) allow_new: bool,
     /// Save, but let no follower fetch the change before the next `POST /admin/notify` (which may roll it
     /// out in waves, also to long-polling followers).
     #[serde(default)]
-    hold: bool,
+    pub(super) hold: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -86,7 +86,7 @@ async fn view(state: &AppState, changed: bool) -> Result<Response, Error> {
     ))
 }
 
-fn with_etag(answer: impl IntoResponse, revision: i64) -> Response {
+pub(super) fn with_etag(answer: impl IntoResponse, revision: i64) -> Response {
     let mut response = answer.into_response();
     if let Ok(value) = HeaderValue::from_str(&format!("\"{revision}\"")) {
         response.headers_mut().insert(ETAG, value);
@@ -96,7 +96,7 @@ fn with_etag(answer: impl IntoResponse, revision: i64) -> Response {
 
 /// The revision `If-Match` names (`"12"`, `12`, `W/"12"`); `None` without the header or with `*`. A tag that
 /// is not a revision number can never be current: refused as stale.
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
+pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
     let Some(value) = headers.get(IF_MATCH) else {
         return Ok(None);
     };

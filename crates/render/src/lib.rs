@@ -14,7 +14,7 @@ mod shape;
 mod validate;
 
 pub use error::Error;
-pub use platform_file::{Group, PlatformFile, Setting};
+pub use platform_file::{Group, PlatformFile, Setting, Zone, is_zone_name};
 pub use renderer::{FileContent, Renderer, Vars, value_text};
 pub use shape::check_yaml_shape;
 pub use validate::validate_rendered;

@@ -1,5 +1,9 @@
 //! The `platform.yml` model: `vars: GROUP: { name, description, settings: { NAME: { value, ... } } }`.
 //! Keys we do not use are kept (`extra`) so that writing the file back loses nothing.
+//!
+//! `zones: ZONE: { vars: GROUP: { settings: { NAME: { value } } } }` beside `vars` holds what a zone (a
+//! compliance region: its SMTP server, its hosting names) overrides; clients that edit `vars` only (the
+//! admin web app) never see it and never drop it.
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -13,7 +17,10 @@ pub struct PlatformFile {
     /// Groups of settings, in file order.
     #[serde(default)]
     pub vars: IndexMap<String, Group>,
-    /// Top-level keys other than `vars`, kept as they are.
+    /// Per-zone overrides of settings of `vars`, in file order.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub zones: IndexMap<String, Zone>,
+    /// Top-level keys other than `vars` and `zones`, kept as they are.
     #[serde(flatten)]
     pub extra: IndexMap<String, Value>,
 }
@@ -29,6 +36,26 @@ pub struct Group {
     pub settings: IndexMap<String, Setting>,
     #[serde(flatten)]
     pub extra: IndexMap<String, Value>,
+}
+
+/// What one zone overrides: the same group/setting/value shape as `vars`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Zone {
+    #[serde(default)]
+    pub vars: IndexMap<String, Group>,
+    #[serde(flatten)]
+    pub extra: IndexMap<String, Value>,
+}
+
+impl Zone {
+    /// Every override as `(group, name, value)`, in file order.
+    pub fn settings(&self) -> impl Iterator<Item = (&str, &str, &Value)> {
+        self.vars.iter().flat_map(|(group, g)| {
+            g.settings
+                .iter()
+                .map(move |(name, s)| (group.as_str(), name.as_str(), &s.value))
+        })
+    }
 }
 
 /// One platform variable.
@@ -86,6 +113,33 @@ impl PlatformFile {
         })
     }
 
+    /// Whether `vars` has a setting called `name`.
+    pub fn has_setting(&self, name: &str) -> bool {
+        self.vars.values().any(|g| g.settings.contains_key(name))
+    }
+
+    /// What is wrong with the zones, one sentence each naming the zone and the setting: a zone name that is
+    /// not a plain word, an override of a setting `vars` does not have (a typo would silently not apply).
+    pub fn zone_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (zone, overrides) in &self.zones {
+            if !is_zone_name(zone) {
+                problems.push(format!(
+                    "zones.{zone}: a zone name is letters, digits, '-' and '_' only"
+                ));
+            }
+            for (group, name, _) in overrides.settings() {
+                if !self.has_setting(name) {
+                    problems.push(format!(
+                        "zones.{zone}.vars.{group}.{name}: there is no setting {name} in vars; a zone only \
+                         overrides settings of vars (add it there first, or fix the name)"
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
     /// `(group, name)` of every variable whose value is exactly `placeholder` (e.g. `REPLACE_ME`).
     pub fn settings_equal_to(&self, placeholder: &str) -> Vec<(String, String)> {
         self.settings()
@@ -93,6 +147,15 @@ impl PlatformFile {
             .map(|(group, name, _)| (group.to_owned(), name.to_owned()))
             .collect()
     }
+}
+
+/// A zone's name: what `config-leader.json` and the admin API name it by.
+pub fn is_zone_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -154,6 +217,26 @@ vars:
             again.vars["EMAIL"].settings["MAIL_SMTP_HOST"].extra["custom"],
             "kept"
         );
+    }
+
+    #[test]
+    fn zones_round_trip_and_name_their_problems() {
+        let text = format!(
+            "{SAMPLE}zones:\n  eu:\n    vars:\n      EMAIL:\n        settings:\n          MAIL_SMTP_HOST:\n            value: smtp.eu\n          MAIL_SMTP_HOTS:\n            value: typo\n  'bad zone':\n    vars: {{}}\n"
+        );
+        let platform = PlatformFile::parse(&text).unwrap();
+        let eu: Vec<_> = platform.zones["eu"].settings().map(|(_, n, _)| n).collect();
+        assert_eq!(eu, ["MAIL_SMTP_HOST", "MAIL_SMTP_HOTS"]);
+        assert!(!platform.extra.contains_key("zones"));
+        let again = PlatformFile::parse(&platform.to_yaml().unwrap()).unwrap();
+        assert_eq!(platform, again);
+        let problems = platform.zone_problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("zones.eu.vars.EMAIL.MAIL_SMTP_HOTS"));
+        assert!(problems[1].starts_with("zones.bad zone"));
+        // Without zones, the file written back has no zones key.
+        let plain = PlatformFile::parse(SAMPLE).unwrap();
+        assert!(!plain.to_yaml().unwrap().contains("zones"));
     }
 
     #[test]

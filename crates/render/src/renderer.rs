@@ -26,6 +26,36 @@ impl Vars {
         Self(vars)
     }
 
+    /// The variables of one machine: internals < platform `vars` < its zone's overrides < its own
+    /// `variables`, each layer winning over the ones before. `zone` must be one of the platform's zones.
+    pub fn layered<'a>(
+        platform: &PlatformFile,
+        internals: &IndexMap<String, Value>,
+        zone: Option<&str>,
+        own: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    ) -> Result<Self, Error> {
+        let mut vars = Self::new(platform, internals);
+        if let Some(zone) = zone {
+            let overrides = platform.zones.get(zone).ok_or_else(|| {
+                Error::Platform(format!(
+                    "zone {zone:?} is not in platform.yml's zones (it has: {}); add it or fix the follower's zone",
+                    if platform.zones.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        platform.zones.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ))
+            })?;
+            for (_, name, value) in overrides.settings() {
+                vars.0.insert(name.to_owned(), value.clone());
+            }
+        }
+        for (name, value) in own {
+            vars.0.insert(name.clone(), value.clone());
+        }
+        Ok(vars)
+    }
+
     pub fn from_map(vars: IndexMap<String, Value>) -> Self {
         Self(vars)
     }
@@ -242,6 +272,29 @@ impl<'a> Expander<'a> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn layers_win_in_order_own_zone_platform_internals() {
+        let platform = PlatformFile::parse(
+            "vars:\n  G:\n    settings:\n      A:\n        value: platform-a\n      B:\n        value: platform-b\n      C:\n        value: platform-c\n\
+             zones:\n  eu:\n    vars:\n      G:\n        settings:\n          B:\n            value: eu-b\n          C:\n            value: eu-c\n",
+        )
+        .unwrap();
+        let internals: IndexMap<String, Value> =
+            serde_json::from_value(json!({"A": "internal-a", "S": "secret"})).unwrap();
+        let own: IndexMap<String, Value> = serde_json::from_value(json!({"C": "own-c"})).unwrap();
+        let vars = Vars::layered(&platform, &internals, Some("eu"), &own).unwrap();
+        let rendered = Renderer::new(&vars).unwrap().render("A B C S").unwrap();
+        assert_eq!(rendered, "platform-a eu-b own-c secret");
+        let plain = Vars::layered(&platform, &internals, None, &IndexMap::new()).unwrap();
+        assert_eq!(plain, Vars::new(&platform, &internals));
+        let err = Vars::layered(&platform, &internals, Some("us"), &own).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("zone \"us\" is not in platform.yml's zones (it has: eu)"),
+            "{err}"
+        );
+    }
 
     fn renderer(vars: Value) -> Renderer {
         let map: IndexMap<String, Value> = serde_json::from_value(vars).unwrap();

@@ -2,7 +2,8 @@
 //!   cargo build --release -p config-leader -p config-follower && cargo run --release -p pryv-e2e --bin pryv-bench
 //! Sections: leader cold start and memory, `GET /conf` throughput and latency at 1/16/64 connections (and the
 //! same bytes served by nginx as a ceiling, when nginx is installed), fleet convergence for 100/1000/5000
-//! simulated followers, 5000 followers long-polling at once, follower memory idle and under notifications.
+//! simulated followers (also spread over 10 zones, with the renders counted), 5000 followers long-polling at once,
+//! follower memory idle and under notifications.
 //! `--quick` shortens every run; `--fleet-only`, `--long-poll-only`, `--wrk-only` (wrk against nginx; the
 //! leader's log level from `PRYV_BENCH_LOG`, default `info`) and `--start-only` (cold starts) run one section.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -64,6 +65,12 @@ use pryv_e2e::free_port;
 
 /// A cluster laid out by `init` with realistic values; returns the leader configuration path.
 fn platform(root: &Path, followers: Option<(usize, &str)>) -> PathBuf {
+    platform_in_zones(root, followers, 0)
+}
+
+/// Like [`platform`], with `zones` zones (`z0`...) each overriding the SMTP host the core tree uses, and the
+/// followers spread over them in turn.
+fn platform_in_zones(root: &Path, followers: Option<(usize, &str)>, zones: usize) -> PathBuf {
     let out = Command::new(release_bin("config-leader"))
         .args([
             "init",
@@ -111,6 +118,14 @@ fn platform(root: &Path, followers: Option<(usize, &str)>) -> PathBuf {
         filled.push_str(&line.replace("REPLACE_ME", &value));
         filled.push('\n');
     }
+    if zones > 0 {
+        filled.push_str("zones:\n");
+        for zone in 0..zones {
+            filled.push_str(&format!(
+                "  z{zone}:\n    vars:\n      EMAIL_SETTINGS:\n        settings:\n          MAIL_SMTP_HOST:\n            value: smtp.z{zone}.example.com\n"
+            ));
+        }
+    }
     std::fs::write(&platform_path, filled).unwrap();
     let config_path = root.join("config-leader/conf/config-leader.json");
     let mut config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
@@ -118,10 +133,11 @@ fn platform(root: &Path, followers: Option<(usize, &str)>) -> PathBuf {
     if let Some((count, base_url)) = followers {
         let map: serde_json::Map<String, Value> = (0..count)
             .map(|i| {
-                (
-                    follower_key(i),
-                    json!({"url": format!("{base_url}/f/{i}"), "role": "core"}),
-                )
+                let mut entry = json!({"url": format!("{base_url}/f/{i}"), "role": "core"});
+                if zones > 0 {
+                    entry["zone"] = json!(format!("z{}", i % zones));
+                }
+                (follower_key(i), entry)
             })
             .collect();
         config["followers"] = Value::Object(map);
@@ -415,8 +431,33 @@ async fn simulated_notify(
     axum::Json(json!({"files": applied.report.files}))
 }
 
-async fn fleet_section(counts: &[usize]) {
-    println!("## Fleet convergence\n");
+/// The core renders the leader made so far (`pryv_config_leader_renders_total`, role core, ok).
+async fn core_renders(leader_url: &str) -> u64 {
+    let text = reqwest::get(format!("{leader_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("pryv_config_leader_renders_total{")
+                && l.contains("role=\"core\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn fleet_section(counts: &[usize], zones: usize) {
+    if zones > 0 {
+        println!("## Fleet convergence, followers in {zones} zones\n");
+        println!(
+            "The same, with the core followers spread over {zones} zones that each override the SMTP host the core tree uses: {zones} variants of one role. `renders` counts the core renders the notification caused (`pryv_config_leader_renders_total`): one per variant, whatever the number of followers.\n"
+        );
+    } else {
+        println!("## Fleet convergence\n");
+    }
     println!(
         "Simulated followers speak the real protocol in one process: each `POST /notify` makes it `GET /conf` with its own key and write the tree with the follower's own `apply` (atomic writes) into its own folder, then answer.\n"
     );
@@ -424,7 +465,7 @@ async fn fleet_section(counts: &[usize]) {
         "Their folders are on tmpfs (`/dev/shm`) when it exists: real followers write on their own machines' disks in parallel, while here thousands share one disk, whose fsyncs would measure the disk, not the leader.\n"
     );
     println!(
-        "| followers | notify → last follower fetched | notify → last follower written | leader peak memory |\n|---|---|---|---|"
+        "| followers | variants | renders | notify → last follower fetched | notify → last follower written | leader peak memory |\n|---|---|---|---|---|---|"
     );
     for &count in counts {
         let dir = tempfile::tempdir().unwrap();
@@ -436,10 +477,15 @@ async fn fleet_section(counts: &[usize]) {
         };
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim_addr: SocketAddr = sim_listener.local_addr().unwrap();
-        let config = platform(dir.path(), Some((count, &format!("http://{sim_addr}"))));
+        let config = platform_in_zones(
+            dir.path(),
+            Some((count, &format!("http://{sim_addr}"))),
+            zones,
+        );
         let port = free_port();
         let leader_url = format!("http://127.0.0.1:{port}");
         let (_leader, _, _, pid) = start_leader(&config, port);
+        let renders_before = core_renders(&leader_url).await;
         let sim = Simulated {
             leader: leader_url.clone(),
             root: follower_dir.path().to_owned(),
@@ -479,8 +525,10 @@ async fn fleet_section(counts: &[usize]) {
             .max()
             .map_or(Duration::ZERO, |t| t.duration_since(started));
         let (_, peak) = memory(pid);
+        let renders = core_renders(&leader_url).await - renders_before;
         println!(
-            "| {count} | {:.0} ms | {:.0} ms ({} written, {failures} failures) | {peak:.1} MiB |",
+            "| {count} | {} | {renders} | {:.0} ms | {:.0} ms ({} written, {failures} failures) | {peak:.1} MiB |",
+            zones.max(1),
             fetched.as_secs_f64() * 1000.0,
             last.as_secs_f64() * 1000.0,
             done.len()
@@ -837,7 +885,8 @@ async fn main() {
         conf_section(seconds).await;
         wrk_section(seconds).await;
     }
-    fleet_section(counts).await;
+    fleet_section(counts, 0).await;
+    fleet_section(counts, 10).await;
     long_poll_section(if quick { 1000 } else { 5000 }).await;
     if !fleet_only {
         follower_section(seconds.min(5)).await;

@@ -252,7 +252,7 @@ impl Drive {
             let Some((report, received)) = self.fleet.last_report_received(id) else {
                 continue;
             };
-            let target = rollout.targets.get(&member.role);
+            let target = rollout.targets.get(member.target_key());
             if received < started || report.revision.as_ref() != target {
                 continue;
             }

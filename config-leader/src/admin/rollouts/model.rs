@@ -38,13 +38,14 @@ impl Strategy {
     }
 }
 
-/// One wave: named followers (name, URL, or a URL pattern with `*`), every follower of some roles, or a
-/// share of the followers not yet placed.
+/// One wave: named followers (name, URL, or a URL pattern with `*`), every follower of some roles or of some
+/// zones, or a share of the followers not yet placed.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum WaveSpec {
     Followers { followers: Vec<String> },
     Roles { roles: Vec<String> },
+    Zones { zones: Vec<String> },
     Percent { percent: u8 },
 }
 
@@ -105,6 +106,11 @@ pub struct WaveMember {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The variant it is served (`core@eu`), when not the plain role: the key of its target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     pub state: MemberState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -118,6 +124,11 @@ impl WaveMember {
 
     pub(super) fn label(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.url)
+    }
+
+    /// The key of its target revision in [`Rollout::targets`] (rollouts saved before zones: its role).
+    pub(super) fn target_key(&self) -> &str {
+        self.variant.as_deref().unwrap_or(&self.role)
     }
 }
 
@@ -137,7 +148,8 @@ pub struct Rollout {
     pub author: String,
     pub started: i64,
     pub finished: Option<i64>,
-    /// The revision each role rolls out.
+    /// The revision each variant rolls out, by variant key (the role for followers without zone or own
+    /// variables).
     pub targets: BTreeMap<String, String>,
     pub waves: Vec<Wave>,
     /// Index of the wave in progress (or where it stopped).

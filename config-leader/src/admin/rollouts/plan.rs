@@ -1,4 +1,4 @@
-//! Places followers in waves: named ones, whole roles, or a share of those not yet placed.
+//! Places followers in waves: named ones, whole roles or zones, or a share of those not yet placed.
 
 use crate::config::FollowerEntry;
 use crate::error::Error;
@@ -59,6 +59,9 @@ impl<'a> Placer<'a> {
                     self.take(&|_, f| followers.iter().any(|p| matches(p, f)));
                 }
                 WaveSpec::Roles { roles } => self.take(&|_, f| roles.contains(&f.role)),
+                WaveSpec::Zones { zones } => {
+                    self.take(&|_, f| f.zone.as_ref().is_some_and(|z| zones.contains(z)));
+                }
                 WaveSpec::Percent { percent } => {
                     if *percent == 0 || *percent > 100 {
                         return Err(Error::BadRequest(format!(
@@ -94,6 +97,8 @@ fn wave_of(followers: Vec<&FollowerEntry>) -> Wave {
                 url: f.url.clone(),
                 name: f.name.clone(),
                 role: f.role.clone(),
+                zone: f.zone.clone(),
+                variant: (!f.variant.is_plain()).then(|| f.variant.key().to_owned()),
                 state: MemberState::Pending,
                 detail: None,
             })
@@ -138,15 +143,38 @@ mod tests {
     use super::*;
 
     fn follower(name: &str, role: &str) -> (FollowerId, FollowerEntry) {
+        let url = format!("http://{name}.example:6000");
         (
             FollowerId(0),
-            FollowerEntry {
-                url: format!("http://{name}.example:6000"),
-                role: role.into(),
-                name: Some(name.into()),
-                key: crate::secret::Secret::new("k".to_owned()),
-            },
+            FollowerEntry::plain("k", &url, role, Some(name)),
         )
+    }
+
+    fn in_zone(name: &str, zone: &str) -> (FollowerId, FollowerEntry) {
+        let (id, mut f) = follower(name, "core");
+        f.zone = Some(zone.to_owned());
+        f.variant = crate::variant::Variant::new("core", Some(zone), Default::default());
+        (id, f)
+    }
+
+    #[test]
+    fn zone_waves_take_the_followers_of_those_zones_with_their_variant() {
+        let fleet = [
+            in_zone("a", "eu"),
+            in_zone("b", "us"),
+            in_zone("c", "eu"),
+            follower("d", "core"),
+        ];
+        let strategy: Strategy = serde_json::from_value(serde_json::json!({
+            "waves": [{"zones": ["eu"]}, {"zones": ["us"]}]
+        }))
+        .unwrap();
+        let waves = plan(&strategy, &fleet).unwrap();
+        assert_eq!(names(&waves), [vec!["a", "c"], vec!["b"], vec!["d"]]);
+        assert_eq!(waves[0].followers[0].target_key(), "core@eu");
+        assert_eq!(waves[1].followers[0].zone.as_deref(), Some("us"));
+        assert_eq!(waves[2].followers[0].target_key(), "core");
+        assert_eq!(waves[2].followers[0].variant, None);
     }
 
     fn names(waves: &[Wave]) -> Vec<Vec<String>> {

@@ -233,8 +233,8 @@ impl Rollouts {
             finished: None,
             targets: revisions
                 .iter()
-                .filter_map(|(role, rev)| Some((role.clone(), rev.clone()?)))
-                .filter(|(role, _)| targets.iter().any(|(_, f)| &f.role == role))
+                .filter_map(|(variant, rev)| Some((variant.clone(), rev.clone()?)))
+                .filter(|(variant, _)| targets.iter().any(|(_, f)| f.variant.key() == variant))
                 .collect(),
             waves,
             current_wave: 0,
@@ -336,7 +336,7 @@ fn pins_of(active: &BTreeMap<i64, Rollout>) -> Pins {
             let released = index < rollout.current_wave
                 || (index == rollout.current_wave && wave.started.is_some());
             for member in &wave.followers {
-                let pin = match rollout.targets.get(&member.role) {
+                let pin = match rollout.targets.get(member.target_key()) {
                     Some(target) if released => Pin::Target(target.clone()),
                     _ => Pin::Hold,
                 };

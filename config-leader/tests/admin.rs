@@ -158,6 +158,7 @@ async fn a_reader_may_read_and_nothing_else() {
             Some(json!({"permissions": {}})),
         ),
         (Method::POST, "/admin/notify", None),
+        (Method::PUT, "/admin/zones", Some(json!({"zones": {}}))),
     ] {
         let (status, body) = call(&h.app, method.clone(), path, Some(&reader), body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
@@ -169,8 +170,23 @@ async fn a_reader_may_read_and_nothing_else() {
 #[tokio::test]
 async fn every_admin_route_needs_its_own_permission() {
     let Users { h, root, .. } = with_users().await;
-    let table: [(Method, &str, Option<Value>, &str, &str); 12] = [
+    let table: [(Method, &str, Option<Value>, &str, &str); 15] = [
         (Method::GET, "/admin/settings", None, "settings", "read"),
+        (Method::GET, "/admin/zones", None, "settings", "read"),
+        (
+            Method::PUT,
+            "/admin/zones",
+            Some(json!({"zones": {}})),
+            "settings",
+            "update",
+        ),
+        (
+            Method::POST,
+            "/admin/zones/preview",
+            Some(json!({"zones": {}})),
+            "settings",
+            "update",
+        ),
         (
             Method::PUT,
             "/admin/settings",

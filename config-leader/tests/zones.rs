@@ -41,7 +41,10 @@ fn zoned() -> (Fixture, Value) {
     json["followers"][CORE_EU2_KEY] = json!({"url": "http://127.0.0.1:6/", "role": "core",
         "name": "core-eu-2", "zone": "eu", "variables": {"CORE_1_IP": "10.9.9.9"}});
     json["followers"][STATIC_KEY]["zone"] = json!("us");
-    json["followers"].as_object_mut().unwrap().remove(ORPHAN_KEY);
+    json["followers"]
+        .as_object_mut()
+        .unwrap()
+        .remove(ORPHAN_KEY);
     (fixture, json)
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod platform;
+pub mod webdriver;
 
 pub use pryv_testkit::{Daemon, available, free_port, install_crypto, skip, wait_until, write};
 

@@ -15,6 +15,8 @@ pub struct NotifyOrder {
     pub roles: Vec<String>,
     /// Only the followers of these zones (all when empty).
     pub zones: Vec<String>,
+    /// Only these followers: names, URLs or URL patterns with `*` (all when empty).
+    pub followers: Vec<String>,
     /// Also the followers that run their current revision already (to rewrite files edited by hand).
     pub all: bool,
     pub request: NotifyRequest,
@@ -44,6 +46,11 @@ pub async fn notify(
     for (id, f) in drive.followers.with_ids() {
         if !(order.roles.is_empty() || order.roles.contains(&f.role))
             || !(order.zones.is_empty() || f.zone.as_ref().is_some_and(|z| order.zones.contains(z)))
+            || !(order.followers.is_empty()
+                || order
+                    .followers
+                    .iter()
+                    .any(|p| crate::admin::rollouts::follower_matches(p, f)))
         {
             continue;
         }

@@ -557,6 +557,44 @@ impl Settings {
             .await
     }
 
+    /// The settings changed from revision `from` to revision `to` (any two, either order).
+    #[allow(clippy::disallowed_methods)] // the statements run in off_runtime
+    pub async fn changes_between(
+        self: &Arc<Self>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<SettingChange>, Error> {
+        self.off_runtime(move |this| {
+            let platform = |revision: i64| -> Result<PlatformFile, Error> {
+                let row =
+                    this.db.blocking().revision(revision)?.ok_or_else(|| {
+                        Error::BadRequest(format!("no settings revision {revision}"))
+                    })?;
+                this.parse(&row.content)
+            };
+            Ok(diff(&platform(from)?, &platform(to)?))
+        })
+        .await
+    }
+
+    /// What rolling back to `revision` would change on every machine (nothing saved).
+    #[allow(clippy::disallowed_methods)] // the statements run in off_runtime
+    pub async fn rollback_preview(
+        self: &Arc<Self>,
+        revision: i64,
+    ) -> Result<crate::admin::preview::Preview, Error> {
+        self.off_runtime(move |this| {
+            let old = this
+                .db
+                .blocking()
+                .revision(revision)?
+                .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
+            let after = this.parse(&old.content)?;
+            this.preview(&this.current()?, &after, &this.followers)
+        })
+        .await
+    }
+
     #[allow(clippy::disallowed_methods)] // inside off_runtime
     fn revision_now(&self, revision: i64) -> Result<(RevisionRow, Vec<SettingChange>), Error> {
         let row = self

@@ -13,6 +13,23 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
+        .route("/auth/me", axum::routing::get(me))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MeBody {
+    pub username: String,
+    pub permissions: crate::admin::identity::Permissions,
+}
+
+/// Who the token (or the admin key) is, and what it may do: what the console greys out by.
+#[utoipa::path(get, path = "/auth/me", tag = "auth",
+    responses((status = 200, body = MeBody), (status = 401, body = pryv_protocol::ErrorBody)))]
+pub async fn me(caller: Caller) -> Json<MeBody> {
+    Json(MeBody {
+        username: caller.name(),
+        permissions: caller.permissions(),
+    })
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -3,7 +3,9 @@
 //! caller, client address) and the request log (role and path only: never a key, never a query string).
 
 mod conf;
+mod console;
 mod cors;
+mod events;
 mod login;
 mod notify;
 mod openapi;
@@ -74,6 +76,7 @@ pub fn app(state: AppState) -> Router {
     let deadline = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT);
     let public = Router::new()
         .merge(conf::routes())
+        .merge(console::routes())
         .merge(openapi::routes())
         .layer(deadline());
     // The admin API, called by the admin web app from another origin: CORS for the allowed origins only.
@@ -87,6 +90,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(deadline()),
         )
         .merge(notify::routes())
+        .merge(events::routes())
         .merge(rollouts::routes())
         .merge(platform_users::routes())
         .layer(cors::layer(&state));

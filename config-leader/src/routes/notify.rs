@@ -29,6 +29,8 @@ pub struct NotifyBody {
     pub roles: Option<Vec<String>>,
     /// Notify only the followers of these zones.
     pub zones: Option<Vec<String>>,
+    /// Notify only these followers: names, URLs, or URL patterns with `*`.
+    pub followers: Option<Vec<String>>,
     /// Notify also the followers that run their current revision already (they are skipped otherwise).
     #[serde(default)]
     pub all: bool,
@@ -102,6 +104,7 @@ pub async fn notify(
     let order = NotifyOrder {
         roles,
         zones: body.zones.unwrap_or_default(),
+        followers: body.followers.unwrap_or_default(),
         all: body.all,
         request,
         strategy: body.strategy,
@@ -141,12 +144,17 @@ pub async fn status(
     caller: Caller,
 ) -> Result<Json<FleetView>, Error> {
     caller.require(Permission::SettingsRead)?;
+    Ok(Json(fleet_view(&state).await))
+}
+
+/// What `GET /admin/status` answers (also the console's live `fleet` event).
+pub(super) async fn fleet_view(state: &AppState) -> FleetView {
     let revisions = current_revisions(&state.drive()).await;
-    Ok(Json(FleetView {
+    FleetView {
         followers: state.admin.fleet.status(state.followers.all(), &revisions),
         render_problems: state.store.problems(),
         settings_repository: state.admin.repository.as_ref().map(|r| r.status()),
-    }))
+    }
 }
 
 /// Audit log, newest first (settings:read).

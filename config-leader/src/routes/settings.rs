@@ -21,6 +21,8 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/settings/history", get(history))
         .route("/admin/settings/history/{revision}", get(revision))
         .route("/admin/settings/rollback", post(rollback))
+        .route("/admin/settings/rollback/preview", post(rollback_preview))
+        .route("/admin/settings/diff", get(diff_between))
         // POST /admin/migrations is the legacy leader's path of the same action.
         .route("/admin/migrations", get(migrations).post(apply_migrations))
         .route("/admin/migrations/apply", post(apply_migrations))
@@ -317,4 +319,48 @@ pub async fn apply_migrations(
         )
         .await;
     Ok(Json(MigrationResult { plan, revision }))
+}
+
+#[derive(Deserialize)]
+pub struct DiffQuery {
+    from: i64,
+    to: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DiffView {
+    pub changes: Vec<SettingChange>,
+}
+
+/// The settings changed between any two revisions, setting by setting (settings:read).
+#[utoipa::path(get, path = "/admin/settings/diff", tag = "settings",
+    params(("from" = i64, Query), ("to" = i64, Query)),
+    responses((status = 200, body = DiffView), (status = 400, body = pryv_protocol::ErrorBody)))]
+pub async fn diff_between(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<DiffQuery>,
+) -> Result<Json<DiffView>, Error> {
+    caller.require(Permission::SettingsRead)?;
+    let changes = state
+        .admin
+        .settings
+        .changes_between(query.from, query.to)
+        .await?;
+    Ok(Json(DiffView { changes }))
+}
+
+/// What `POST /admin/settings/rollback` with the same body would change on every machine, saving nothing
+/// (settings:update).
+#[utoipa::path(post, path = "/admin/settings/rollback/preview", tag = "settings", request_body = RollbackBody,
+    responses((status = 200, body = crate::admin::preview::Preview), (status = 400, body = pryv_protocol::ErrorBody)))]
+pub async fn rollback_preview(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<RollbackBody>,
+) -> Result<Json<crate::admin::preview::Preview>, Error> {
+    caller.require(Permission::SettingsUpdate)?;
+    Ok(Json(
+        state.admin.settings.rollback_preview(body.revision).await?,
+    ))
 }

@@ -15,4 +15,5 @@ mod store;
 
 pub use drive::Drive;
 pub use model::*;
+pub(crate) use plan::matches as follower_matches;
 pub use store::Rollouts;

@@ -109,7 +109,7 @@ fn wave_of(followers: Vec<&FollowerEntry>) -> Wave {
 }
 
 /// A follower named by `pattern`: its name, its URL, or a URL pattern where `*` matches anything.
-fn matches(pattern: &str, follower: &FollowerEntry) -> bool {
+pub(crate) fn matches(pattern: &str, follower: &FollowerEntry) -> bool {
     if follower.name.as_deref() == Some(pattern) || follower.url == pattern {
         return true;
     }

@@ -26,6 +26,8 @@ pub struct Rollouts {
     pins: RwLock<Arc<Pins>>,
     /// Wakes a driving task early (abort).
     pub(super) signal: tokio::sync::Notify,
+    /// Bumped at every save of a rollout: what the console's live view waits on.
+    changes: tokio::sync::watch::Sender<u64>,
     /// A settings change saved with `?hold=true`: no follower outside a rollout gets a newer tree until
     /// the next notification (kept across restarts).
     hold: std::sync::atomic::AtomicBool,
@@ -53,6 +55,7 @@ impl Rollouts {
             active: Mutex::new(active),
             pins: RwLock::new(Arc::new(HashMap::new())),
             signal: tokio::sync::Notify::new(),
+            changes: tokio::sync::watch::Sender::new(0),
             hold: std::sync::atomic::AtomicBool::new(hold),
         };
         // The pins of the rollouts a previous run left held, before any follower fetches.
@@ -120,7 +123,13 @@ impl Rollouts {
         Ok(())
     }
 
+    /// Resolves at the next change of any rollout.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     async fn save(&self, rollout: &Rollout) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
         let (id, state) = (rollout.id, rollout.state.as_str());
         let saved = match serde_json::to_string(rollout) {
             Ok(body) => {

@@ -170,8 +170,23 @@ async fn a_reader_may_read_and_nothing_else() {
 #[tokio::test]
 async fn every_admin_route_needs_its_own_permission() {
     let Users { h, root, .. } = with_users().await;
-    let table: [(Method, &str, Option<Value>, &str, &str); 15] = [
+    let table: [(Method, &str, Option<Value>, &str, &str); 18] = [
         (Method::GET, "/admin/settings", None, "settings", "read"),
+        (Method::GET, "/admin/events", None, "settings", "read"),
+        (
+            Method::GET,
+            "/admin/settings/diff?from=1&to=1",
+            None,
+            "settings",
+            "read",
+        ),
+        (
+            Method::POST,
+            "/admin/settings/rollback/preview",
+            Some(json!({"revision": 1})),
+            "settings",
+            "update",
+        ),
         (Method::GET, "/admin/zones", None, "settings", "read"),
         (
             Method::PUT,

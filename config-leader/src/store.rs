@@ -19,6 +19,19 @@ use crate::error::Error;
 use crate::tree;
 use crate::variant::Variant;
 
+impl ServedTree {
+    /// As a rollout keeps it in the database.
+    pub fn stored(&self) -> crate::admin::db::RolloutTree {
+        crate::admin::db::RolloutTree {
+            variant: self.variant.clone(),
+            role: self.role.clone(),
+            revision: self.revision.clone(),
+            files: i64::try_from(self.file_count).unwrap_or(i64::MAX),
+            body: self.body.to_vec(),
+        }
+    }
+}
+
 /// A variant's rendered tree, ready to send.
 #[derive(Debug)]
 pub struct ServedTree {
@@ -171,6 +184,22 @@ impl TreeStore {
         tokio::task::spawn_blocking(move || inner.rebuild(&variant))
             .await
             .unwrap_or_else(|join| Err(Arc::new(Error::Task(join))))
+    }
+
+    /// Keeps `tree` among the earlier trees of its variant (a rollout's target restored from the
+    /// database at start), so [`TreeStore::tree_at`] finds it.
+    pub fn adopt(&self, stored: &crate::admin::db::RolloutTree) -> Result<(), Error> {
+        let etag = axum::http::HeaderValue::from_str(&format!("\"{}\"", stored.revision))
+            .map_err(|_| Error::Internal("revision is not a header value".into()))?;
+        self.inner.retain(Arc::new(ServedTree {
+            role: stored.role.clone(),
+            variant: stored.variant.clone(),
+            revision: stored.revision.clone(),
+            body: Bytes::from(stored.body.clone()),
+            file_count: usize::try_from(stored.files).unwrap_or(0),
+            etag,
+        }));
+        Ok(())
     }
 
     /// The revision each variant serves now, by variant key, from the cache only (never renders).

@@ -44,7 +44,11 @@ async fn the_console_files_carry_strict_headers_and_me_says_who_calls() {
         ("/console/", StatusCode::OK, "text/html"),
         ("/console/app.js", StatusCode::OK, "text/javascript"),
         ("/console/settings.js", StatusCode::OK, "text/javascript"),
-        ("/console/nope.js", StatusCode::NOT_FOUND, "application/json"),
+        (
+            "/console/nope.js",
+            StatusCode::NOT_FOUND,
+            "application/json",
+        ),
     ] {
         let (got, headers, _) = request(&app, Method::GET, path, &[], None).await;
         assert_eq!(got, status, "{path}");

@@ -1,6 +1,7 @@
-//! The leader's embedded SQLite database (`<databasePath>/config-leader.sqlite`), seven tables: admin users
+//! The leader's embedded SQLite database (`<databasePath>/config-leader.sqlite`), eight tables: admin users
 //! (`users`, with token generations), `revoked_tokens`, `settings_history`, `audit`, `follower_reports` (the
-//! last apply report of each follower), `flags` (the held change) and `rollouts`. One connection behind a
+//! last apply report of each follower), `flags` (the held change), `rollouts` and `rollout_trees` (the exact
+//! tree each rollout in force rolls out, per variant). One connection behind a
 //! mutex: every statement is short, and the slow work (password hashing, rendering) happens outside it.
 // Blocking: SQLite. The statements are `Conn`'s, handed out by `Db::call` (the async door) and `Db::blocking`
 // (a disallowed method outside blocking code: settings work, report ingest, start-up).
@@ -52,6 +53,16 @@ pub struct RevisionRow {
     /// The commit of the settings repository holding this revision (`gitRepoPath`), once committed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+}
+
+/// A rollout's target tree of one variant, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutTree {
+    pub variant: String,
+    pub role: String,
+    pub revision: String,
+    pub files: i64,
+    pub body: Vec<u8>,
 }
 
 /// One audit entry.
@@ -188,7 +199,11 @@ impl Db {
                  CREATE TABLE IF NOT EXISTS follower_reports (url TEXT PRIMARY KEY, report TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS rollouts (
-                     id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL, body TEXT NOT NULL);",
+                     id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL, body TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS rollout_trees (
+                     rollout INTEGER NOT NULL, variant TEXT NOT NULL, role TEXT NOT NULL,
+                     revision TEXT NOT NULL, files INTEGER NOT NULL, body BLOB NOT NULL,
+                     PRIMARY KEY (rollout, variant));",
             )
             .map_err(Error::Sql)?;
         // Columns added after the first release: a database from before gets them on open.
@@ -633,6 +648,54 @@ impl Conn<'_> {
             )
             .map_err(Error::Sql)?;
         Ok(())
+    }
+
+    /// The exact tree a rollout rolls out for one variant, kept with it so a restarted leader serves
+    /// the same bytes to the followers of its started waves.
+    pub fn insert_rollout_tree(&self, rollout: i64, tree: &RolloutTree) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO rollout_trees (rollout, variant, role, revision, files, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    rollout,
+                    tree.variant,
+                    tree.role,
+                    tree.revision,
+                    tree.files,
+                    tree.body
+                ],
+            )
+            .map_err(Error::Sql)?;
+        Ok(())
+    }
+
+    /// The target trees of the rollouts `ids`; those of every other rollout are deleted (they ended).
+    pub fn rollout_trees(&self, ids: &[i64]) -> Result<Vec<RolloutTree>, Error> {
+        let conn = self.conn();
+        let keep = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        conn.execute(
+            &format!("DELETE FROM rollout_trees WHERE rollout NOT IN ({keep})"),
+            [],
+        )
+        .map_err(Error::Sql)?;
+        let mut statement = conn
+            .prepare(
+                "SELECT variant, role, revision, files, body FROM rollout_trees ORDER BY rollout",
+            )
+            .map_err(Error::Sql)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(RolloutTree {
+                    variant: row.get(0)?,
+                    role: row.get(1)?,
+                    revision: row.get(2)?,
+                    files: row.get(3)?,
+                    body: row.get(4)?,
+                })
+            })
+            .map_err(Error::Sql)?;
+        rows.collect::<Result<_, _>>().map_err(Error::Sql)
     }
 
     /// The newest `limit` rollouts, newest first: `(id, JSON)`.

@@ -89,6 +89,10 @@ impl Admin {
             rollouts: Arc::new(crate::admin::rollouts::Rollouts::load(db.clone())?),
             initial_user,
         };
+        // The trees the rollouts in force roll out, byte for byte as when they started.
+        for tree in admin.rollouts.target_trees()? {
+            store.adopt(&tree)?;
+        }
         Ok(admin)
     }
 

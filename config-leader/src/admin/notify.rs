@@ -65,12 +65,18 @@ pub async fn notify(
         }
     }
     if order.strategy.is_set() {
+        let trees = revisions
+            .iter()
+            .filter_map(|(variant, revision)| drive.store.tree_at(variant, revision.as_ref()?))
+            .map(|tree| tree.stored())
+            .collect();
         let rollout = drive
             .rollouts
             .create(
                 &order.strategy,
                 &targets,
                 &revisions,
+                trees,
                 &order.request,
                 author,
             )

@@ -163,21 +163,29 @@ async fn served_tree(
     headers: &HeaderMap,
 ) -> Result<Served, std::sync::Arc<Error>> {
     let current = state.store.get(&follower.variant).await?;
+    let held = || match sent_revision(headers) {
+        Some(has) => Some(Served::Held(has)),
+        None => state
+            .admin
+            .fleet
+            .known_revision(index)
+            .and_then(|known| state.store.tree_at(follower.variant.key(), &known))
+            .map(Served::Tree),
+    };
     let pinned = match state.admin.rollouts.pin(follower) {
         None => None,
+        Some(Pin::Target(revision)) if revision == current.revision => None,
+        // The target's tree, or, should it be gone, what the follower has: never a newer tree than
+        // the rollout's target.
         Some(Pin::Target(revision)) => state
             .store
             .tree_at(follower.variant.key(), &revision)
-            .map(Served::Tree),
-        Some(Pin::Hold) => match sent_revision(headers) {
-            Some(has) => Some(Served::Held(has)),
-            None => state
-                .admin
-                .fleet
-                .known_revision(index)
-                .and_then(|known| state.store.tree_at(follower.variant.key(), &known))
-                .map(Served::Tree),
-        },
+            .map(Served::Tree)
+            .or_else(|| {
+                tracing::warn!(url = %follower.url, revision, "the rollout's target tree is not at hand; the follower keeps what it has");
+                held()
+            }),
+        Some(Pin::Hold) => held(),
     };
     Ok(pinned.unwrap_or(Served::Tree(current)))
 }

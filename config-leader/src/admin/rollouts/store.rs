@@ -108,6 +108,14 @@ impl Rollouts {
         pinned.or_else(|| self.holding().then_some(Pin::Hold))
     }
 
+    /// The target trees of the rollouts in force (those of ended ones are dropped): what the tree store
+    /// adopts at start.
+    #[allow(clippy::disallowed_methods)] // start-up (Admin::new)
+    pub fn target_trees(&self) -> Result<Vec<crate::admin::db::RolloutTree>, Error> {
+        let ids: Vec<i64> = self.read_active(|active| active.keys().copied().collect());
+        self.db.blocking().rollout_trees(&ids)
+    }
+
     /// Whether a change saved with `?hold=true` waits for a notification.
     pub fn holding(&self) -> bool {
         self.hold.load(std::sync::atomic::Ordering::Acquire)
@@ -218,11 +226,13 @@ impl Rollouts {
     }
 
     /// Creates a rollout of `targets` (followers of the roles asked for) in waves planned by `strategy`.
+    /// The exact target trees (`trees`) are saved with it: a restarted leader serves the same bytes.
     pub async fn create(
         &self,
         strategy: &Strategy,
         targets: &[(FollowerId, FollowerEntry)],
         revisions: &HashMap<String, Option<String>>,
+        trees: Vec<crate::admin::db::RolloutTree>,
         request: &NotifyRequest,
         author: &str,
     ) -> Result<Rollout, Error> {
@@ -258,9 +268,19 @@ impl Rollouts {
         };
         let body = serde_json::to_string(&rollout)?;
         let state = rollout.state.as_str();
+        let trees: Vec<_> = trees
+            .into_iter()
+            .filter(|t| rollout.targets.get(&t.variant) == Some(&t.revision))
+            .collect();
         rollout.id = self
             .db
-            .call(move |db| db.insert_rollout(state, &body))
+            .call(move |db| {
+                let id = db.insert_rollout(state, &body)?;
+                for tree in &trees {
+                    db.insert_rollout_tree(id, tree)?;
+                }
+                Ok(id)
+            })
             .await?;
         self.save(&rollout).await;
         self.with_active(|active| active.insert(rollout.id, rollout.clone()));

@@ -49,8 +49,10 @@ pub struct Overrides {
 pub struct Config {
     pub path: PathBuf,
     pub listen: SocketAddr,
-    /// Base URL of the leader, without trailing slash.
+    /// Base URL of the leader, without trailing slash (the first of `leader_urls`).
     pub leader_url: String,
+    /// Every leader to try, in order: `leader.url`, then `leader.urls` (replicas of one platform).
+    pub leader_urls: Vec<String>,
     /// This follower's key: sent to the leader and required on `/notify`.
     pub key: Secret,
     /// Extra CA certificate (PEM) trusted for the leader.
@@ -110,24 +112,30 @@ impl Checks<'_> {
         )
     }
 
-    fn check_leader(&mut self, leader: file::Leader) -> (String, String, Option<PathBuf>) {
-        let url = self
-            .overrides
-            .leader_url
-            .clone()
-            .or(leader.url)
-            .unwrap_or_default()
-            .trim_end_matches('/')
-            .to_owned();
-        if url.is_empty() {
+    fn check_leader(&mut self, leader: file::Leader) -> (Vec<String>, String, Option<PathBuf>) {
+        let mut urls: Vec<String> = Vec::new();
+        let first = self.overrides.leader_url.clone().or(leader.url);
+        for (name, url) in first.into_iter().map(|u| ("leader.url", u)).chain(
+            leader
+                .urls
+                .into_iter()
+                .flatten()
+                .map(|u| ("leader.urls", u)),
+        ) {
+            let url = url.trim_end_matches('/').to_owned();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                self.common.problems.push(format!(
+                    "{name}: {url:?} must start with http:// or https://"
+                ));
+            } else if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        if urls.is_empty() && self.common.problems.is_empty() {
             self.common.problems.push(
                 "leader.url is missing; set the leader's base URL, e.g. \"https://lead.pryv.me\""
                     .to_owned(),
             );
-        } else if !(url.starts_with("http://") || url.starts_with("https://")) {
-            self.common.problems.push(format!(
-                "leader.url: {url:?} must start with http:// or https://"
-            ));
         }
         let key = self
             .overrides
@@ -152,7 +160,7 @@ impl Checks<'_> {
                 .problems
                 .push(format!("leader.caFile: {} is not a file", ca.display()));
         }
-        (url, key, ca_file)
+        (urls, key, ca_file)
     }
 
     fn check_paths(&mut self, paths: &file::Paths) -> Option<PathBuf> {
@@ -277,7 +285,8 @@ fn validate(
     };
     let listen = checks.check_listen(&file.http);
     let long_poll = file.leader.long_poll.unwrap_or(false);
-    let (leader_url, key, ca_file) = checks.check_leader(file.leader);
+    let (leader_urls, key, ca_file) = checks.check_leader(file.leader);
+    let leader_url = leader_urls.first().cloned().unwrap_or_default();
     let data_folder = checks.check_paths(&file.paths);
     let restart_command = checks.check_restart(&file.restart);
     let tls = checks.check_tls(file.tls.as_ref());
@@ -292,6 +301,7 @@ fn validate(
             path: path.to_owned(),
             listen,
             leader_url,
+            leader_urls,
             key: Secret::new(key),
             ca_file,
             data_folder,

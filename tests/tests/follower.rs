@@ -352,3 +352,35 @@ fn bad_follower_configuration_exits_78_naming_every_problem() {
         assert!(stderr.contains(expected), "{expected} missing: {stderr}");
     }
 }
+
+/// `leader.urls`: the first leader does not answer, the follower moves on to the next, converges, and stays
+/// with it (its apply report reaches the leader that answered).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_moves_on_to_the_next_leader_when_the_first_does_not_answer() {
+    let platform = Platform::new();
+    let leader = platform.start_leader(0);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut follower = platform.spawn_follower_with(
+        0,
+        &json!({"leader": {"url": dead, "urls": [leader.url()], "auth": KEY}}),
+    );
+    follower.wait_listening(Duration::from_secs(20));
+    assert_eq!(platform.read("core/conf/core.yml"), "domain: pryv.me\n");
+    let logs = follower.logs();
+    assert!(
+        logs.contains("switched to another one") && logs.contains(&dead),
+        "{logs}"
+    );
+    // Its apply report goes to the leader that answered, without trying the dead one first.
+    wait_until(
+        "the report reaches the leader",
+        Duration::from_secs(15),
+        || leader.logs().contains("apply report").then_some(()),
+    );
+    assert_eq!(
+        follower.logs().matches("switched to another one").count(),
+        1,
+        "{}",
+        follower.logs()
+    );
+}

@@ -59,6 +59,10 @@ pub struct Http {
 pub struct Leader {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// More leaders serving the same platform (replicas), tried in turn after `url` when one cannot be
+    /// reached, times out or answers 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
     /// This follower's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
@@ -204,8 +208,7 @@ mod tests {
             leader: Leader {
                 url: Some("http://leader:7000".into()),
                 auth: Some("key".into()),
-                ca_file: None,
-                long_poll: None,
+                ..Leader::default()
             },
             paths: Paths {
                 data_folder: Some("../../pryv/".into()),

@@ -86,6 +86,7 @@ impl Leader {
             store,
             followers: Arc::new(follower_keys::FollowerIndex::new(&config.followers)),
             admin,
+            shutdown: shutdown.clone(),
         };
         restore_reports(&state);
         Ok(Self {

@@ -187,8 +187,15 @@ async fn an_operator_changes_reviews_rolls_out_and_rolls_back_in_the_console() {
         ])
         .await;
     assert!(errors.is_empty(), "errors in the page: {errors:?}");
-    browser.quit().await;
+    // Stopped while the console's event stream is open: the stream ends with the leader, the drain does
+    // not wait for it.
     assert_eq!(leader.terminate(), Some(0));
+    assert!(
+        !leader.logs().contains("did not finish in time"),
+        "{}",
+        leader.logs()
+    );
+    browser.quit().await;
 }
 
 async fn the_console_is_served_with_strict_headers(url: &str) {

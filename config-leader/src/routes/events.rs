@@ -61,6 +61,8 @@ pub async fn events(
                 _ = watch.reports.changed() => {}
                 _ = watch.rollouts.changed() => {}
                 () = tokio::time::sleep(REFRESH) => {}
+                // The stream ends with the leader: a console reconnects to whichever leader answers next.
+                () = watch.state.shutdown.cancelled() => return None,
             }
             tokio::time::sleep(COALESCE).await;
         }

@@ -56,6 +56,8 @@ pub struct AppState {
     pub store: TreeStore,
     pub followers: Arc<FollowerIndex>,
     pub admin: Arc<Admin>,
+    /// Fires at shutdown: endless answers (the console's event streams) end then, not at the drain's limit.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {

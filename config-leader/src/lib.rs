@@ -66,6 +66,12 @@ impl Leader {
                 tracing::warn!(url = %follower.url, role = %follower.role, "follower's role has no templates folder; it will get 404");
             }
         }
+        // A follower in a zone platform.yml lacks gets no tree (its render fails): say so at once.
+        if let Ok(platform) = render_roles::load(&config.platform_config) {
+            for problem in render_roles::zone_problems(&platform, &config.followers) {
+                tracing::error!("{problem}");
+            }
+        }
         let store = store::TreeStore::new(
             config.templates_path.clone(),
             tree::LinkPolicy::new(&config.templates_path, &config.allow_links_to),

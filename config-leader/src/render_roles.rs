@@ -83,6 +83,17 @@ pub fn render_variants(
     (templates, links): (&Path, &tree::LinkPolicy),
     followers: &[FollowerEntry],
 ) -> Result<Vec<String>, Error> {
+    let problems = zone_problems(platform, followers);
+    if !problems.is_empty() {
+        // Renders with a missing zone or setting would only repeat these.
+        return Ok(problems);
+    }
+    render_every_variant(path, platform, internals, (templates, links), followers)
+}
+
+/// What is wrong with the zones of `platform` and the followers' zones and variables, without rendering:
+/// overrides of settings `vars` lacks, zones no follower can be in, variables of no setting.
+pub fn zone_problems(platform: &PlatformFile, followers: &[FollowerEntry]) -> Vec<String> {
     let mut problems: Vec<String> = platform.zone_problems();
     for follower in followers {
         if let Some(zone) = &follower.zone
@@ -104,10 +115,17 @@ pub fn render_variants(
             }
         }
     }
-    if !problems.is_empty() {
-        // Renders with a missing zone or setting would only repeat these.
-        return Ok(problems);
-    }
+    problems
+}
+
+fn render_every_variant(
+    path: &Path,
+    platform: &PlatformFile,
+    internals: &Internals,
+    (templates, links): (&Path, &tree::LinkPolicy),
+    followers: &[FollowerEntry],
+) -> Result<Vec<String>, Error> {
+    let mut problems = Vec::new();
     let roles = tree::roles(templates)?;
     let mut variants: std::collections::BTreeSet<Variant> = std::collections::BTreeSet::new();
     for role in &roles {

@@ -246,3 +246,39 @@ async fn each_follower_gets_its_variant_and_zone_changes_are_revisions() {
             .starts_with("core@eu#")
     );
 }
+
+/// A zone's override and a follower's own variable are settings like any other: masked out of the log tails
+/// followers report.
+#[tokio::test]
+async fn zone_and_follower_values_are_masked_in_reports() {
+    let (fixture, mut json) = zoned();
+    json["followers"][CORE_EU2_KEY]["variables"] =
+        json!({"CORE_1_IP": "own-secret-value-0987654321"});
+    write_config(fixture.root(), &json);
+    fixture.write(
+        "conf/platform.yml",
+        &format!("{PLATFORM}{ZONES}").replace("value: 50", "value: 'zone-secret-value-1234567890'"),
+    );
+    let leader = config_leader::Leader::new(&fixture.config(), &CancellationToken::new()).unwrap();
+    let app = config_leader::app(leader.state.clone());
+    let report = json!({"outcome": "reverted", "revision": "r", "currentRevision": "q", "written": [],
+        "removed": [], "rejected": [], "restarted": ["core"], "errors": [], "applyMs": 1, "at": 1,
+        "unhealthy": {"service": "core", "state": "exited",
+            "logTail": ["auth failed for zone-secret-value-1234567890 and own-secret-value-0987654321"]}});
+    let (status, _, _) = request(
+        &app,
+        Method::POST,
+        "/conf/report",
+        &[("authorization", CORE_KEY)],
+        Some(report),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, status) = call(&app, Method::GET, "/admin/status", None).await;
+    let text = status.to_string();
+    assert!(text.contains("auth failed for"), "{text}");
+    assert!(
+        !text.contains("zone-secret-value") && !text.contains("own-secret-value"),
+        "{text}"
+    );
+}

@@ -244,13 +244,22 @@ impl Settings {
         Ok(())
     }
 
-    /// Every setting and internal value long enough to be a secret: masked out of what followers report
-    /// (container log tails). Internals alone when `platform.yml` cannot be read.
+    /// Every setting (the zones' overrides and the followers' own variables included) and internal value
+    /// long enough to be a secret: masked out of what followers report (container log tails). Internals and
+    /// the followers' variables alone when `platform.yml` cannot be read.
     pub fn scrubber(&self) -> pryv_protocol::Scrubber {
         let current = self.current_cached();
         let settings = current
             .iter()
-            .flat_map(|platform| platform.settings().map(|(_, _, value)| value))
+            .flat_map(|platform| {
+                platform.settings().map(|(_, _, value)| value).chain(
+                    platform
+                        .zones
+                        .values()
+                        .flat_map(|zone| zone.settings().map(|(_, _, value)| value)),
+                )
+            })
+            .chain(self.followers.iter().flat_map(|f| f.variables.values()))
             .chain(self.internals.0.values());
         pryv_protocol::Scrubber::from_json_values(settings)
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use pryv_protocol::NotifyRequest;
 
-use crate::admin::fleet::NotifyAnswer;
+use crate::admin::fleet::{NotifyAnswer, NotifySuccess};
 use crate::admin::rollouts::{Drive, Strategy};
 use crate::error::Error;
 
@@ -34,36 +34,7 @@ pub async fn notify(
     // Whatever changed on disk a moment ago is rendered before anyone is told to fetch.
     drive.store.invalidate();
     let revisions = current_revisions(drive).await;
-    // A follower already running its variant's revision has nothing to fetch: a change of one zone
-    // notifies (and restarts) only that zone's followers. An order that restarts or confirms removals
-    // is for everyone it names.
-    let everyone = order.all
-        || order.request.force
-        || order.request.services.is_some()
-        || order.request.confirm_removals;
-    let mut up_to_date = Vec::new();
-    let mut targets = Vec::new();
-    for (id, f) in drive.followers.with_ids() {
-        if !(order.roles.is_empty() || order.roles.contains(&f.role))
-            || !(order.zones.is_empty() || f.zone.as_ref().is_some_and(|z| order.zones.contains(z)))
-            || !(order.followers.is_empty()
-                || order
-                    .followers
-                    .iter()
-                    .any(|p| crate::admin::rollouts::follower_matches(p, f)))
-        {
-            continue;
-        }
-        let current = revisions.get(f.variant.key()).cloned().flatten();
-        if !everyone && drive.fleet.runs(id, current.as_deref()) {
-            up_to_date.push(crate::admin::fleet::NotifySuccess {
-                url: f.url.clone(),
-                role: f.role.clone(),
-            });
-        } else {
-            targets.push((id, f.clone()));
-        }
-    }
+    let (targets, up_to_date) = targets_of(drive, &order, &revisions);
     if order.strategy.is_set() {
         let trees = revisions
             .iter()
@@ -96,6 +67,48 @@ pub async fn notify(
         .await;
     answer.up_to_date = up_to_date;
     Ok((answer, None))
+}
+
+type Targets = Vec<(
+    crate::follower_keys::FollowerId,
+    crate::config::FollowerEntry,
+)>;
+
+/// The followers the order names, split into those to notify and those already running their variant's
+/// revision (nothing to fetch: a change of one zone notifies, and restarts, only that zone's followers). An
+/// order that restarts or confirms removals, or says `all`, is for everyone it names.
+fn targets_of(
+    drive: &Drive,
+    order: &NotifyOrder,
+    revisions: &HashMap<String, Option<String>>,
+) -> (Targets, Vec<NotifySuccess>) {
+    let everyone = order.all
+        || order.request.force
+        || order.request.services.is_some()
+        || order.request.confirm_removals;
+    let named = |f: &crate::config::FollowerEntry| {
+        (order.roles.is_empty() || order.roles.contains(&f.role))
+            && (order.zones.is_empty() || f.zone.as_ref().is_some_and(|z| order.zones.contains(z)))
+            && (order.followers.is_empty()
+                || order
+                    .followers
+                    .iter()
+                    .any(|p| crate::admin::rollouts::follower_matches(p, f)))
+    };
+    let mut up_to_date = Vec::new();
+    let mut targets = Vec::new();
+    for (id, f) in drive.followers.with_ids().filter(|(_, f)| named(f)) {
+        let current = revisions.get(f.variant.key()).cloned().flatten();
+        if !everyone && drive.fleet.runs(id, current.as_deref()) {
+            up_to_date.push(NotifySuccess {
+                url: f.url.clone(),
+                role: f.role.clone(),
+            });
+        } else {
+            targets.push((id, f.clone()));
+        }
+    }
+    (targets, up_to_date)
 }
 
 fn check_roles(drive: &Drive, roles: &[String]) -> Result<(), Error> {

@@ -73,7 +73,46 @@ pub fn preview(
     after: &PlatformFile,
     followers: &[FollowerEntry],
 ) -> Result<Preview, Error> {
-    let secrets = secrets(internals);
+    let mut comparison = Comparison {
+        templates,
+        links,
+        internals,
+        platform_path,
+        secrets: secrets(internals),
+        renderers: Renderers::default(),
+    };
+    let mut roles = Vec::new();
+    let mut problems = Vec::new();
+    for variant in variants_of(templates, followers)? {
+        match comparison.variant(&variant, before, after) {
+            Ok((files, restarts)) => roles.push(RolePreview {
+                followers: followers
+                    .iter()
+                    .filter(|f| f.variant == variant)
+                    .map(|f| FollowerRestarts {
+                        url: f.url.clone(),
+                        name: f.name.clone(),
+                        restarts: restarts.clone(),
+                    })
+                    .collect(),
+                role: variant.role().to_owned(),
+                zone: variant.zone().map(str::to_owned),
+                variant: (!variant.is_plain()).then(|| variant.key().to_owned()),
+                files,
+                restarts,
+            }),
+            Err(errors) => problems.extend(errors),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Preview { roles })
+    } else {
+        Err(Error::InvalidSettings(problems))
+    }
+}
+
+/// Each role's plain variant, then the variants its followers' zones and variables make.
+fn variants_of(templates: &Path, followers: &[FollowerEntry]) -> Result<Vec<Variant>, Error> {
     let mut variants: Vec<Variant> = Vec::new();
     for role in tree::roles(templates)? {
         variants.push(Variant::plain(&role));
@@ -86,68 +125,57 @@ pub fn preview(
         own.dedup();
         variants.extend(own);
     }
-    let mut renderers = Renderers::default();
-    let mut roles = Vec::new();
-    let mut problems = Vec::new();
-    for variant in variants {
+    Ok(variants)
+}
+
+/// What a preview compares with: the templates, the secrets to mask and the renderers built so far.
+struct Comparison<'a> {
+    templates: &'a Path,
+    links: &'a tree::LinkPolicy,
+    internals: &'a Internals,
+    platform_path: &'a Path,
+    secrets: Vec<String>,
+    renderers: Renderers,
+}
+
+impl Comparison<'_> {
+    /// The files `variant` changes and what its followers restart, or why it does not render with `after`.
+    fn variant(
+        &mut self,
+        variant: &Variant,
+        before: &PlatformFile,
+        after: &PlatformFile,
+    ) -> Result<(Vec<FileChange>, Vec<String>), Vec<String>> {
         let label = if variant.is_plain() {
             String::new()
         } else {
             format!("{variant}: ")
         };
-        // A zone or a variable the settings did not have yet: the variant had the platform's tree... or
-        // none; an empty "before" shows every file as added, which says so.
-        let before_files = renderers
-            .get(true, platform_path, before, internals, &variant)
+        let (templates, links, role) = (self.templates, self.links, variant.role());
+        // A zone or a variable the settings did not have yet: no "before", every file shows as added.
+        let before_files = self
+            .renderers
+            .get(true, self.platform_path, before, self.internals, variant)
             .ok()
-            .and_then(|r| tree::render_role(r, templates, links, variant.role()).ok())
+            .and_then(|r| tree::render_role(r, templates, links, role).ok())
             .map(|(files, _)| files)
             .unwrap_or_default();
-        let new = match renderers.get(false, platform_path, after, internals, &variant) {
-            Ok(renderer) => renderer,
-            Err(err) => {
-                problems.push(format!("{label}{err}"));
-                continue;
-            }
-        };
-        let after_files = match tree::render_role(new, templates, links, variant.role()) {
+        let new = self
+            .renderers
+            .get(false, self.platform_path, after, self.internals, variant)
+            .map_err(|err| vec![format!("{label}{err}")])?;
+        let after_files = match tree::render_role(new, templates, links, role) {
             Ok((files, errors)) if errors.is_empty() => files,
-            Ok((_, errors)) => {
-                problems.extend(errors.iter().map(|e| format!("{label}{e}")));
-                continue;
-            }
-            Err(err) => {
-                problems.push(format!("{label}{err}"));
-                continue;
-            }
+            Ok((_, errors)) => return Err(errors.iter().map(|e| format!("{label}{e}")).collect()),
+            Err(err) => return Err(vec![format!("{label}{err}")]),
         };
-        let files = compare(&before_files, &after_files, &secrets);
+        let files = compare(&before_files, &after_files, &self.secrets);
         let restarts = if files.is_empty() {
             Vec::new()
         } else {
             restarts_of(&before_files, &after_files, &files)
         };
-        roles.push(RolePreview {
-            followers: followers
-                .iter()
-                .filter(|f| f.variant == variant)
-                .map(|f| FollowerRestarts {
-                    url: f.url.clone(),
-                    name: f.name.clone(),
-                    restarts: restarts.clone(),
-                })
-                .collect(),
-            role: variant.role().to_owned(),
-            zone: variant.zone().map(str::to_owned),
-            variant: (!variant.is_plain()).then(|| variant.key().to_owned()),
-            files,
-            restarts,
-        });
-    }
-    if problems.is_empty() {
-        Ok(Preview { roles })
-    } else {
-        Err(Error::InvalidSettings(problems))
+        Ok((files, restarts))
     }
 }
 

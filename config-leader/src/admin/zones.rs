@@ -93,40 +93,8 @@ impl ZonesPatch {
             for (group_name, group) in groups {
                 for (name, patch) in &group.settings {
                     let at = format!("zones.{zone_name}.{group_name}.{name}");
-                    let Some(home) = platform
-                        .vars
-                        .iter()
-                        .find(|(_, g)| g.settings.contains_key(name))
-                        .map(|(g, _)| g.as_str())
-                    else {
-                        problems.push(format!(
-                            "{at}: there is no setting {name} in the platform's settings; a zone only overrides \
-                             existing settings (add it with PUT /admin/settings?allowNew=true first)"
-                        ));
-                        continue;
-                    };
-                    if home != group_name {
-                        problems.push(format!("{at}: {name} is in group {home}, not {group_name}"));
-                        continue;
-                    }
-                    match (patch.remove, &patch.value) {
-                        (true, _) => {
-                            if let Some(g) = zone.vars.get_mut(group_name) {
-                                g.settings.shift_remove(name);
-                            }
-                        }
-                        (false, Some(value)) => {
-                            zone.vars
-                                .entry(group_name.clone())
-                                .or_default()
-                                .settings
-                                .entry(name.clone())
-                                .or_default()
-                                .value = value.clone();
-                        }
-                        (false, None) => problems.push(format!(
-                            "{at}: give a \"value\", or \"remove\": true to drop the override"
-                        )),
+                    if let Err(problem) = apply_one(platform, zone, (group_name, name), patch) {
+                        problems.push(format!("{at}: {problem}"));
                     }
                 }
             }
@@ -137,6 +105,48 @@ impl ZonesPatch {
         } else {
             Err(Error::InvalidSettings(problems))
         }
+    }
+}
+
+/// Sets or drops one override of `zone`, or why it cannot: the setting must exist in `vars`, in that group.
+fn apply_one(
+    platform: &PlatformFile,
+    zone: &mut pryv_render::Zone,
+    (group_name, name): (&String, &String),
+    patch: &ZoneSettingPatch,
+) -> Result<(), String> {
+    let Some(home) = platform
+        .vars
+        .iter()
+        .find(|(_, g)| g.settings.contains_key(name))
+        .map(|(g, _)| g.as_str())
+    else {
+        return Err(format!(
+            "there is no setting {name} in the platform's settings; a zone only overrides existing settings \
+             (add it with PUT /admin/settings?allowNew=true first)"
+        ));
+    };
+    if home != group_name {
+        return Err(format!("{name} is in group {home}, not {group_name}"));
+    }
+    match (patch.remove, &patch.value) {
+        (true, _) => {
+            if let Some(g) = zone.vars.get_mut(group_name) {
+                g.settings.shift_remove(name);
+            }
+            Ok(())
+        }
+        (false, Some(value)) => {
+            zone.vars
+                .entry(group_name.clone())
+                .or_default()
+                .settings
+                .entry(name.clone())
+                .or_default()
+                .value = value.clone();
+            Ok(())
+        }
+        (false, None) => Err("give a \"value\", or \"remove\": true to drop the override".into()),
     }
 }
 

@@ -6,6 +6,8 @@
 //! follower memory idle and under notifications.
 //! `--quick` shortens every run; `--fleet-only`, `--long-poll-only`, `--wrk-only` (wrk against nginx; the
 //! leader's log level from `PRYV_BENCH_LOG`, default `info`) and `--start-only` (cold starts) run one section.
+//! `PRYV_BENCH_FLEET=1000,10000` chooses the fleet sizes, `PRYV_BENCH_NOTIFY_CONCURRENCY` the leader's
+//! `notify.concurrency` (default 64).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 // Test and tool code: blocking calls are fine here.
 #![allow(clippy::disallowed_methods)]
@@ -130,6 +132,12 @@ fn platform_in_zones(root: &Path, followers: Option<(usize, &str)>, zones: usize
     let config_path = root.join("config-leader/conf/config-leader.json");
     let mut config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
     config["adminKey"] = json!("bench-admin-key-0123456789abcdef");
+    if let Some(concurrency) = std::env::var("PRYV_BENCH_NOTIFY_CONCURRENCY")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        config["notify"] = json!({"concurrency": concurrency});
+    }
     if let Some((count, base_url)) = followers {
         let map: serde_json::Map<String, Value> = (0..count)
             .map(|i| {
@@ -852,10 +860,13 @@ async fn main() {
     pryv_e2e::install_crypto();
     let quick = std::env::args().any(|a| a == "--quick");
     let seconds = if quick { 2 } else { 10 };
-    let counts: &[usize] = if quick {
-        &[100, 1000]
-    } else {
-        &[100, 1000, 5000]
+    let chosen: Option<Vec<usize>> = std::env::var("PRYV_BENCH_FLEET")
+        .ok()
+        .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let counts: &[usize] = match &chosen {
+        Some(counts) => counts,
+        None if quick => &[100, 1000],
+        None => &[100, 1000, 5000],
     };
     println!(
         "# Benchmark run\n\nMachine: {} cores; release build; load generator in-process on the same machine.\n",

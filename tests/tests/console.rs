@@ -178,10 +178,12 @@ async fn an_operator_changes_reviews_rolls_out_and_rolls_back_in_the_console() {
     roll_back_from_the_history(&browser, &url).await;
     create_an_admin_user(&browser, &url).await;
     the_other_screens(&browser).await;
+    too_many_failed_logins_count_down(&browser).await;
     // Answers the test asks for: a wrong password, a stale save, and migrations without a template configured.
     let errors = browser
         .errors(&[
             ("/auth/login", 401),
+            ("/auth/login", 429),
             ("/admin/settings", 412),
             ("/admin/migrations", 400),
         ])
@@ -480,4 +482,52 @@ async fn the_other_screens(browser: &Browser) {
         "no horizontal scroll at a phone width: {overflow}"
     );
     browser.screenshot("16-followers-phone").await;
+}
+
+/// Logged out, then wrong passwords until the leader refuses for a while: the login says how long and
+/// keeps its button disabled meanwhile.
+async fn too_many_failed_logins_count_down(browser: &Browser) {
+    browser.resize(1280, 900).await;
+    browser.goto_hash("#/account").await;
+    browser.click(&browser.button("Log out").await).await;
+    browser.wait_text("main[data-screen=login]", "Log in").await;
+    let nav = browser
+        .run("return document.getElementById('nav').offsetParent === null;", json!([]))
+        .await;
+    assert_eq!(nav, true, "no navigation once logged out");
+    let username = browser.find("input[name=username]").await;
+    browser.type_into(&username, "initial_user").await;
+    let password = browser.find("input[name=password]").await;
+    browser.type_into(&password, "wrong-password").await;
+    let locked = pryv_testkit::eventually(
+        "the leader's Retry-After",
+        Duration::from_secs(30),
+        || async {
+            let text = browser.text(".login").await;
+            if text.contains("Too many attempts") {
+                return Some(text);
+            }
+            let disabled = browser
+                .run(
+                    "return document.querySelector('.login button').disabled;",
+                    json!([]),
+                )
+                .await;
+            if disabled == false {
+                let button = browser.button("Log in").await;
+                browser.click(&button).await;
+            }
+            None
+        },
+    )
+    .await;
+    assert!(locked.contains("try again in"), "{locked}");
+    let disabled = browser
+        .run(
+            "return document.querySelector('.login button').disabled;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(disabled, true, "the button waits for the countdown");
+    browser.screenshot("17-login-throttled").await;
 }

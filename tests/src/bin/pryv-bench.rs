@@ -860,9 +860,11 @@ async fn main() {
     pryv_e2e::install_crypto();
     let quick = std::env::args().any(|a| a == "--quick");
     let seconds = if quick { 2 } else { 10 };
-    let chosen: Option<Vec<usize>> = std::env::var("PRYV_BENCH_FLEET")
-        .ok()
-        .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let chosen: Option<Vec<usize>> = std::env::var("PRYV_BENCH_FLEET").ok().map(|list| {
+        list.split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect()
+    });
     let counts: &[usize] = match &chosen {
         Some(counts) => counts,
         None if quick => &[100, 1000],

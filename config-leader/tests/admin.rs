@@ -43,8 +43,6 @@ fn harness() -> Harness {
     start(fixture)
 }
 
-const ADMIN_KEY: &str = "admin-key-0123456789abcdefghijkl";
-
 async fn call(
     app: &Router,
     method: Method,

@@ -14,8 +14,6 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-const ADMIN_KEY: &str = "admin-key-0123456789abcdefghijkl";
-
 fn leader() -> (Fixture, config_leader::Leader, axum::Router) {
     let fixture = Fixture::new();
     let mut json = Fixture::config_json();
@@ -24,17 +22,6 @@ fn leader() -> (Fixture, config_leader::Leader, axum::Router) {
     let leader = config_leader::Leader::new(&fixture.config(), &CancellationToken::new()).unwrap();
     let app = config_leader::app(leader.state.clone());
     (fixture, leader, app)
-}
-
-async fn call(
-    app: &axum::Router,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let (status, _, value) =
-        request(app, method, path, &[("authorization", ADMIN_KEY)], body).await;
-    (status, value)
 }
 
 #[tokio::test]
@@ -75,7 +62,7 @@ async fn the_console_files_carry_strict_headers_and_me_says_who_calls() {
     let (status, headers, _) = request(&app, Method::GET, "/console", &[], None).await;
     assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(headers["location"], "/console/");
-    let (status, me) = call(&app, Method::GET, "/auth/me", None).await;
+    let (status, me) = as_admin(&app, Method::GET, "/auth/me", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["username"], "admin-key");
     assert_eq!(me["permissions"]["settings"], json!(["read", "update"]));
@@ -171,7 +158,7 @@ async fn events_send_the_fleet_and_the_rollouts_at_once_and_after_a_change() {
 #[tokio::test]
 async fn a_diff_between_two_revisions_a_rollback_preview_and_one_follower_notified() {
     let (fixture, _leader, app) = leader();
-    let (status, _) = call(
+    let (status, _) = as_admin(
         &app,
         Method::PUT,
         "/admin/settings",
@@ -179,20 +166,22 @@ async fn a_diff_between_two_revisions_a_rollback_preview_and_one_follower_notifi
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, diff) = call(&app, Method::GET, "/admin/settings/diff?from=1&to=2", None).await;
+    let (status, diff) =
+        as_admin(&app, Method::GET, "/admin/settings/diff?from=1&to=2", None).await;
     assert_eq!(status, StatusCode::OK, "{diff}");
     assert_eq!(
         diff["changes"],
         json!([{"group": "LIMITS", "name": "MAX_UPLOAD_SIZE_MB", "change": "changed", "before": 20, "after": 30}])
     );
-    let (_, back) = call(&app, Method::GET, "/admin/settings/diff?from=2&to=1", None).await;
+    let (_, back) = as_admin(&app, Method::GET, "/admin/settings/diff?from=2&to=1", None).await;
     assert_eq!(back["changes"][0]["after"], 20);
-    let (status, missing) = call(&app, Method::GET, "/admin/settings/diff?from=1&to=9", None).await;
+    let (status, missing) =
+        as_admin(&app, Method::GET, "/admin/settings/diff?from=1&to=9", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(missing.to_string().contains("no settings revision 9"));
 
     let platform = std::fs::read(fixture.root().join("conf/platform.yml")).unwrap();
-    let (status, preview) = call(
+    let (status, preview) = as_admin(
         &app,
         Method::POST,
         "/admin/settings/rollback/preview",
@@ -216,11 +205,11 @@ async fn a_diff_between_two_revisions_a_rollback_preview_and_one_follower_notifi
         platform,
         "nothing saved"
     );
-    let (_, history) = call(&app, Method::GET, "/admin/settings/history", None).await;
+    let (_, history) = as_admin(&app, Method::GET, "/admin/settings/history", None).await;
     assert_eq!(history["revisions"].as_array().unwrap().len(), 2);
 
     // Only the named follower is notified (it does not listen: a failure, and nobody else is tried).
-    let (status, answer) = call(
+    let (status, answer) = as_admin(
         &app,
         Method::POST,
         "/admin/notify",

@@ -9,21 +9,8 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-const ADMIN_KEY: &str = "admin-key-0123456789abcdefghijkl";
-
-async fn admin(
-    app: &axum::Router,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let (status, _, value) =
-        request(app, method, path, &[("authorization", ADMIN_KEY)], body).await;
-    (status, value)
-}
 
 /// The nginx file `key`'s follower gets, and the revision (with `If-None-Match: sent`, when given).
 async fn nginx_conf(
@@ -53,8 +40,7 @@ async fn nginx_conf(
 }
 
 async fn set_upload(app: &axum::Router, megabytes: u32) {
-    let (status, body) = admin(
-        app,
+    let (status, body) = as_admin(app,
         Method::PUT,
         "/admin/settings",
         Some(json!({"settings": {"LIMITS": {"settings": {"MAX_UPLOAD_SIZE_MB": {"value": megabytes}}}}})),
@@ -78,7 +64,7 @@ async fn a_restarted_leader_serves_a_started_wave_its_target_and_holds_the_later
 
     // Roll 30 MB out: the core first, then (after a long pause) everyone else.
     set_upload(&app, 30).await;
-    let (status, answer) = admin(
+    let (status, answer) = as_admin(
         &app,
         Method::POST,
         "/admin/notify",
@@ -112,6 +98,6 @@ async fn a_restarted_leader_serves_a_started_wave_its_target_and_holds_the_later
     let (status, _, revision) = nginx_conf(&app, REG_KEY, Some(&reg_revision)).await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     assert_eq!(revision, reg_revision);
-    let (_, rollouts) = admin(&app, Method::GET, "/admin/rollouts", None).await;
+    let (_, rollouts) = as_admin(&app, Method::GET, "/admin/rollouts", None).await;
     assert_eq!(rollouts["rollouts"][0]["state"], "running", "{rollouts}");
 }

@@ -11,7 +11,6 @@ use common::*;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const ADMIN_KEY: &str = "admin-key-0123456789abcdefghijkl";
 const CORE_EU2_KEY: &str = "core-eu2-key-0123456789abcdefghijk";
 
 const ZONES: &str = "zones:
@@ -81,17 +80,6 @@ fn check_names_every_zone_problem_with_its_zone_follower_and_setting() {
     assert_eq!(problems.len(), 3, "{text}");
 }
 
-async fn call(
-    app: &axum::Router,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let (status, _, value) =
-        request(app, method, path, &[("authorization", ADMIN_KEY)], body).await;
-    (status, value)
-}
-
 async fn conf(app: &axum::Router, key: &str, path: &str) -> String {
     let (status, _, body) =
         request(app, Method::GET, "/conf", &[("authorization", key)], None).await;
@@ -127,7 +115,7 @@ async fn each_follower_gets_its_variant_and_zone_changes_are_revisions() {
     assert!(reg.contains("domain: pryv.me"), "{reg}");
     conf(&app, STATIC_KEY, "/pryv.yml").await;
 
-    let (status, zones) = call(&app, Method::GET, "/admin/zones", None).await;
+    let (status, zones) = as_admin(&app, Method::GET, "/admin/zones", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         zones["zones"]["us"]["LIMITS"]["settings"]["MAX_UPLOAD_SIZE_MB"]["value"],
@@ -137,8 +125,7 @@ async fn each_follower_gets_its_variant_and_zone_changes_are_revisions() {
 
     // A zone value that breaks a role's JSON in that zone: 400 naming the zone and the file, nothing saved.
     let platform_before = std::fs::read(fixture.root().join("conf/platform.yml")).unwrap();
-    let (status, body) = call(
-        &app,
+    let (status, body) = as_admin(&app,
         Method::PUT,
         "/admin/zones",
         Some(json!({"zones": {"us": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"TRUSTED_AUTH_URLS": {"value": "not [json"}}}}}})),
@@ -157,7 +144,7 @@ async fn each_follower_gets_its_variant_and_zone_changes_are_revisions() {
 
     // The preview of a change of eu: the eu variants change, not the plain roles.
     let change = json!({"zones": {"eu": {"MACHINES_AND_PLATFORM_SETTINGS": {"settings": {"DOMAIN": {"value": "eu2.pryv.me"}}}}}});
-    let (status, preview) = call(
+    let (status, preview) = as_admin(
         &app,
         Method::POST,
         "/admin/zones/preview",
@@ -188,7 +175,7 @@ async fn each_follower_gets_its_variant_and_zone_changes_are_revisions() {
 
     // Saved: a revision with a zone change; eu's revision moves, the plain roles' and us's do not.
     let revisions = leader.state.store.cached_revisions();
-    let (status, saved) = call(&app, Method::PUT, "/admin/zones", Some(change)).await;
+    let (status, saved) = as_admin(&app, Method::PUT, "/admin/zones", Some(change)).await;
     assert_eq!(status, StatusCode::OK, "{saved}");
     let revision = saved["revision"].as_i64().unwrap();
     assert!(
@@ -202,7 +189,7 @@ async fn each_follower_gets_its_variant_and_zone_changes_are_revisions() {
     assert_ne!(after["core@eu"], revisions["core@eu"]);
     assert_eq!(after["reg-master"], revisions["reg-master"]);
     assert_eq!(after["static@us"], revisions["static@us"]);
-    let (_, entry) = call(
+    let (_, entry) = as_admin(
         &app,
         Method::GET,
         &format!("/admin/settings/history/{revision}"),
@@ -213,8 +200,7 @@ async fn each_follower_gets_its_variant_and_zone_changes_are_revisions() {
     assert_eq!(entry["changes"][0]["name"], "DOMAIN");
 
     // A settings save of vars keeps the zones (what the admin web app sends).
-    let (status, _) = call(
-        &app,
+    let (status, _) = as_admin(&app,
         Method::PUT,
         "/admin/settings",
         Some(json!({"LIMITS": {"name": "Limits", "settings": {"MAX_UPLOAD_SIZE_MB": {"value": 30}}}})),
@@ -225,7 +211,7 @@ async fn each_follower_gets_its_variant_and_zone_changes_are_revisions() {
     assert!(text.contains("eu2.pryv.me"), "{text}");
 
     // Rolled back: eu's tree is the one before the change again.
-    let (status, _) = call(
+    let (status, _) = as_admin(
         &app,
         Method::POST,
         "/admin/settings/rollback",
@@ -235,7 +221,7 @@ async fn each_follower_gets_its_variant_and_zone_changes_are_revisions() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(conf(&app, CORE_KEY, "/core/conf/core.json").await, eu1);
 
-    let (_, status) = call(&app, Method::GET, "/admin/status", None).await;
+    let (_, status) = as_admin(&app, Method::GET, "/admin/status", None).await;
     let lines = status["followers"].as_array().unwrap();
     let eu2_line = lines.iter().find(|f| f["name"] == "core-eu-2").unwrap();
     assert_eq!(eu2_line["zone"], "eu");
@@ -274,7 +260,7 @@ async fn zone_and_follower_values_are_masked_in_reports() {
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, status) = call(&app, Method::GET, "/admin/status", None).await;
+    let (_, status) = as_admin(&app, Method::GET, "/admin/status", None).await;
     let text = status.to_string();
     assert!(text.contains("auth failed for"), "{text}");
     assert!(

@@ -4,6 +4,7 @@
 // Test and tool code: blocking calls are fine here.
 #![allow(clippy::disallowed_methods)]
 
+pub mod machine;
 pub mod platform;
 pub mod webdriver;
 

@@ -11,53 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use pryv_e2e::machine::Machine;
 use pryv_e2e::platform::COMPOSE;
 use pryv_e2e::webdriver::Browser;
-use pryv_e2e::{Daemon, FakeDocker, bin, free_port, install_crypto, write};
+use pryv_e2e::{Daemon, bin, free_port, install_crypto, write};
 use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "console-admin-key-0123456789abcdefgh";
 
-struct Machine {
-    name: &'static str,
-    key: String,
-    root: PathBuf,
-    port: u16,
-    docker: FakeDocker,
-    daemon: Option<Daemon>,
-}
-
-impl Machine {
-    fn new(base: &Path, name: &'static str) -> Self {
-        let root = base.join(name);
-        Self {
-            name,
-            key: format!("{name}-key-0123456789abcdefghijklmn"),
-            docker: FakeDocker::new(&root),
-            root,
-            port: free_port(),
-            daemon: None,
-        }
-    }
-
-    fn start(&mut self, leader_url: &str) {
-        let config = self.root.join("config-follower.json");
-        std::fs::create_dir_all(&self.root).unwrap();
-        std::fs::write(
-            &config,
-            json!({"leader": {"url": leader_url, "auth": self.key}, "paths": {"dataFolder": self.root.join("pryv")}})
-                .to_string(),
-        )
-        .unwrap();
-        let command = pryv_e2e::follower_command(&config, leader_url, self.port, &self.docker);
-        let mut daemon = Daemon::spawn(command).with_credential(&self.key);
-        daemon.wait_listening(Duration::from_secs(30));
-        self.daemon = Some(daemon);
-    }
-
-    fn mail(&self) -> String {
-        std::fs::read_to_string(self.root.join("pryv/mail/conf/mail.yml")).unwrap_or_default()
-    }
+fn mail(machine: &Machine) -> String {
+    machine.read("mail/conf/mail.yml")
 }
 
 fn lay_out(base: &Path, machines: &[Machine]) -> PathBuf {
@@ -87,7 +50,7 @@ fn lay_out(base: &Path, machines: &[Machine]) -> PathBuf {
         .map(|m| {
             (
                 m.key.clone(),
-                json!({"url": format!("http://127.0.0.1:{}", m.port), "role": "core", "name": m.name}),
+                json!({"url": m.url(), "role": "core", "name": m.name}),
             )
         })
         .collect();
@@ -157,7 +120,7 @@ async fn an_operator_changes_reviews_rolls_out_and_rolls_back_in_the_console() {
         || {
             machines
                 .iter()
-                .all(|m| m.mail() == "host: smtp.pryv.me\n")
+                .all(|m| mail(m) == "host: smtp.pryv.me\n")
                 .then_some(())
         },
     );
@@ -307,7 +270,7 @@ async fn notify_and_see_the_reports(browser: &Browser, url: &str, machines: &[Ma
             .wait_for(&format!("{} restarts mail", machine.name), |a| {
                 !a.is_empty()
             });
-        assert_eq!(machine.mail(), "host: smtp2.pryv.me\n");
+        assert_eq!(mail(machine), "host: smtp2.pryv.me\n");
     }
     browser.wait_text("tbody", "up to date").await;
     browser.screenshot("04-followers").await;
@@ -352,7 +315,7 @@ async fn roll_out_in_two_waves(browser: &Browser, url: &str, machines: &[Machine
     );
     browser.screenshot("07-rollout-done").await;
     for machine in machines {
-        assert_eq!(machine.mail(), "host: smtp3.pryv.me\n", "{}", machine.name);
+        assert_eq!(mail(machine), "host: smtp3.pryv.me\n", "{}", machine.name);
     }
     let rollouts = api(format!("{url}/admin/rollouts")).await;
     assert_eq!(
@@ -492,7 +455,10 @@ async fn too_many_failed_logins_count_down(browser: &Browser) {
     browser.click(&browser.button("Log out").await).await;
     browser.wait_text("main[data-screen=login]", "Log in").await;
     let nav = browser
-        .run("return document.getElementById('nav').offsetParent === null;", json!([]))
+        .run(
+            "return document.getElementById('nav').offsetParent === null;",
+            json!([]),
+        )
         .await;
     assert_eq!(nav, true, "no navigation once logged out");
     let username = browser.find("input[name=username]").await;

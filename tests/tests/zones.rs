@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use pryv_e2e::machine::Machine;
 use pryv_e2e::platform::COMPOSE;
-use pryv_e2e::{Daemon, FakeDocker, bin, free_port, install_crypto, write};
+use pryv_e2e::{Daemon, bin, free_port, install_crypto, write};
 use pryv_testkit::eventually;
 use serde_json::{Value, json};
 
@@ -44,52 +45,7 @@ zones:
             value: smtp.us.example
 ";
 
-struct Core {
-    name: &'static str,
-    key: String,
-    root: PathBuf,
-    port: u16,
-    docker: FakeDocker,
-    daemon: Option<Daemon>,
-}
-
-impl Core {
-    fn new(base: &Path, name: &'static str) -> Self {
-        let root = base.join(name);
-        Self {
-            name,
-            key: format!("{name}-follower-key-0123456789abcdef"),
-            docker: FakeDocker::new(&root),
-            root,
-            port: free_port(),
-            daemon: None,
-        }
-    }
-
-    fn read(&self, relative: &str) -> String {
-        std::fs::read_to_string(self.root.join("pryv").join(relative)).unwrap_or_default()
-    }
-
-    fn start(&mut self, leader_url: &str) {
-        let config = self.root.join("config-follower.json");
-        std::fs::create_dir_all(&self.root).unwrap();
-        std::fs::write(
-            &config,
-            json!({
-                "leader": {"url": leader_url, "auth": self.key},
-                "paths": {"dataFolder": self.root.join("pryv")},
-            })
-            .to_string(),
-        )
-        .unwrap();
-        let command = pryv_e2e::follower_command(&config, leader_url, self.port, &self.docker);
-        let mut daemon = Daemon::spawn(command).with_credential(&self.key);
-        daemon.wait_listening(Duration::from_secs(30));
-        self.daemon = Some(daemon);
-    }
-}
-
-fn lay_out_leader(base: &Path, cores: &[Core]) -> PathBuf {
+fn lay_out_leader(base: &Path, cores: &[Machine]) -> PathBuf {
     write(base, "leader/conf/platform.yml", PLATFORM);
     write(base, "leader/data/core/pryv.yml", COMPOSE);
     write(
@@ -110,7 +66,7 @@ fn lay_out_leader(base: &Path, cores: &[Core]) -> PathBuf {
     let mut followers = serde_json::Map::new();
     for core in cores {
         let mut entry = json!({
-            "url": format!("http://127.0.0.1:{}", core.port),
+            "url": core.url(),
             "role": "core",
             "name": core.name,
             "zone": if core.name.starts_with("eu") { "eu" } else { "us" },
@@ -184,9 +140,9 @@ async fn all_up_to_date(leader: &str) {
 async fn each_zone_gets_its_own_files_and_only_a_changed_zone_fetches_and_restarts() {
     install_crypto();
     let dir = tempfile::tempdir().unwrap();
-    let mut cores: Vec<Core> = ["eu-1", "eu-2", "us-1"]
+    let mut cores: Vec<Machine> = ["eu-1", "eu-2", "us-1"]
         .into_iter()
-        .map(|name| Core::new(dir.path(), name))
+        .map(|name| Machine::new(dir.path(), name))
         .collect();
     let config = lay_out_leader(dir.path(), &cores);
     let check = leader_command(&config, &["check"]);
@@ -234,12 +190,12 @@ async fn each_zone_gets_its_own_files_and_only_a_changed_zone_fetches_and_restar
 }
 
 /// Each core's files are its variant's, exactly what `render --follower` gives.
-fn each_core_has_its_variant(cores: &[Core], config: &Path, base: &Path) {
+fn each_core_has_its_variant(cores: &[Machine], config: &Path, base: &Path) {
     for core in cores {
         wait_until_file(core, "mail/conf/mail.yml");
     }
-    let mail = |c: &Core| c.read("mail/conf/mail.yml");
-    let hosting = |c: &Core| c.read("core/conf/core.yml");
+    let mail = |c: &Machine| c.read("mail/conf/mail.yml");
+    let hosting = |c: &Machine| c.read("core/conf/core.yml");
     assert_eq!(mail(&cores[0]), "host: smtp.eu.example\n");
     assert_eq!(mail(&cores[1]), "host: smtp.eu.example\n");
     assert_eq!(mail(&cores[2]), "host: smtp.us.example\n");
@@ -311,7 +267,7 @@ fn each_core_has_its_variant(cores: &[Core], config: &Path, base: &Path) {
     );
 }
 
-fn wait_until_file(core: &Core, relative: &str) {
+fn wait_until_file(core: &Machine, relative: &str) {
     pryv_e2e::wait_until(
         &format!("{} writes {relative}", core.name),
         Duration::from_secs(20),
@@ -346,7 +302,7 @@ async fn a_bad_zone_change_is_refused_naming_zone_and_setting(url: &str) {
 /// Changes the `eu` SMTP host: only the `eu` cores are notified, fetch, write and restart `mail`.
 async fn only_eu_fetches_writes_and_restarts(
     url: &str,
-    cores: &[Core],
+    cores: &[Machine],
     before: &std::collections::BTreeMap<String, Value>,
 ) -> i64 {
     let (status, body) = api(
@@ -375,7 +331,7 @@ async fn only_eu_fetches_writes_and_restarts(
             })
             .unwrap_or_default()
     };
-    let core_url = |c: &Core| format!("http://127.0.0.1:{}", c.port);
+    let core_url = Machine::url;
     assert_eq!(urls(&answer["successes"]).len(), 2, "{answer}");
     assert!(
         !urls(&answer["successes"]).contains(&core_url(&cores[2])),
@@ -425,7 +381,7 @@ async fn only_eu_fetches_writes_and_restarts(
 /// Rolls back and rolls the rollback out in zone waves: the `eu` cores go back, `us` is not part of it.
 async fn the_rollback_rolls_out_in_zone_waves(
     url: &str,
-    cores: &[Core],
+    cores: &[Machine],
     before: &std::collections::BTreeMap<String, Value>,
     changed: i64,
 ) {

@@ -337,17 +337,13 @@ impl Settings {
         author: &str,
         expected: Option<i64>,
     ) -> Result<i64, Error> {
-        let _one = self.mutation.lock().await;
-        let (patch, author) = (patch.clone(), author.to_owned());
-        self.off_runtime(move |this| {
-            this.sync_history()?;
-            this.ensure_current(expected)?;
-            let platform = this.patched(&patch, allow_new)?;
+        let patch = patch.clone();
+        self.change(author, expected, move |this| {
             let message = patch
                 .message
                 .clone()
                 .unwrap_or_else(|| "settings updated".into());
-            this.save(&platform, &author, &message)
+            Ok((this.patched(&patch, allow_new)?, message))
         })
         .await
     }
@@ -360,16 +356,31 @@ impl Settings {
         author: &str,
         expected: Option<i64>,
     ) -> Result<i64, Error> {
-        let _one = self.mutation.lock().await;
-        let (patch, author) = (patch.clone(), author.to_owned());
-        self.off_runtime(move |this| {
-            this.sync_history()?;
-            this.ensure_current(expected)?;
-            let platform = patch.apply(&this.current()?)?;
+        let patch = patch.clone();
+        self.change(author, expected, move |this| {
             let message = patch
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("zones updated: {}", patch.names().join(", ")));
+            Ok((patch.apply(&this.current()?)?, message))
+        })
+        .await
+    }
+
+    /// One change: a hand edit recorded first, the `If-Match` revision checked, then the settings `make`
+    /// gives validated and saved with its message, all off the runtime and one change at a time.
+    async fn change(
+        self: &Arc<Self>,
+        author: &str,
+        expected: Option<i64>,
+        make: impl FnOnce(&Self) -> Result<(PlatformFile, String), Error> + Send + 'static,
+    ) -> Result<i64, Error> {
+        let _one = self.mutation.lock().await;
+        let author = author.to_owned();
+        self.off_runtime(move |this| {
+            this.sync_history()?;
+            this.ensure_current(expected)?;
+            let (platform, message) = make(this)?;
             this.save(&platform, &author, &message)
         })
         .await

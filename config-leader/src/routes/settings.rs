@@ -148,20 +148,15 @@ pub async fn update(
     let body: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|err| Error::BadRequest(format!("the body is not JSON: {err}")))?;
     let patch = SettingsPatch::from_body(body)?;
-    // Held before the save: a follower waiting on `GET /conf?wait=` must not see the change in between.
-    let was_holding = state.admin.rollouts.holding();
-    if query.hold {
-        state.admin.rollouts.set_hold(true).await?;
-    }
-    let saved = state
-        .admin
-        .settings
-        .update(&patch, query.allow_new, &caller.name(), expected)
-        .await;
-    if saved.is_err() && query.hold && !was_holding {
-        state.admin.rollouts.set_hold(false).await?;
-    }
-    let revision = saved?;
+    let revision = held_if(
+        &state,
+        query.hold,
+        state
+            .admin
+            .settings
+            .update(&patch, query.allow_new, &caller.name(), expected),
+    )
+    .await?;
     let names: Vec<String> = patch
         .settings
         .iter()
@@ -363,4 +358,22 @@ pub async fn rollback_preview(
     Ok(Json(
         state.admin.settings.rollback_preview(body.revision).await?,
     ))
+}
+
+/// Runs `save`, the change held first when `hold` (a follower waiting on `GET /conf?wait=` must not see it in
+/// between); a failed save releases the hold it set.
+pub(super) async fn held_if(
+    state: &AppState,
+    hold: bool,
+    save: impl std::future::Future<Output = Result<i64, Error>>,
+) -> Result<i64, Error> {
+    let was_holding = state.admin.rollouts.holding();
+    if hold {
+        state.admin.rollouts.set_hold(true).await?;
+    }
+    let saved = save.await;
+    if saved.is_err() && hold && !was_holding {
+        state.admin.rollouts.set_hold(false).await?;
+    }
+    saved
 }

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::settings::{UpdateQuery, if_match, with_etag};
+use super::settings::{UpdateQuery, held_if, if_match, with_etag};
 use super::{AppState, Remote};
 use crate::admin::identity::{Caller, Permission};
 use crate::admin::zones::ZonesPatch;
@@ -91,19 +91,15 @@ pub async fn update(
     caller.require(Permission::SettingsUpdate)?;
     let expected = if_match(&headers)?;
     let patch = patch_of(&body)?;
-    let was_holding = state.admin.rollouts.holding();
-    if query.hold {
-        state.admin.rollouts.set_hold(true).await?;
-    }
-    let saved = state
-        .admin
-        .settings
-        .update_zones(&patch, &caller.name(), expected)
-        .await;
-    if saved.is_err() && query.hold && !was_holding {
-        state.admin.rollouts.set_hold(false).await?;
-    }
-    let revision = saved?;
+    let revision = held_if(
+        &state,
+        query.hold,
+        state
+            .admin
+            .settings
+            .update_zones(&patch, &caller.name(), expected),
+    )
+    .await?;
     metrics::counter!(crate::metrics::SETTINGS_CHANGES, "kind" => "zones").increment(1);
     state
         .admin

@@ -13,6 +13,8 @@ pub const CORE_KEY: &str = "core-key-0123456789abcdefghijklmn";
 pub const REG_KEY: &str = "reg-key-0123456789abcdefghijklmno";
 pub const STATIC_KEY: &str = "static-key-0123456789abcdefghijkl";
 pub const SINGLE_KEY: &str = "single-key-0123456789abcdefghijkl";
+/// The admin key the tests that need one set in `adminKey`.
+pub const ADMIN_KEY: &str = "admin-key-0123456789abcdefghijkl";
 pub const ORPHAN_KEY: &str = "orphan-key-0123456789abcdefghijkl";
 
 pub const PLATFORM: &str = r#"vars:
@@ -151,4 +153,16 @@ pub async fn request(
     }
     let answer = call.answer().await;
     (answer.status, answer.headers, answer.body)
+}
+
+/// One request with the admin key; the status and the JSON body.
+pub async fn as_admin(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let (status, _, value) =
+        request(app, method, path, &[("authorization", ADMIN_KEY)], body).await;
+    (status, value)
 }

@@ -2,6 +2,7 @@
 import { api, el, fill, session, go, toast, may, onEvent, closeStream, ApiError } from './app.js';
 import { settingsScreen } from './settings.js';
 import { rolloutsScreen, rolloutScreen } from './rollouts.js';
+import { zonesScreen } from './zones.js';
 
 export const ago = (at) => {
   if (!at) return 'never';
@@ -368,6 +369,7 @@ export const screens = {
   overview: { render: overviewScreen },
   followers: { render: followersScreen },
   settings: { render: settingsScreen },
+  zones: { render: zonesScreen },
   rollouts: { render: rolloutsScreen },
   rollout: { render: rolloutScreen },
   history: { render: historyScreen },

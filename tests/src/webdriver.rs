@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 /// The key W3C WebDriver names an element reference by.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+pub const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub struct Browser {
     client: reqwest::Client,

@@ -140,6 +140,7 @@ async fn an_operator_changes_reviews_rolls_out_and_rolls_back_in_the_console() {
     a_stale_edit_is_a_conflict(&browser, &url).await;
     roll_back_from_the_history(&browser, &url).await;
     create_an_admin_user(&browser, &url).await;
+    add_a_zone(&browser, &url).await;
     the_other_screens(&browser).await;
     too_many_failed_logins_count_down(&browser).await;
     // Answers the test asks for: a wrong password, a stale save, and migrations without a template configured.
@@ -496,4 +497,43 @@ async fn too_many_failed_logins_count_down(browser: &Browser) {
         .await;
     assert_eq!(disabled, true, "the button waits for the countdown");
     browser.screenshot("17-login-throttled").await;
+}
+
+/// A zone with one override, made in the zones screen: reviewed, saved as a revision.
+async fn add_a_zone(browser: &Browser, url: &str) {
+    browser.goto_hash("#/zones").await;
+    let name = browser.find("input[name=new-zone]").await;
+    browser.type_into(&name, "eu").await;
+    browser.click(&browser.button("Add zone").await).await;
+    browser.wait_text("[data-zone=eu]", "Zone eu").await;
+    let setting = browser.find("select[name=eu-new-setting]").await;
+    let mut element = serde_json::Map::new();
+    element.insert(pryv_e2e::webdriver::ELEMENT.to_owned(), json!(setting));
+    browser
+        .run("arguments[0].value = 'MAIL_HOST';", json!([element]))
+        .await;
+    let value = browser.find("input[name=eu-new-value]").await;
+    browser.type_into(&value, "smtp.eu.example").await;
+    browser.click(&browser.button("Add override").await).await;
+    browser
+        .click(&browser.button("Review zone changes").await)
+        .await;
+    browser.wait_text("[data-review]", "Review").await;
+    let before = browser.text("main h1").await;
+    browser.click(&browser.button("Save zones").await).await;
+    // Saved: the screen is drawn again at the new revision, the override an input of zone eu.
+    pryv_testkit::eventually("the zones at the new revision", Duration::from_secs(15), || async {
+        let heading = browser.text("main[data-screen=zones] h1").await;
+        let value = browser
+            .run("const i = document.querySelector('input[name=\"eu-MAIL_HOST\"]'); return i ? i.value : '';", json!([]))
+            .await;
+        (heading.starts_with("Zones (revision") && heading != before && value == "smtp.eu.example").then_some(())
+    })
+    .await;
+    browser.screenshot("11-zones").await;
+    let zones = api(format!("{url}/admin/zones")).await;
+    assert_eq!(
+        zones["zones"]["eu"]["MAIL"]["settings"]["MAIL_HOST"]["value"], "smtp.eu.example",
+        "{zones}"
+    );
 }

@@ -45,6 +45,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../console/rollouts.js"),
     ),
     (
+        "zones.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../console/zones.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_str!("../../console/favicon.svg"),

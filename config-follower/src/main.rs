@@ -9,7 +9,7 @@ use pryv_daemon::{EXIT_CONFIG, init_logging, run_until_signal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let _logs = init_logging(cli.log_format);
     let Some(path) = cli.config.clone() else {
         eprintln!(
             "config-follower: no configuration file; pass --config <path> or set CONFIG_FOLLOWER_CONFIG"

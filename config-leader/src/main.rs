@@ -12,7 +12,7 @@ use pryv_daemon::{EXIT_CONFIG, init_logging, run_until_signal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.log_format);
+    let _logs = init_logging(cli.global.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Init {
             topology,

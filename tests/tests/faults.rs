@@ -379,3 +379,51 @@ async fn a_pathologically_deep_platform_file_is_refused_fast_and_the_good_tree_s
     );
     assert_eq!(leader.terminate(), Some(0));
 }
+
+/// A log reader that stops reading (a stalled journald, a full pipe): the leader keeps answering. Its log
+/// lines are written by a thread of their own, so no request waits on stderr; without that, the ~64 KiB of
+/// the pipe fill after a few hundred request lines and every worker blocks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_log_reader_never_blocks_requests() {
+    let platform = Platform::new();
+    let port = free_port();
+    let mut leader = std::process::Command::new(pryv_e2e::bin("config-leader"))
+        .arg("--config")
+        .arg(platform.path("config-leader/conf/config-leader.json"))
+        .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        // Piped and never read.
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    pryv_testkit::eventually("the leader answers", Duration::from_secs(20), || async {
+        client
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    // Each request logs a line of ~200 bytes: far more than the pipe holds.
+    for index in 0..3000 {
+        let status = client
+            .get(format!("{url}/conf"))
+            .header("authorization", KEY)
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        assert_eq!(
+            status.ok(),
+            Some(200),
+            "request {index} with the log reader stalled"
+        );
+    }
+    let _ = leader.kill();
+    let _ = leader.wait();
+}

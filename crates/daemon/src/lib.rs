@@ -21,7 +21,7 @@ pub fn now_unix() -> u64 {
 pub fn now_unix_i64() -> i64 {
     i64::try_from(now_unix()).unwrap_or(i64::MAX)
 }
-pub use logging::{LogFormat, init_logging};
+pub use logging::{LogFormat, LogGuard, init_logging};
 pub use serve::{
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DRAIN, ServeOptions, connection_cap, serve,
     server_tls,

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             folder => out = PathBuf::from(folder),
         }
     }
-    pryv_daemon::init_logging(pryv_daemon::LogFormat::Human);
+    let _logs = pryv_daemon::init_logging(pryv_daemon::LogFormat::Human);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -129,5 +129,11 @@ async fn status(
     headers: HeaderMap,
 ) -> Result<Json<Status>, Error> {
     authorize(&follower, &query, &headers)?;
-    Ok(Json(follower.status.snapshot()))
+    let mut status = follower.status.snapshot();
+    // With several leaders (`leader.urls`), the one this follower talks to now.
+    follower
+        .client()
+        .current_leader()
+        .clone_into(&mut status.leader_url);
+    Ok(Json(status))
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
+    /// The leader this follower talks to now (the last one that answered, with `leader.urls`).
     pub leader_url: String,
     /// Unix seconds of the last successful fetch.
     pub last_fetch: Option<u64>,

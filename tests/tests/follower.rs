@@ -371,6 +371,8 @@ async fn a_follower_moves_on_to_the_next_leader_when_the_first_does_not_answer()
         logs.contains("switched to another one") && logs.contains(&dead),
         "{logs}"
     );
+    let status = follower_status(&follower).await;
+    assert_eq!(status["leaderUrl"], leader.url(), "{status}");
     // Its apply report goes to the leader that answered, without trying the dead one first.
     wait_until(
         "the report reaches the leader",

@@ -88,12 +88,12 @@ impl Leader {
         if let Some(repository) = &admin.repository {
             repository.spawn(&store, shutdown.clone());
         }
-        let state = AppState {
+        let state = AppState::new(routes::Shared {
             store,
             followers: Arc::new(follower_keys::FollowerIndex::new(&config.followers)),
             admin,
             shutdown: shutdown.clone(),
-        };
+        });
         restore_reports(&state);
         Ok(Self {
             state,

@@ -50,14 +50,31 @@ pub const MAX_CONCURRENT_REQUESTS: usize = 4096;
 /// Largest request body accepted (settings documents are a few kilobytes).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// Everything the handlers share.
+/// Everything the handlers share: one `Arc`, since axum clones the state for every request (one atomic
+/// increment, not one per field).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub store: TreeStore,
     pub followers: Arc<FollowerIndex>,
     pub admin: Arc<Admin>,
     /// Fires at shutdown: endless answers (the console's event streams) end then, not at the drain's limit.
     pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
 }
 
 impl AppState {

@@ -92,7 +92,7 @@ pub fn render_variants(
 }
 
 /// What is wrong with the zones of `platform` and the followers' zones and variables, without rendering:
-/// overrides of settings `vars` lacks, zones no follower can be in, variables of no setting.
+/// overrides of settings `vars` lacks, followers in a zone the platform does not have, variables of no setting.
 pub fn zone_problems(platform: &PlatformFile, followers: &[FollowerEntry]) -> Vec<String> {
     let mut problems: Vec<String> = platform.zone_problems();
     for follower in followers {

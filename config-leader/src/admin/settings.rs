@@ -461,11 +461,7 @@ impl Settings {
         self.off_runtime(move |this| {
             this.sync_history()?;
             this.ensure_current(expected)?;
-            let old = this
-                .db
-                .blocking()
-                .revision(revision)?
-                .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
+            let old = this.recorded(revision)?;
             let platform = this.parse(&old.content)?;
             this.validate(&platform)?;
             this.commit(
@@ -578,7 +574,6 @@ impl Settings {
     }
 
     /// The settings changed from revision `from` to revision `to` (any two, either order).
-    #[allow(clippy::disallowed_methods)] // the statements run in off_runtime
     pub async fn changes_between(
         self: &Arc<Self>,
         from: i64,
@@ -586,11 +581,7 @@ impl Settings {
     ) -> Result<Vec<SettingChange>, Error> {
         self.off_runtime(move |this| {
             let platform = |revision: i64| -> Result<PlatformFile, Error> {
-                let row =
-                    this.db.blocking().revision(revision)?.ok_or_else(|| {
-                        Error::BadRequest(format!("no settings revision {revision}"))
-                    })?;
-                this.parse(&row.content)
+                this.parse(&this.recorded(revision)?.content)
             };
             Ok(diff(&platform(from)?, &platform(to)?))
         })
@@ -598,30 +589,30 @@ impl Settings {
     }
 
     /// What rolling back to `revision` would change on every machine (nothing saved).
-    #[allow(clippy::disallowed_methods)] // the statements run in off_runtime
     pub async fn rollback_preview(
         self: &Arc<Self>,
         revision: i64,
     ) -> Result<crate::admin::preview::Preview, Error> {
         self.off_runtime(move |this| {
-            let old = this
-                .db
-                .blocking()
-                .revision(revision)?
-                .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
+            let old = this.recorded(revision)?;
             let after = this.parse(&old.content)?;
             this.preview(&this.current()?, &after, &this.followers)
         })
         .await
     }
 
+    /// Revision `revision` as recorded, or a 400 naming it.
     #[allow(clippy::disallowed_methods)] // inside off_runtime
-    fn revision_now(&self, revision: i64) -> Result<(RevisionRow, Vec<SettingChange>), Error> {
-        let row = self
-            .db
+    fn recorded(&self, revision: i64) -> Result<RevisionRow, Error> {
+        self.db
             .blocking()
             .revision(revision)?
-            .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))?;
+            .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))
+    }
+
+    #[allow(clippy::disallowed_methods)] // inside off_runtime
+    fn revision_now(&self, revision: i64) -> Result<(RevisionRow, Vec<SettingChange>), Error> {
+        let row = self.recorded(revision)?;
         let after = self.parse(&row.content)?;
         let previous = self.db.blocking().revision(revision - 1)?;
         let before = match previous {

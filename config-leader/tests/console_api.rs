@@ -134,15 +134,8 @@ async fn events_send_the_fleet_and_the_rollouts_at_once_and_after_a_change() {
     assert_eq!(status, StatusCode::OK);
     let report = json!({"outcome": "applied", "revision": "r", "currentRevision": "r", "written": [], "removed": [],
         "rejected": [], "restarted": [], "errors": [], "applyMs": 1, "at": 1});
-    let (status, _, answer) = request(
-        &app,
-        Method::POST,
-        "/conf/report",
-        &[("authorization", CORE_KEY)],
-        Some(report),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+    let status = report_as(&app, CORE_KEY, report).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let (name, fleet) = next_event(&mut body).await;
     assert_eq!(name, "fleet");
     let core = fleet["followers"]

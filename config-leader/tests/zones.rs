@@ -251,14 +251,7 @@ async fn zone_and_follower_values_are_masked_in_reports() {
         "removed": [], "rejected": [], "restarted": ["core"], "errors": [], "applyMs": 1, "at": 1,
         "unhealthy": {"service": "core", "state": "exited",
             "logTail": ["auth failed for zone-secret-value-1234567890 and own-secret-value-0987654321"]}});
-    let (status, _, _) = request(
-        &app,
-        Method::POST,
-        "/conf/report",
-        &[("authorization", CORE_KEY)],
-        Some(report),
-    )
-    .await;
+    let status = report_as(&app, CORE_KEY, report).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, status) = as_admin(&app, Method::GET, "/admin/status", None).await;
     let text = status.to_string();

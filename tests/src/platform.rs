@@ -42,6 +42,19 @@ pub const COMPOSE: &str = "services:
       - ./mail/conf/:/app/conf/:ro
 ";
 
+/// Role `core` of the multi-machine tests under `data` (a templates folder): its compose file, the core's
+/// `core.yml` (`core_yml`), the mail service's host and nginx's domain.
+pub fn write_core_role(data: &Path, core_yml: &str) {
+    write(data, "core/pryv.yml", COMPOSE);
+    write(data, "core/core/conf/core.yml", core_yml);
+    write(data, "core/mail/conf/mail.yml", "host: MAIL_HOST\n");
+    write(
+        data,
+        "core/nginx/conf/nginx.conf",
+        "server_name *.DOMAIN;\n",
+    );
+}
+
 /// A leader folder with role `core` and a follower data folder, in one temporary `PRYV_CONF_ROOT`.
 pub struct Platform {
     pub root: tempfile::TempDir,

@@ -12,7 +12,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use pryv_e2e::machine::Machine;
-use pryv_e2e::platform::COMPOSE;
 use pryv_e2e::webdriver::Browser;
 use pryv_e2e::{Daemon, bin, free_port, install_crypto, write};
 use serde_json::{Value, json};
@@ -29,22 +28,7 @@ fn lay_out(base: &Path, machines: &[Machine]) -> PathBuf {
         "leader/conf/platform.yml",
         pryv_e2e::platform::PLATFORM,
     );
-    write(base, "leader/data/core/pryv.yml", COMPOSE);
-    write(
-        base,
-        "leader/data/core/core/conf/core.yml",
-        "domain: DOMAIN\n",
-    );
-    write(
-        base,
-        "leader/data/core/mail/conf/mail.yml",
-        "host: MAIL_HOST\n",
-    );
-    write(
-        base,
-        "leader/data/core/nginx/conf/nginx.conf",
-        "server_name *.DOMAIN;\n",
-    );
+    pryv_e2e::platform::write_core_role(&base.join("leader/data"), "domain: DOMAIN\n");
     let followers: serde_json::Map<String, Value> = machines
         .iter()
         .map(|m| {

@@ -10,7 +10,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use pryv_e2e::machine::Machine;
-use pryv_e2e::platform::COMPOSE;
 use pryv_e2e::{Daemon, bin, free_port, install_crypto, write};
 use pryv_testkit::eventually;
 use serde_json::{Value, json};
@@ -47,21 +46,9 @@ zones:
 
 fn lay_out_leader(base: &Path, cores: &[Machine]) -> PathBuf {
     write(base, "leader/conf/platform.yml", PLATFORM);
-    write(base, "leader/data/core/pryv.yml", COMPOSE);
-    write(
-        base,
-        "leader/data/core/core/conf/core.yml",
+    pryv_e2e::platform::write_core_role(
+        &base.join("leader/data"),
         "domain: DOMAIN\nhosting: CORE_HOSTING\n",
-    );
-    write(
-        base,
-        "leader/data/core/mail/conf/mail.yml",
-        "host: MAIL_HOST\n",
-    );
-    write(
-        base,
-        "leader/data/core/nginx/conf/nginx.conf",
-        "server_name *.DOMAIN;\n",
     );
     let mut followers = serde_json::Map::new();
     for core in cores {

@@ -166,3 +166,16 @@ pub async fn as_admin(
         request(app, method, path, &[("authorization", ADMIN_KEY)], body).await;
     (status, value)
 }
+
+/// `POST /conf/report` as the follower of `key`; the status.
+pub async fn report_as(app: &Router, key: &str, report: Value) -> StatusCode {
+    let (status, _, _) = request(
+        app,
+        Method::POST,
+        "/conf/report",
+        &[("authorization", key)],
+        Some(report),
+    )
+    .await;
+    status
+}

@@ -85,6 +85,36 @@ pub struct Config {
     pub unknown_keys: Vec<String>,
     /// The settings history in git (`gitRepoPath`, `settings.git`), when set.
     pub git: Option<GitSettings>,
+    /// `store.etcd`: the leader is one replica of several sharing an etcd cluster; `None` = SQLite.
+    pub etcd: Option<EtcdStore>,
+}
+
+/// `store.etcd`: the etcd cluster the replicas share.
+#[derive(Debug, Clone)]
+pub struct EtcdStore {
+    /// `http://host:2379` or `https://...`, every member (any order).
+    pub endpoints: Vec<String>,
+    /// Every key of the platform starts with it (`/pryv/`): several platforms can share a cluster.
+    pub prefix: String,
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, when the members require one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// How long without a quorum answer before the replica calls itself isolated (refuses writes).
+    pub isolated_after: std::time::Duration,
+}
+
+/// Default of `store.etcd.isolatedAfterSeconds`.
+const DEFAULT_ISOLATED_AFTER_S: f64 = 3.0;
+
+impl Config {
+    /// The `platform.yml` the leader renders and edits: the file itself, or in etcd mode this replica's copy
+    /// of the store's current settings (in the database folder, written only by the leader).
+    pub fn platform_in_force(&self) -> PathBuf {
+        match &self.etcd {
+            Some(_) => self.database_path.join("replica").join("platform.yml"),
+            None => self.platform_config.clone(),
+        }
+    }
 }
 
 /// Where the settings history is committed, and the branch followed.
@@ -192,8 +222,34 @@ struct RawConfig {
     git_repo_path: Option<String>,
     #[serde(default)]
     settings: RawSettings,
+    store: Option<RawStore>,
     #[serde(flatten)]
     other: IndexMap<String, Value>,
+}
+
+/// `store`: where the leader keeps its state (absent = SQLite and files beside it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    etcd: Option<RawEtcd>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEtcd {
+    #[serde(default)]
+    endpoints: Vec<String>,
+    prefix: Option<String>,
+    tls: Option<RawEtcdTls>,
+    isolated_after_seconds: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEtcdTls {
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -298,7 +354,9 @@ impl Config {
                 "not valid JSON: {err}; fix the syntax at that position"
             )],
         })?;
-        if generate_secrets(&mut json) {
+        // With etcd, a SECRET is generated once for every replica, in the store, at start (etcd::secrets).
+        let shared = json.pointer("/store/etcd").is_some();
+        if !shared && generate_secrets(&mut json) {
             persist(path, &json)?;
         }
         let (raw, problems) = read_sections(json).map_err(|problem| Error::Config {
@@ -554,6 +612,79 @@ impl Checks<'_> {
         })
     }
 
+    /// `store.etcd`: endpoints as URLs, a prefix, TLS files that exist; no settings repository beside it.
+    fn check_store(&mut self, raw: &RawConfig) -> Option<EtcdStore> {
+        let etcd = raw.store.as_ref()?.etcd.as_ref()?;
+        if etcd.endpoints.is_empty() {
+            self.common.problems.push(
+                "store.etcd.endpoints: give the client URL of every etcd member (http://host:2379)"
+                    .into(),
+            );
+        }
+        for endpoint in &etcd.endpoints {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                self.common.problems.push(format!(
+                    "store.etcd.endpoints: {endpoint} is not an http:// or https:// URL"
+                ));
+            }
+        }
+        let prefix = etcd.prefix.clone().unwrap_or_else(|| "/pryv/".to_owned());
+        if prefix.is_empty() {
+            self.common
+                .problems
+                .push("store.etcd.prefix: empty; give one such as /pryv/".into());
+        }
+        let isolated = etcd
+            .isolated_after_seconds
+            .unwrap_or(DEFAULT_ISOLATED_AFTER_S);
+        if !(0.5..=60.0).contains(&isolated) {
+            self.common.problems.push(format!(
+                "store.etcd.isolatedAfterSeconds: {isolated} must be between 0.5 and 60"
+            ));
+        }
+        if raw.git_repo_path.is_some() || raw.settings.git.is_some() {
+            self.common.problems.push(
+                "gitRepoPath / settings.git: not available with store.etcd (the store keeps the history); remove one"
+                    .into(),
+            );
+        }
+        let tls = etcd.tls.as_ref();
+        let file = |checks: &mut Self, name: &str, value: Option<&String>| {
+            let path = checks.resolve(value?);
+            if !path.is_file() {
+                checks.common.problems.push(format!(
+                    "store.etcd.tls.{name}: {} is not a file",
+                    path.display()
+                ));
+            }
+            Some(path)
+        };
+        let ca_file = file(self, "caFile", tls.and_then(|t| t.ca_file.as_ref()));
+        let cert = file(self, "certFile", tls.and_then(|t| t.cert_file.as_ref()));
+        let key = file(self, "keyFile", tls.and_then(|t| t.key_file.as_ref()));
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                self.common
+                    .problems
+                    .push("store.etcd.tls: give both certFile and keyFile, or neither".into());
+                None
+            }
+        };
+        Some(EtcdStore {
+            endpoints: etcd
+                .endpoints
+                .iter()
+                .map(|e| e.trim_end_matches('/').to_owned())
+                .collect(),
+            prefix,
+            ca_file,
+            identity,
+            isolated_after: std::time::Duration::from_secs_f64(isolated.clamp(0.5, 60.0)),
+        })
+    }
+
     /// (timeout, CA file) of notifications.
     fn check_notify(&mut self, notify: &RawNotify) -> (f64, Option<PathBuf>) {
         let timeout = notify.timeout_seconds.unwrap_or(DEFAULT_NOTIFY_TIMEOUT_S);
@@ -592,6 +723,7 @@ fn validate(
     checks.check_internals(&raw.internals);
     let (notify_timeout, notify_ca_file) = checks.check_notify(&raw.notify);
     let git = checks.check_git(&raw, &platform_config);
+    let etcd = checks.check_store(&raw);
     let followers = checks.check_followers(raw.followers);
     let unknown_keys = unknown_keys(&raw.other);
     let Some(listen) = listen.filter(|_| checks.common.problems.is_empty()) else {
@@ -641,6 +773,7 @@ fn validate(
         core_urls: raw.platform_users.core_urls,
         unknown_keys,
         git,
+        etcd,
     })
 }
 

@@ -108,6 +108,19 @@ pub enum Error {
     /// A value of ours that could not be encoded (never the caller's input: that is a bad request).
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The etcd store (`store.etcd`) did not answer or refused: what every member said.
+    #[error(
+        "etcd store: {0}; check that a majority of the etcd members run and are reachable from this replica"
+    )]
+    Etcd(String),
+    /// This replica has not reached a quorum of etcd for longer than `isolatedAfterSeconds`.
+    #[error(
+        "this leader replica is cut off from its etcd store (no quorum answer for {0} s); it refuses changes until it reaches it again: retry through another replica"
+    )]
+    Isolated(u64),
+    /// Another replica saved the revision this save was based on first (etcd mode); retried, or a 409.
+    #[error("another leader replica saved revision {0} at the same time; retry")]
+    SaveRace(i64),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -135,6 +148,9 @@ impl Error {
                 "invalid-platform-settings",
             ),
             Error::Write { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "write-failed"),
+            Error::Etcd(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
+            Error::Isolated(_) => (StatusCode::SERVICE_UNAVAILABLE, "leader-isolated"),
+            Error::SaveRace(_) => (StatusCode::CONFLICT, "conflict"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "unexpected-error"),
         }
     }
@@ -156,6 +172,8 @@ impl Error {
         let shown = matches!(
             self,
             Error::Unavailable(_)
+                | Error::Etcd(_)
+                | Error::Isolated(_)
                 | Error::Render { .. }
                 | Error::Platform { .. }
                 | Error::EmptyRole(_)

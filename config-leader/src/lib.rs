@@ -16,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod etcd;
 pub mod follower_keys;
 pub mod metrics;
 pub mod render_roles;
@@ -45,8 +46,34 @@ pub struct Leader {
 }
 
 impl Leader {
-    /// Loads the TLS material, starts the change watcher and warns about what an operator should know.
+    /// [`Leader::new`], in etcd mode (`store.etcd`) once connected to the store: the shared secrets taken
+    /// into the configuration, this replica's copy of the settings written, the store followed.
+    pub async fn start(mut config: Config, shutdown: &CancellationToken) -> Result<Self, Error> {
+        if config.etcd.is_none() {
+            return Self::new(&config, shutdown);
+        }
+        let replica = etcd::Replica::start(&mut config).await?;
+        let leader = Self::build(&config, Some(replica.clone()), shutdown)?;
+        replica.spawn(leader.state.admin.settings.clone(), shutdown.clone());
+        Ok(leader)
+    }
+
+    /// Loads the TLS material, starts the change watcher and warns about what an operator should know
+    /// (SQLite mode; etcd mode starts with [`Leader::start`]).
     pub fn new(config: &Config, shutdown: &CancellationToken) -> Result<Self, Error> {
+        if config.etcd.is_some() {
+            return Err(Error::Internal(
+                "store.etcd: start the leader with Leader::start".into(),
+            ));
+        }
+        Self::build(config, None, shutdown)
+    }
+
+    fn build(
+        config: &Config,
+        replica: Option<Arc<etcd::Replica>>,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, Error> {
         for key in &config.unknown_keys {
             tracing::warn!(key, file = %config.path.display(), "unknown configuration key ignored");
         }
@@ -66,8 +93,9 @@ impl Leader {
                 tracing::warn!(url = %follower.url, role = %follower.role, "follower's role has no templates folder; it will get 404");
             }
         }
+        let platform_in_force = config.platform_in_force();
         // A follower in a zone platform.yml lacks gets no tree (its render fails): say so at once.
-        if let Ok(platform) = render_roles::load(&config.platform_config) {
+        if let Ok(platform) = render_roles::load(&platform_in_force) {
             for problem in render_roles::zone_problems(&platform, &config.followers) {
                 tracing::error!("{problem}");
             }
@@ -75,16 +103,12 @@ impl Leader {
         let store = store::TreeStore::new(
             config.templates_path.clone(),
             tree::LinkPolicy::new(&config.templates_path, &config.allow_links_to),
-            config.platform_config.clone(),
+            platform_in_force.clone(),
             config.internals.clone(),
         );
-        let watch = source_watch::start(
-            &store,
-            &config.templates_path,
-            &config.platform_config,
-            shutdown,
-        );
-        let admin = Arc::new(admin::Admin::new(config, &store)?);
+        let watch =
+            source_watch::start(&store, &config.templates_path, &platform_in_force, shutdown);
+        let admin = Arc::new(admin::Admin::new(config, &store, replica.as_deref())?);
         if let Some(repository) = &admin.repository {
             repository.spawn(&store, shutdown.clone());
         }
@@ -93,6 +117,7 @@ impl Leader {
             followers: Arc::new(follower_keys::FollowerIndex::new(&config.followers)),
             admin,
             shutdown: shutdown.clone(),
+            replica,
         });
         restore_reports(&state);
         Ok(Self {
@@ -181,7 +206,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    Leader::new(&config, &shutdown)?
+    Leader::start(config, &shutdown)
+        .await?
         .serve(listener, shutdown)
         .await
 }

@@ -168,16 +168,16 @@ fn check(config: &Config) -> ExitCode {
 
 fn serve(config: Config) -> ExitCode {
     run_until_signal("config-leader", |shutdown| async move {
-        let leader = match config_leader::Leader::new(&config, &shutdown) {
+        let listen = config.listen;
+        let leader = match config_leader::Leader::start(config, &shutdown).await {
             Ok(leader) => leader,
             Err(err) => return fail(&err),
         };
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(listener) => listener,
             Err(err) => {
                 eprintln!(
-                    "config-leader: cannot listen on {}: {err}; free the port or set http.port / --port",
-                    config.listen
+                    "config-leader: cannot listen on {listen}: {err}; free the port or set http.port / --port"
                 );
                 return ExitCode::FAILURE;
             }

@@ -5,6 +5,8 @@
 
 pub const HTTP_REQUESTS: &str = "pryv_config_leader_http_requests_total";
 pub const CONF_DURATION: &str = "pryv_config_leader_conf_request_duration_seconds";
+/// 1 while this replica cannot reach a quorum of its etcd store (etcd mode).
+pub const STORE_ISOLATED: &str = "pryv_config_leader_store_isolated";
 pub const CONF_BYTES: &str = "pryv_config_leader_conf_bytes_served_total";
 pub const RENDERS: &str = "pryv_config_leader_renders_total";
 pub const RENDER_DURATION: &str = "pryv_config_leader_render_duration_seconds";
@@ -51,6 +53,10 @@ pub fn describe() {
         "Time to render a role's tree"
     );
     describe_gauge!(ROLE_REVISION, "1 for the revision each role serves now");
+    describe_gauge!(
+        STORE_ISOLATED,
+        "1 while this leader replica cannot reach a quorum of its etcd store (it refuses changes)"
+    );
     describe_gauge!(
         ROLE_RENDER_FAILING,
         "1 while a role's templates or settings do not render (the last good tree is served)"

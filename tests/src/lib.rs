@@ -4,8 +4,11 @@
 // Test and tool code: blocking calls are fine here.
 #![allow(clippy::disallowed_methods)]
 
+pub mod etcd;
 pub mod machine;
 pub mod platform;
+pub mod proxy;
+pub mod replicas;
 pub mod webdriver;
 
 pub use pryv_testkit::{Daemon, available, free_port, install_crypto, skip, wait_until, write};

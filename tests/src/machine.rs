@@ -46,12 +46,19 @@ impl Machine {
 
     /// Starts its follower against `leader_url` and waits until it listens.
     pub fn start(&mut self, leader_url: &str) {
+        self.start_on(&[leader_url.to_owned()]);
+    }
+
+    /// Starts its follower against the leader replicas `leader_urls` (`leader.url` the first, `leader.urls`
+    /// all of them; long-polling when there are several) and waits until it listens.
+    pub fn start_on(&mut self, leader_urls: &[String]) {
+        let leader_url = leader_urls[0].as_str();
         let config = self.root.join("config-follower.json");
         std::fs::create_dir_all(&self.root).unwrap();
         std::fs::write(
             &config,
             json!({
-                "leader": {"url": leader_url, "auth": self.key},
+                "leader": {"url": leader_url, "urls": leader_urls, "auth": self.key, "longPoll": leader_urls.len() > 1},
                 "paths": {"dataFolder": self.root.join("pryv")},
             })
             .to_string(),

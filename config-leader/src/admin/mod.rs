@@ -52,22 +52,25 @@ pub struct Admin {
 
 impl Admin {
     /// Opens the database, records the current `platform.yml` in history, recreates `initial_user`.
-    pub fn new(config: &Config, store: &TreeStore) -> Result<Self, Error> {
+    pub fn new(
+        config: &Config,
+        store: &TreeStore,
+        replica: Option<&crate::etcd::Replica>,
+    ) -> Result<Self, Error> {
         let db = Arc::new(Db::open(
             &config.database_path,
             config.credentials_file.exists(),
         )?);
         let settings = Arc::new(Settings::new(
-            config.platform_config.clone(),
-            config.platform_template.clone(),
-            config.templates_path.clone(),
-            config.internals.clone(),
-            config.followers.clone(),
+            config,
             db.clone(),
             store.clone(),
+            replica.map(|replica| replica.history.clone()),
         ));
-        settings.settle_after_crash()?;
-        settings.sync_history()?;
+        if replica.is_none() {
+            settings.settle_after_crash()?;
+            settings.sync_history()?;
+        }
         let repository = git::SettingsRepository::new(config, db.clone(), settings.clone());
         crate::metrics::describe();
         let initial_user = create_initial_user(&db, &config.credentials_file)?;

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::admin::db::{Db, RevisionRow};
 use crate::config::Internals;
 use crate::error::Error;
+use crate::etcd::history::SharedHistory;
 use crate::store::TreeStore;
 use pryv_daemon::now_unix_i64;
 
@@ -122,24 +123,39 @@ pub struct Settings {
     parsed: std::sync::Mutex<Option<(u64, Arc<PlatformFile>)>>,
     /// Woken at every new revision (the settings repository commits it).
     saved: Arc<tokio::sync::Notify>,
+    /// etcd mode: the history shared by the replicas is the record, `platform_path` this replica's copy.
+    shared: Option<Arc<SharedHistory>>,
+}
+
+/// Saves tried in a row when other replicas keep saving first (etcd mode, no `If-Match`).
+const SAVE_ATTEMPTS: usize = 5;
+
+/// A change ready to save: the exact text of `platform.yml` and the history message.
+pub struct Prepared {
+    pub text: String,
+    pub message: String,
+}
+
+/// Runs `future` to its end from blocking code (settings work runs on blocking threads of the runtime).
+fn wait_for<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Handle::current().block_on(future)
 }
 
 impl Settings {
+    /// The settings of `config` (in etcd mode, `shared` is the record and the file this replica's copy).
     pub fn new(
-        platform_path: PathBuf,
-        template_path: Option<PathBuf>,
-        templates: PathBuf,
-        internals: Internals,
-        followers: Vec<crate::config::FollowerEntry>,
+        config: &crate::config::Config,
         db: Arc<Db>,
         store: TreeStore,
+        shared: Option<Arc<SharedHistory>>,
     ) -> Self {
         Self {
-            platform_path,
-            template_path,
-            templates,
-            internals,
-            followers,
+            shared,
+            platform_path: config.platform_in_force(),
+            template_path: config.platform_template.clone(),
+            templates: config.templates_path.clone(),
+            internals: config.internals.clone(),
+            followers: config.followers.clone(),
             db,
             store,
             mutation: tokio::sync::Mutex::new(()),
@@ -157,11 +173,12 @@ impl Settings {
     #[allow(clippy::disallowed_methods)] // the statements run in off_runtime
     pub async fn record_hand_edit(self: &Arc<Self>) -> Result<i64, Error> {
         let _one = self.mutation.lock().await;
-        self.off_runtime(|this| {
-            this.sync_history()?;
-            this.latest_revision()
-        })
-        .await
+        self.off_runtime(|this| this.sync_history()).await
+    }
+
+    /// etcd mode: takes the newest revision of the store into this replica's copy (the watch calls it).
+    pub async fn refresh(self: &Arc<Self>) -> Result<i64, Error> {
+        self.record_hand_edit().await
     }
 
     /// A commit of the followed branch (`settings.git`): validated exactly as a PUT is (every role renders,
@@ -178,11 +195,11 @@ impl Settings {
     ) -> Result<i64, Error> {
         let _one = self.mutation.lock().await;
         self.off_runtime(move |this| {
-            this.sync_history()?;
-            this.ensure_current(Some(expected))?;
+            let base = this.sync_history()?;
+            this.ensure_current(Some(expected), base)?;
             let platform = this.parse(&text)?;
             this.validate(&platform)?;
-            let revision = this.commit(&text, &author, &message)?;
+            let revision = this.commit(&text, &author, &message, base)?;
             this.db.blocking().set_git_commit(revision, &commit)?;
             Ok(revision)
         })
@@ -206,18 +223,25 @@ impl Settings {
     /// At start: settles the revisions a crash left between record and write (see [`Db::settle_pending_revisions`]).
     #[allow(clippy::disallowed_methods)] // start-up (Admin::new)
     pub fn settle_after_crash(&self) -> Result<(), Error> {
+        if self.shared.is_some() {
+            return Ok(());
+        }
         self.db
             .blocking()
             .settle_pending_revisions(&self.read_text()?)
     }
 
     /// Records the file on disk as a revision if history does not end with it (revision 1 at first start,
-    /// author `disk` for hand edits).
+    /// author `disk` for hand edits); in etcd mode, the other way round: the store's newest revision becomes
+    /// this replica's copy. The revision in force.
     #[allow(clippy::disallowed_methods)] // start-up, and inside off_runtime
-    pub fn sync_history(&self) -> Result<(), Error> {
+    pub fn sync_history(&self) -> Result<i64, Error> {
+        if let Some(shared) = &self.shared {
+            return self.take_shared(shared);
+        }
         if self.db.blocking().has_pending_revision()? {
             // A save is between its record and its write: the file on disk is not a hand edit.
-            return Ok(());
+            return self.latest_revision();
         }
         let text = self.read_text()?;
         // Bound first: a connection held by the match's scrutinee would deadlock the arms' statements.
@@ -241,7 +265,23 @@ impl Settings {
             }
             Some(_) => {}
         }
-        Ok(())
+        self.latest_revision()
+    }
+
+    /// The store's newest revision written as this replica's copy when it differs; its number.
+    fn take_shared(&self, shared: &SharedHistory) -> Result<i64, Error> {
+        let latest = wait_for(shared.latest())?
+            .ok_or_else(|| Error::Etcd("the store holds no settings revision".into()))?;
+        let copy = self.read_text().ok();
+        if copy.as_deref() != Some(latest.content.as_str()) {
+            self.write(&latest.content)?;
+            self.saved.notify_one();
+            tracing::info!(
+                revision = latest.revision,
+                "took the settings another replica saved"
+            );
+        }
+        Ok(latest.revision)
     }
 
     /// Every setting (the zones' overrides and the followers' own variables included) and internal value
@@ -301,25 +341,23 @@ impl Settings {
     pub async fn current_with_revision(self: &Arc<Self>) -> Result<(PlatformFile, i64), Error> {
         let _one = self.mutation.lock().await;
         self.off_runtime(|this| {
-            this.sync_history()?;
-            let platform = this.current()?;
-            Ok((platform, this.latest_revision()?))
+            let revision = this.sync_history()?;
+            Ok((this.current()?, revision))
         })
         .await
     }
 
     #[allow(clippy::disallowed_methods)] // inside off_runtime
     fn latest_revision(&self) -> Result<i64, Error> {
-        Ok(self
-            .db
-            .blocking()
-            .latest_revision()?
-            .map_or(0, |row| row.revision))
+        let latest = match &self.shared {
+            Some(shared) => wait_for(shared.latest())?,
+            None => self.db.blocking().latest_revision()?,
+        };
+        Ok(latest.map_or(0, |row| row.revision))
     }
 
-    /// Refuses a change made against revision `expected` when another one was saved since (a lost update).
-    fn ensure_current(&self, expected: Option<i64>) -> Result<(), Error> {
-        let current = self.latest_revision()?;
+    /// Refuses a change made against revision `expected` when `current` is another one (a lost update).
+    fn ensure_current(&self, expected: Option<i64>, current: i64) -> Result<(), Error> {
         match expected {
             Some(expected) if expected != current => {
                 Err(Error::StaleRevision { expected, current })
@@ -343,7 +381,7 @@ impl Settings {
                 .message
                 .clone()
                 .unwrap_or_else(|| "settings updated".into());
-            Ok((this.patched(&patch, allow_new)?, message))
+            this.prepare(&this.patched(&patch, allow_new)?, message)
         })
         .await
     }
@@ -362,28 +400,73 @@ impl Settings {
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("zones updated: {}", patch.names().join(", ")));
-            Ok((patch.apply(&this.current()?)?, message))
+            this.prepare(&patch.apply(&this.current()?)?, message)
         })
         .await
     }
 
-    /// One change: a hand edit recorded first, the `If-Match` revision checked, then the settings `make`
-    /// gives validated and saved with its message, all off the runtime and one change at a time.
+    /// One change: a hand edit recorded first (etcd: the newest revision taken), the `If-Match` revision
+    /// checked, then the change `make` prepares (validated) saved, all off the runtime and one change at a
+    /// time in this process.
     async fn change(
         self: &Arc<Self>,
         author: &str,
         expected: Option<i64>,
-        make: impl FnOnce(&Self) -> Result<(PlatformFile, String), Error> + Send + 'static,
+        make: impl Fn(&Self) -> Result<Prepared, Error> + Send + 'static,
     ) -> Result<i64, Error> {
         let _one = self.mutation.lock().await;
         let author = author.to_owned();
         self.off_runtime(move |this| {
-            this.sync_history()?;
-            this.ensure_current(expected)?;
-            let (platform, message) = make(this)?;
-            this.save(&platform, &author, &message)
+            this.saving(expected, &author, &|this| make(this).map(Some))
+                .map(|revision| revision.unwrap_or(0))
         })
         .await
+    }
+
+    /// Prepares and saves a change based on the revision in force. In etcd mode another replica may save
+    /// first: with `If-Match` that is a stale revision (412), without it the change is made again on the new
+    /// revision, a few times. `None` when `prepare` finds nothing to save.
+    fn saving(
+        &self,
+        expected: Option<i64>,
+        author: &str,
+        prepare: &dyn Fn(&Self) -> Result<Option<Prepared>, Error>,
+    ) -> Result<Option<i64>, Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let base = self.sync_history()?;
+            self.ensure_current(expected, base)?;
+            let Some(change) = prepare(self)? else {
+                return Ok(None);
+            };
+            match self.commit(&change.text, author, &change.message, base) {
+                Err(Error::SaveRace(taken)) => match expected {
+                    Some(expected) => {
+                        let current = self.latest_revision().unwrap_or(taken);
+                        return Err(Error::StaleRevision { expected, current });
+                    }
+                    None if attempt < SAVE_ATTEMPTS => {
+                        tracing::info!(
+                            revision = taken,
+                            "another replica saved first; making the change again on its revision"
+                        );
+                    }
+                    None => return Err(Error::SaveRace(taken)),
+                },
+                saved => return saved.map(Some),
+            }
+        }
+    }
+
+    /// `platform` validated (every role renders) and written out as the text to save.
+    pub fn prepare(&self, platform: &PlatformFile, message: String) -> Result<Prepared, Error> {
+        self.validate(platform)?;
+        let text = platform.to_yaml().map_err(|source| Error::Platform {
+            path: self.platform_path.clone(),
+            source,
+        })?;
+        Ok(Prepared { text, message })
     }
 
     /// The current settings with `patch` merged in (nothing saved): only the values present change.
@@ -459,16 +542,16 @@ impl Settings {
         let _one = self.mutation.lock().await;
         let author = author.to_owned();
         self.off_runtime(move |this| {
-            this.sync_history()?;
-            this.ensure_current(expected)?;
-            let old = this.recorded(revision)?;
-            let platform = this.parse(&old.content)?;
-            this.validate(&platform)?;
-            this.commit(
-                &old.content,
-                &author,
-                &format!("rollback to revision {revision}"),
-            )
+            let rollback = |this: &Self| {
+                let old = this.recorded(revision)?;
+                this.validate(&this.parse(&old.content)?)?;
+                Ok(Some(Prepared {
+                    text: old.content,
+                    message: format!("rollback to revision {revision}"),
+                }))
+            };
+            this.saving(expected, &author, &rollback)
+                .map(|saved| saved.unwrap_or(0))
         })
         .await
     }
@@ -507,21 +590,25 @@ impl Settings {
         let _one = self.mutation.lock().await;
         let author = author.to_owned();
         self.off_runtime(move |this| {
-            this.sync_history()?;
-            this.ensure_current(expected)?;
-            let (plan, migrated) = this.migration()?;
-            if plan.migrations.is_empty() {
-                return Ok((plan, None));
-            }
-            let revision = this.save(
-                &migrated,
-                &author,
-                &format!(
+            let planned = std::cell::RefCell::new(None);
+            let migrate = |this: &Self| {
+                let (plan, migrated) = this.migration()?;
+                let message = format!(
                     "migration from {} to {}",
                     plan.platform_version, plan.template_version
-                ),
-            )?;
-            Ok((plan, Some(revision)))
+                );
+                let empty = plan.migrations.is_empty();
+                *planned.borrow_mut() = Some(plan);
+                if empty {
+                    return Ok(None);
+                }
+                this.prepare(&migrated, message).map(Some)
+            };
+            let revision = this.saving(expected, &author, &migrate)?;
+            let plan = planned
+                .into_inner()
+                .ok_or_else(|| Error::Internal("no migration plan was made".into()))?;
+            Ok((plan, revision))
         })
         .await
     }
@@ -558,6 +645,9 @@ impl Settings {
     #[allow(clippy::disallowed_methods)] // the statements run in off_runtime
     pub async fn history(self: &Arc<Self>) -> Result<Vec<RevisionRow>, Error> {
         self.off_runtime(|this| {
+            if let Some(shared) = &this.shared {
+                return wait_for(shared.revisions());
+            }
             this.sync_history()?;
             this.db.blocking().revisions()
         })
@@ -604,17 +694,23 @@ impl Settings {
     /// Revision `revision` as recorded, or a 400 naming it.
     #[allow(clippy::disallowed_methods)] // inside off_runtime
     fn recorded(&self, revision: i64) -> Result<RevisionRow, Error> {
-        self.db
-            .blocking()
-            .revision(revision)?
+        self.find(revision)?
             .ok_or_else(|| Error::BadRequest(format!("no settings revision {revision}")))
+    }
+
+    #[allow(clippy::disallowed_methods)] // inside off_runtime
+    fn find(&self, revision: i64) -> Result<Option<RevisionRow>, Error> {
+        match &self.shared {
+            Some(shared) => wait_for(shared.revision(revision)),
+            None => self.db.blocking().revision(revision),
+        }
     }
 
     #[allow(clippy::disallowed_methods)] // inside off_runtime
     fn revision_now(&self, revision: i64) -> Result<(RevisionRow, Vec<SettingChange>), Error> {
         let row = self.recorded(revision)?;
         let after = self.parse(&row.content)?;
-        let previous = self.db.blocking().revision(revision - 1)?;
+        let previous = self.find(revision - 1)?;
         let before = match previous {
             Some(previous) => self.parse(&previous.content)?,
             None => PlatformFile::default(),
@@ -642,19 +738,18 @@ impl Settings {
         }
     }
 
-    fn save(&self, platform: &PlatformFile, author: &str, message: &str) -> Result<i64, Error> {
-        self.validate(platform)?;
-        let text = platform.to_yaml().map_err(|source| Error::Platform {
-            path: self.platform_path.clone(),
-            source,
-        })?;
-        self.commit(&text, author, message)
-    }
-
     /// Writes `text` as `platform.yml` and records it: first as a pending revision, then the write, then the
-    /// confirmation, so a crash in between never credits the change to a hand edit.
+    /// confirmation, so a crash in between never credits the change to a hand edit. In etcd mode the record
+    /// is the store's transaction (revision `base + 1` if nobody took it), then this replica's copy.
     #[allow(clippy::disallowed_methods)] // inside off_runtime
-    fn commit(&self, text: &str, author: &str, message: &str) -> Result<i64, Error> {
+    fn commit(&self, text: &str, author: &str, message: &str, base: i64) -> Result<i64, Error> {
+        if let Some(shared) = &self.shared {
+            let saved = wait_for(shared.append(base, author, now_unix_i64(), message, text))?;
+            let revision = saved.ok_or(Error::SaveRace(base + 1))?;
+            self.write(text)?;
+            self.saved.notify_one();
+            return Ok(revision);
+        }
         let revision =
             self.db
                 .blocking()

@@ -66,6 +66,9 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
             wait: None,
             timeout: None,
         });
+    if let Err(isolated) = state.ensure_reachable() {
+        return isolated_answer(state, follower, parts, &wait, isolated, role).await;
+    }
     let (served, unchanged) = match wait_for_news(state, index, follower, parts, wait).await {
         Ok(news) => news,
         Err(err) => {
@@ -104,6 +107,37 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
     Ok(response)
 }
 
+/// A replica cut off from its etcd store cannot vouch for a tree: 304 when the follower already has the
+/// tree this replica last knew, 503 `leader-isolated` otherwise. A long-poll is refused at once: holding it
+/// would tell the follower "nothing new" for as long as it waits, where another replica may have news (the
+/// follower moves on to it).
+async fn isolated_answer(
+    state: &AppState,
+    follower: &crate::config::FollowerEntry,
+    parts: &Parts,
+    wait: &WaitQuery,
+    isolated: Error,
+    role: ServedRole,
+) -> Result<Response, Response> {
+    let refused = |role: ServedRole| {
+        let mut response = isolated.to_response();
+        response.extensions_mut().insert(role);
+        response
+    };
+    if wait.wait.is_some() {
+        return Err(refused(role));
+    }
+    match state.store.get(&follower.variant).await {
+        Ok(tree) if etag_matches(&parts.headers, &tree.revision) => {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            response.headers_mut().insert(ETAG, tree.etag.clone());
+            response.extensions_mut().insert(role);
+            Ok(response)
+        }
+        _ => Err(refused(role)),
+    }
+}
+
 /// What this follower gets now, or, with `?wait=<revision>`, as soon as that is no longer `<revision>`
 /// (at most until the timeout): every change of the trees or of the rollouts' pins wakes the wait. The flag
 /// says the wait timed out with nothing new: the answer is then 304, whatever `If-None-Match` says.
@@ -114,14 +148,7 @@ async fn wait_for_news(
     parts: &Parts,
     wait: WaitQuery,
 ) -> Result<(Served, bool), std::sync::Arc<Error>> {
-    let deadline = wait.wait.as_ref().map(|_| {
-        let seconds = wait
-            .timeout
-            .as_deref()
-            .and_then(|t| t.parse::<u64>().ok())
-            .map_or(MAX_WAIT, std::time::Duration::from_secs);
-        tokio::time::Instant::now() + seconds.min(MAX_WAIT)
-    });
+    let deadline = wait_deadline(&wait);
     let mut changes = state.store.changes();
     loop {
         changes.borrow_and_update();
@@ -137,6 +164,18 @@ async fn wait_for_news(
             _ = changes.changed() => {}
         }
     }
+}
+
+/// When a `?wait=` request answers at the latest (its `timeout`, at most [`MAX_WAIT`]); `None` without wait.
+fn wait_deadline(wait: &WaitQuery) -> Option<tokio::time::Instant> {
+    wait.wait.as_ref().map(|_| {
+        let seconds = wait
+            .timeout
+            .as_deref()
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or(MAX_WAIT, std::time::Duration::from_secs);
+        tokio::time::Instant::now() + seconds.min(MAX_WAIT)
+    })
 }
 
 /// What `GET /conf` gives one follower.

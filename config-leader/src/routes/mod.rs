@@ -61,6 +61,18 @@ pub struct Shared {
     pub admin: Arc<Admin>,
     /// Fires at shutdown: endless answers (the console's event streams) end then, not at the drain's limit.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// etcd mode: this replica's side of the shared store (`None` with SQLite).
+    pub replica: Option<Arc<crate::etcd::Replica>>,
+}
+
+impl Shared {
+    /// `Err(Isolated)` while this replica cannot reach its etcd store (never with SQLite).
+    pub fn ensure_reachable(&self) -> Result<(), Error> {
+        match &self.replica {
+            Some(replica) => replica.ensure_reachable(),
+            None => Ok(()),
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -112,6 +124,10 @@ pub fn app(state: AppState) -> Router {
         .merge(events::routes())
         .merge(rollouts::routes())
         .merge(platform_users::routes())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_changes_when_isolated,
+        ))
         .layer(cors::layer(&state));
     let refresh_state = state.clone();
     let metrics = pryv_daemon::metrics::route(
@@ -133,6 +149,23 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(pryv_daemon::json_errors))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// An admin request that changes anything, on a replica cut off from its etcd store: 503 `leader-isolated`
+/// (it could not record the change, nor vouch for what it would change). Reads still answer.
+async fn refuse_changes_when_isolated(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let reads = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !reads && let Err(err) = state.ensure_reachable() {
+        return err.to_response();
+    }
+    next.run(request).await
 }
 
 /// Role served by a request, left in the response for the request log.

@@ -78,10 +78,12 @@ pub struct MigrationResult {
 
 /// The settings with the revision they are, the revision also as the `ETag` (what `If-Match` names).
 /// `revision` in the body only after a change (the legacy answer of a read has none).
-async fn view(state: &AppState, changed: bool) -> Result<Response, Error> {
+/// The settings in force; `saved`: the revision this request's change was saved as (other replicas or
+/// requests may have saved more since: the ETag is the revision of what is shown).
+async fn view(state: &AppState, saved: Option<i64>) -> Result<Response, Error> {
     let (platform, current) = state.admin.settings.current_with_revision().await?;
     let settings = serde_json::to_value(&platform.vars)?;
-    let revision = changed.then_some(current);
+    let revision = saved;
     Ok(with_etag(
         Json(SettingsView { settings, revision }),
         current,
@@ -123,7 +125,7 @@ pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
     responses((status = 200, body = SettingsView), (status = 401, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody)))]
 pub async fn read(State(state): State<AppState>, caller: Caller) -> Result<Response, Error> {
     caller.require(Permission::SettingsRead)?;
-    view(&state, false).await
+    view(&state, None).await
 }
 
 /// Change some settings (settings:update). Every role is rendered with the new values first; on any error
@@ -172,7 +174,7 @@ pub async fn update(
             &remote,
         )
         .await;
-    view(&state, true).await
+    view(&state, Some(revision)).await
 }
 
 /// What `PUT /admin/settings` with the same body would change, saving nothing (settings:update): per role the
@@ -264,7 +266,7 @@ pub async fn rollback(
             &remote,
         )
         .await;
-    view(&state, true).await
+    view(&state, Some(revision)).await
 }
 
 /// The steps from the platform's template version to the template platform file's, and what they would change

@@ -32,7 +32,9 @@ pub struct ZonesView {
     pub revision: Option<i64>,
 }
 
-async fn view(state: &AppState, changed: bool) -> Result<Response, Error> {
+/// The settings in force; `saved`: the revision this request's change was saved as (other replicas or
+/// requests may have saved more since: the ETag is the revision of what is shown).
+async fn view(state: &AppState, saved: Option<i64>) -> Result<Response, Error> {
     let (platform, current) = state.admin.settings.current_with_revision().await?;
     let zones: serde_json::Map<String, serde_json::Value> = platform
         .zones
@@ -52,7 +54,7 @@ async fn view(state: &AppState, changed: bool) -> Result<Response, Error> {
         Json(ZonesView {
             zones: serde_json::Value::Object(zones),
             followers,
-            revision: changed.then_some(current),
+            revision: saved,
         }),
         current,
     ))
@@ -69,7 +71,7 @@ fn patch_of(body: &[u8]) -> Result<ZonesPatch, Error> {
     responses((status = 200, body = ZonesView), (status = 401, body = pryv_protocol::ErrorBody), (status = 403, body = pryv_protocol::ErrorBody)))]
 pub async fn read(State(state): State<AppState>, caller: Caller) -> Result<Response, Error> {
     caller.require(Permission::SettingsRead)?;
-    view(&state, false).await
+    view(&state, None).await
 }
 
 /// Change zones' overrides (settings:update): `{"zones": {ZONE: {GROUP: {"settings": {NAME: {"value": ...}
@@ -110,7 +112,7 @@ pub async fn update(
             &remote,
         )
         .await;
-    view(&state, true).await
+    view(&state, Some(revision)).await
 }
 
 /// What `PUT /admin/zones` with the same body would change, saving nothing (settings:update): per variant

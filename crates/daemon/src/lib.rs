@@ -26,7 +26,7 @@ pub use serve::{
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DRAIN, ServeOptions, connection_cap, serve,
     server_tls,
 };
-pub use tls::{client_tls, error_chain};
+pub use tls::{client_tls, client_tls_with_identity, error_chain};
 use tokio_util::sync::CancellationToken;
 
 /// sysexits' EX_CONFIG: the configuration is wrong; fix it before restarting.

@@ -11,6 +11,15 @@ use rustls::pki_types::pem::PemObject;
 
 /// A client configuration trusting the system roots and, when given, the PEM certificates of `extra_ca`.
 pub fn client_tls(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    client_tls_with_identity(extra_ca, None)
+}
+
+/// [`client_tls`], presenting the PEM certificate chain and key of `identity` when the server asks for one
+/// (etcd members that require client certificates).
+pub fn client_tls_with_identity(
+    extra_ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         // A system certificate rustls cannot parse is skipped, as browsers do.
@@ -29,13 +38,31 @@ pub fn client_tls(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, Strin
                 .map_err(|err| format!("{}: unusable CA certificate: {err}", ca_file.display()))?;
         }
     }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|err| err.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
+    .with_root_certificates(roots);
+    let Some((cert_file, key_file)) = identity else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|err| {
+            format!(
+                "{}: cannot read the certificate: {err}",
+                cert_file.display()
+            )
+        })?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|err| format!("{}: cannot read the key: {err}", key_file.display()))?;
+    builder.with_client_auth_cert(chain, key).map_err(|err| {
+        format!(
+            "{}: unusable client certificate: {err}",
+            cert_file.display()
+        )
+    })
 }
 
 /// An error followed by its causes (`a: b: c`): the root cause says "connection refused", "certificate unknown".

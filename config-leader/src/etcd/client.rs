@@ -1,0 +1,439 @@
+//! A small etcd v3 client over etcd's JSON gateway (`/v3/kv/range`, `/v3/kv/txn`, `/v3/watch`, ...), on the
+//! leader's one HTTP stack (reqwest + rustls): no gRPC, no generated code, no system protoc to build it.
+//!
+//! Keys and values travel base64-encoded, 64-bit numbers as strings, as the gateway's JSON mapping has them.
+//! Every call goes to the endpoint that answered last and moves on to the next after a connection error, a
+//! timeout or a 5xx, so one etcd member down costs one retry, not an outage.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::Error;
+
+/// How long one request to one endpoint may take: a member that does not answer in this time is skipped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One key as etcd holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+}
+
+/// A comparison of a transaction.
+#[derive(Debug, Clone)]
+pub enum Compare {
+    /// The key does not exist.
+    Absent(String),
+    /// The key holds exactly these bytes.
+    ValueIs(String, Vec<u8>),
+}
+
+/// A write of a transaction.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+}
+
+/// The client: endpoints, the one that answered last, the prefix every key of the platform lives under.
+pub struct Etcd {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+    current: AtomicUsize,
+    prefix: String,
+}
+
+#[derive(Deserialize)]
+struct RawKv {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    create_revision: Option<String>,
+    #[serde(default)]
+    mod_revision: Option<String>,
+}
+
+impl RawKv {
+    fn decode(self) -> Result<Kv, Error> {
+        let bytes = |text: &str| {
+            B64.decode(text)
+                .map_err(|err| Error::Etcd(format!("undecodable answer: {err}")))
+        };
+        let key = String::from_utf8(bytes(&self.key)?)
+            .map_err(|_| Error::Etcd("a key that is not UTF-8".into()))?;
+        Ok(Kv {
+            key,
+            value: bytes(&self.value)?,
+            create_revision: number(self.create_revision.as_deref()),
+            mod_revision: number(self.mod_revision.as_deref()),
+        })
+    }
+}
+
+/// A 64-bit number as the gateway writes it (a string; absent = 0).
+pub fn number(text: Option<&str>) -> i64 {
+    text.and_then(|t| t.parse().ok()).unwrap_or(0)
+}
+
+/// The revision in an answer's header.
+fn header_revision(answer: &Value) -> i64 {
+    number(answer["header"]["revision"].as_str())
+}
+
+fn decode_kvs(answer: &Value) -> Result<Vec<Kv>, Error> {
+    match answer.get("kvs") {
+        None => Ok(Vec::new()),
+        Some(kvs) => serde_json::from_value::<Vec<RawKv>>(kvs.clone())
+            .map_err(|err| Error::Etcd(format!("unexpected answer: {err}")))?
+            .into_iter()
+            .map(RawKv::decode)
+            .collect(),
+    }
+}
+
+/// The end of the range of every key starting with `prefix` (etcd's prefix convention).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Etcd {
+    pub fn new(
+        endpoints: Vec<String>,
+        prefix: String,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|err| Error::Tls(err.to_string()))?;
+        Ok(Self {
+            http,
+            endpoints,
+            current: AtomicUsize::new(0),
+            prefix,
+        })
+    }
+
+    /// `name` under the platform's prefix.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Posts `body` to `path`, on the endpoint that answered last, then on each other in turn.
+    async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        let count = self.endpoints.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for step in 0..count {
+            let index = (first + step) % count;
+            let endpoint = &self.endpoints[index];
+            let sent = self
+                .http
+                .post(format!("{endpoint}{path}"))
+                .timeout(REQUEST_TIMEOUT)
+                .json(body)
+                .send()
+                .await;
+            match sent {
+                Ok(answer) if answer.status().is_success() => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return answer.json().await.map_err(|err| {
+                        Error::Etcd(format!("{endpoint}: unreadable answer: {err}"))
+                    });
+                }
+                Ok(answer) if answer.status().is_client_error() => {
+                    let status = answer.status();
+                    let text = answer.text().await.unwrap_or_default();
+                    return Err(Error::Etcd(format!("{endpoint}{path}: {status}: {text}")));
+                }
+                Ok(answer) => {
+                    let status = answer.status();
+                    let text = answer.text().await.unwrap_or_default();
+                    failures.push(format!("{endpoint}: {status} {}", text.trim()));
+                }
+                Err(err) => {
+                    failures.push(format!("{endpoint}: {}", pryv_daemon::error_chain(&err)))
+                }
+            }
+        }
+        Err(Error::Etcd(format!(
+            "no etcd member answered ({})",
+            failures.join("; ")
+        )))
+    }
+
+    /// One key (a linearizable read: it needs a quorum).
+    pub async fn get(&self, name: &str) -> Result<Option<Kv>, Error> {
+        let answer = self
+            .post("/v3/kv/range", &json!({"key": B64.encode(self.key(name))}))
+            .await?;
+        Ok(decode_kvs(&answer)?.into_iter().next())
+    }
+
+    /// Every key under `name` (a prefix), in key order, and the store revision they were read at.
+    pub async fn list(&self, name: &str) -> Result<(Vec<Kv>, i64), Error> {
+        let prefix = self.key(name);
+        let answer = self
+            .post(
+                "/v3/kv/range",
+                &json!({"key": B64.encode(&prefix), "range_end": B64.encode(prefix_end(&prefix))}),
+            )
+            .await?;
+        Ok((decode_kvs(&answer)?, header_revision(&answer)))
+    }
+
+    /// The last key under `name` in key order (the newest of zero-padded numbered keys).
+    pub async fn last(&self, name: &str) -> Result<Option<Kv>, Error> {
+        let prefix = self.key(name);
+        let answer = self
+            .post(
+                "/v3/kv/range",
+                &json!({
+                    "key": B64.encode(&prefix),
+                    "range_end": B64.encode(prefix_end(&prefix)),
+                    "limit": 1,
+                    "sort_order": "DESCEND",
+                    "sort_target": "KEY",
+                }),
+            )
+            .await?;
+        Ok(decode_kvs(&answer)?.into_iter().next())
+    }
+
+    /// The current store revision: proof that a quorum of members answers.
+    pub async fn revision(&self) -> Result<i64, Error> {
+        let answer = self
+            .post(
+                "/v3/kv/range",
+                &json!({"key": B64.encode(self.key("")), "count_only": true}),
+            )
+            .await?;
+        Ok(header_revision(&answer))
+    }
+
+    /// All of `ops` if every comparison holds, nothing otherwise: whether they were applied.
+    pub async fn txn(&self, compare: &[Compare], ops: &[Op]) -> Result<bool, Error> {
+        let compare: Vec<Value> = compare
+            .iter()
+            .map(|c| match c {
+                Compare::Absent(name) => json!({
+                    "key": B64.encode(self.key(name)),
+                    "target": "CREATE",
+                    "result": "EQUAL",
+                    "create_revision": "0",
+                }),
+                Compare::ValueIs(name, value) => json!({
+                    "key": B64.encode(self.key(name)),
+                    "target": "VALUE",
+                    "result": "EQUAL",
+                    "value": B64.encode(value),
+                }),
+            })
+            .collect();
+        let success: Vec<Value> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value } => json!({"request_put": {
+                    "key": B64.encode(self.key(key)),
+                    "value": B64.encode(value),
+                }}),
+            })
+            .collect();
+        let answer = self
+            .post(
+                "/v3/kv/txn",
+                &json!({"compare": compare, "success": success}),
+            )
+            .await?;
+        Ok(answer["succeeded"].as_bool().unwrap_or(false))
+    }
+
+    /// Puts `value` at `name` unless the key exists; the value in force either way (create-if-absent).
+    pub async fn create_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, Error> {
+        let created = self
+            .txn(
+                &[Compare::Absent(name.to_owned())],
+                &[Op::Put {
+                    key: name.to_owned(),
+                    value: value.to_vec(),
+                }],
+            )
+            .await?;
+        if created {
+            return Ok(value.to_vec());
+        }
+        self.get(name)
+            .await?
+            .map(|kv| kv.value)
+            .ok_or_else(|| Error::Etcd(format!("{} vanished after it was found", self.key(name))))
+    }
+
+    /// Watches every key under `name` from store revision `from`: the stream of events, read chunk by chunk.
+    pub async fn watch(&self, name: &str, from: i64) -> Result<WatchStream, Error> {
+        let prefix = self.key(name);
+        let body = json!({"create_request": {
+            "key": B64.encode(&prefix),
+            "range_end": B64.encode(prefix_end(&prefix)),
+            "start_revision": from.to_string(),
+        }});
+        let count = self.endpoints.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for step in 0..count {
+            let index = (first + step) % count;
+            let endpoint = &self.endpoints[index];
+            // No overall timeout: the answer is a stream that lasts as long as the watch.
+            match self
+                .http
+                .post(format!("{endpoint}/v3/watch"))
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(answer) if answer.status().is_success() => {
+                    return Ok(WatchStream {
+                        answer,
+                        buffer: Vec::new(),
+                    });
+                }
+                Ok(answer) => failures.push(format!("{endpoint}: {}", answer.status())),
+                Err(err) => {
+                    failures.push(format!("{endpoint}: {}", pryv_daemon::error_chain(&err)))
+                }
+            }
+        }
+        Err(Error::Etcd(format!(
+            "cannot watch: no etcd member answered ({})",
+            failures.join("; ")
+        )))
+    }
+}
+
+/// What one message of a watch says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// Keys changed; the store revision of the message.
+    Changed { revision: i64, keys: Vec<String> },
+    /// The watch started (or a progress note) at this revision.
+    Progress(i64),
+    /// The revision asked for was compacted away: read everything again and watch from the new revision.
+    Compacted(i64),
+}
+
+/// The open stream of a watch (newline-delimited JSON messages).
+pub struct WatchStream {
+    answer: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl WatchStream {
+    /// The next message; an error when the stream ended or broke (the caller watches again).
+    pub async fn next(&mut self) -> Result<WatchEvent, Error> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return parse_watch_message(&line);
+            }
+            match self.answer.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) => return Err(Error::Etcd("the watch stream ended".into())),
+                Err(err) => {
+                    return Err(Error::Etcd(format!(
+                        "the watch stream broke: {}",
+                        pryv_daemon::error_chain(&err)
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn parse_watch_message(line: &[u8]) -> Result<WatchEvent, Error> {
+    let message: Value = serde_json::from_slice(line)
+        .map_err(|err| Error::Etcd(format!("unreadable watch message: {err}")))?;
+    if let Some(error) = message.get("error") {
+        return Err(Error::Etcd(format!("watch: {error}")));
+    }
+    let result = &message["result"];
+    let compacted = number(result["compact_revision"].as_str());
+    if compacted > 0 {
+        return Ok(WatchEvent::Compacted(compacted));
+    }
+    if result["canceled"].as_bool() == Some(true) {
+        return Err(Error::Etcd(format!(
+            "the watch was cancelled: {}",
+            result["cancel_reason"]
+                .as_str()
+                .unwrap_or("no reason given")
+        )));
+    }
+    let revision = header_revision(result);
+    let Some(events) = result.get("events").and_then(Value::as_array) else {
+        return Ok(WatchEvent::Progress(revision));
+    };
+    let mut keys = Vec::new();
+    for event in events {
+        let raw: RawKv = serde_json::from_value(event["kv"].clone())
+            .map_err(|err| Error::Etcd(format!("unreadable watch event: {err}")))?;
+        keys.push(raw.decode()?.key);
+    }
+    Ok(WatchEvent::Changed { revision, keys })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_at_the_next_byte() {
+        assert_eq!(prefix_end("/pryv/"), b"/pryv0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+
+    #[test]
+    fn watch_messages_are_read_as_the_gateway_writes_them() {
+        let key = B64.encode("/pryv/settings/history/000000000002");
+        let line = format!(
+            r#"{{"result":{{"header":{{"revision":"17"}},"events":[{{"kv":{{"key":"{key}","value":"","mod_revision":"17"}}}}]}}}}"#
+        );
+        assert_eq!(
+            parse_watch_message(line.as_bytes()).unwrap(),
+            WatchEvent::Changed {
+                revision: 17,
+                keys: vec!["/pryv/settings/history/000000000002".into()]
+            }
+        );
+        let created = br#"{"result":{"header":{"revision":"9"},"created":true}}"#;
+        assert_eq!(
+            parse_watch_message(created).unwrap(),
+            WatchEvent::Progress(9)
+        );
+        let compacted =
+            br#"{"result":{"header":{"revision":"30"},"compact_revision":"12","canceled":true}}"#;
+        assert_eq!(
+            parse_watch_message(compacted).unwrap(),
+            WatchEvent::Compacted(12)
+        );
+        assert!(parse_watch_message(br#"{"error":{"message":"boom"}}"#).is_err());
+    }
+}

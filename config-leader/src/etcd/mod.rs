@@ -1,0 +1,245 @@
+//! etcd mode (`store.etcd` in config-leader.json): the leader runs as several replicas sharing one etcd
+//! cluster. etcd holds the settings and their history (`history`) and the platform's secrets (`secrets`);
+//! each replica keeps a copy of the settings in force in its database folder, renders and serves from it, and
+//! keeps it current by following the history with an etcd watch (`follow`). A replica that loses its quorum
+//! (`liveness`) refuses changes and serves only what followers already have.
+//!
+//! Still per replica (in its SQLite database): admin users and revoked tokens, audit, follower reports and
+//! rollouts; the templates are each replica's own files.
+
+pub mod client;
+pub mod history;
+pub mod liveness;
+pub mod secrets;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use self::client::{Etcd, WatchEvent};
+use self::history::SharedHistory;
+use self::liveness::Liveness;
+use crate::admin::settings::Settings;
+use crate::config::Config;
+use crate::error::Error;
+
+/// How long a starting replica waits for a quorum before it gives up (systemd or compose starts it again).
+const START_WAIT: Duration = Duration::from_secs(15);
+/// Pause before watching again after a watch broke.
+const WATCH_RETRY: Duration = Duration::from_millis(500);
+
+/// This replica's side of the shared store.
+pub struct Replica {
+    pub etcd: Arc<Etcd>,
+    pub liveness: Arc<Liveness>,
+    pub history: Arc<SharedHistory>,
+}
+
+impl Replica {
+    /// Connects to the store, takes the shared secrets into `config`, records `platform.yml` as revision 1 at
+    /// the platform's very first start, and writes this replica's copy of the settings in force.
+    pub async fn start(config: &mut Config) -> Result<Arc<Self>, Error> {
+        let Some(store) = config.etcd.clone() else {
+            return Err(Error::Internal("etcd mode without store.etcd".into()));
+        };
+        let identity = store
+            .identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()));
+        let tls = pryv_daemon::client_tls_with_identity(store.ca_file.as_deref(), identity)
+            .map_err(Error::Tls)?;
+        let etcd = Arc::new(Etcd::new(
+            store.endpoints.clone(),
+            store.prefix.clone(),
+            tls,
+        )?);
+        wait_for_quorum(&etcd).await?;
+        secrets::resolve(&etcd, config).await?;
+        let history = Arc::new(SharedHistory::new(etcd.clone()));
+        let latest = match history.latest().await? {
+            Some(latest) => latest,
+            None => seed(&history, &config.platform_config).await?,
+        };
+        write_copy(&config.platform_in_force(), latest.content).await?;
+        tracing::info!(
+            endpoints = ?store.endpoints,
+            prefix = %store.prefix,
+            revision = latest.revision,
+            "etcd store: serving the shared settings"
+        );
+        let liveness = Arc::new(Liveness::new(store.isolated_after));
+        liveness.confirm();
+        Ok(Arc::new(Self {
+            etcd,
+            liveness,
+            history,
+        }))
+    }
+
+    /// The checks and the watch, until shutdown.
+    pub fn spawn(self: &Arc<Self>, settings: Arc<Settings>, shutdown: CancellationToken) {
+        self.liveness.spawn(self.etcd.clone(), shutdown.clone());
+        tokio::spawn(follow(self.clone(), settings, shutdown));
+    }
+
+    /// `Err(Isolated)` while this replica cannot vouch for the store.
+    pub fn ensure_reachable(&self) -> Result<(), Error> {
+        match self.liveness.isolated_for() {
+            Some(seconds) => Err(Error::Isolated(seconds)),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn wait_for_quorum(etcd: &Etcd) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    loop {
+        match etcd.revision().await {
+            Ok(_) => return Ok(()),
+            Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+            Err(err) => {
+                tracing::warn!(error = %err, "waiting for the etcd store");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The platform's first start on this store: this replica's `platform.yml` becomes revision 1, unless
+/// another replica recorded its own first (then that one is in force).
+async fn seed(
+    history: &SharedHistory,
+    platform: &Path,
+) -> Result<crate::admin::db::RevisionRow, Error> {
+    let text = tokio::fs::read_to_string(platform)
+        .await
+        .map_err(|source| Error::Io {
+            action: "read",
+            path: platform.to_owned(),
+            source,
+        })?;
+    crate::render_roles::parse(platform, &text)?;
+    let created = history
+        .append(
+            0,
+            "initial",
+            pryv_daemon::now_unix_i64(),
+            "platform.yml found at first start",
+            &text,
+        )
+        .await?;
+    if created.is_some() {
+        tracing::info!(path = %platform.display(), "etcd store was empty: recorded platform.yml as revision 1");
+    }
+    history
+        .latest()
+        .await?
+        .ok_or_else(|| Error::Etcd("the first revision vanished after it was written".into()))
+}
+
+/// Writes this replica's copy of the settings (0600, in a 0700 folder of the database folder).
+async fn write_copy(path: &Path, text: String) -> Result<(), Error> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::PermissionsExt;
+        let write_error = |source| Error::Write {
+            path: path.clone(),
+            source,
+        };
+        if let Some(folder) = path.parent() {
+            #[allow(clippy::disallowed_methods)] // on a blocking thread
+            std::fs::create_dir_all(folder).map_err(write_error)?;
+            #[allow(clippy::disallowed_methods)] // on a blocking thread
+            std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))
+                .map_err(write_error)?;
+        }
+        pryv_fs::write_atomic(&path, text.as_bytes(), 0o600).map_err(write_error)
+    })
+    .await?
+}
+
+/// Keeps this replica's copy current: every new revision in the store is taken (`Settings::refresh`). The
+/// watch resumes from the last store revision it processed; when that revision was compacted away, or at the
+/// first turn, the settings are read again from scratch before watching. A watch that breaks is opened again.
+async fn follow(replica: Arc<Replica>, settings: Arc<Settings>, shutdown: CancellationToken) {
+    let mut resume_from: Option<i64> = None;
+    loop {
+        let from = match resume_from {
+            Some(from) => from,
+            None => match reload(&replica, &settings).await {
+                Ok(revision) => revision + 1,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the settings from the etcd store; retrying");
+                    if pause(&shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        let mut stream = match replica.etcd.watch(SharedHistory::prefix(), from).await {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot watch the etcd store; retrying");
+                resume_from = Some(from);
+                if pause(&shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        resume_from = Some(from);
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = stream.next() => event,
+            };
+            match event {
+                Ok(WatchEvent::Changed { revision, .. }) => {
+                    replica.liveness.confirm();
+                    if let Err(err) = settings.refresh().await {
+                        // Read again from scratch: the next turn retries.
+                        tracing::warn!(error = %err, "cannot take the new settings from the etcd store");
+                        resume_from = None;
+                        break;
+                    }
+                    resume_from = Some(revision + 1);
+                }
+                Ok(WatchEvent::Progress(_)) => replica.liveness.confirm(),
+                Ok(WatchEvent::Compacted(revision)) => {
+                    tracing::info!(
+                        revision,
+                        "the etcd watch's revision was compacted; reading the settings again"
+                    );
+                    resume_from = None;
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "the etcd watch ended; watching again");
+                    break;
+                }
+            }
+        }
+        if pause(&shutdown).await {
+            return;
+        }
+    }
+}
+
+/// The store revision, then the settings in force at or after it: a watch from the next revision misses
+/// nothing.
+async fn reload(replica: &Replica, settings: &Arc<Settings>) -> Result<i64, Error> {
+    let revision = replica.etcd.revision().await?;
+    settings.refresh().await?;
+    Ok(revision)
+}
+
+/// Waits before the next try; true when shutting down.
+async fn pause(shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(WATCH_RETRY) => false,
+    }
+}

@@ -1,0 +1,301 @@
+//! Leader replicas on a real 3-member etcd cluster (loopback; SKIPPED where etcd is not installed): a
+//! change saved on one is served by all; concurrent changes through every replica lose nothing; a replica
+//! cut off from etcd refuses changes while its followers move on and converge; without an etcd quorum the
+//! platform is read-only and the followers keep their files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test code: blocking calls are fine here.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use pryv_e2e::etcd::{EtcdCluster, installed};
+use pryv_e2e::install_crypto;
+use pryv_e2e::machine::Machine;
+use pryv_e2e::replicas::{self, Replica, history, served_mail, set_mail_host};
+use pryv_testkit::eventually;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+fn start_replicas(
+    base: &std::path::Path,
+    cluster: &EtcdCluster,
+    cores: &[Machine],
+    partitionable: &[bool],
+) -> Vec<Replica> {
+    let mut replicas: Vec<Replica> = partitionable
+        .iter()
+        .enumerate()
+        .map(|(i, cut)| replicas::lay_out(base, i, cluster, cores, *cut))
+        .collect();
+    for replica in &mut replicas {
+        replica.start();
+    }
+    replicas
+}
+
+/// Waits until `replica` serves `core` a mail host of `host`; the revision it serves.
+async fn served_host(replica: &Replica, core: &Machine, host: &str) -> String {
+    let url = replica.url();
+    eventually(
+        &format!("{url} to serve mail host {host}"),
+        WITHIN,
+        || async {
+            served_mail(&url, core)
+                .await
+                .filter(|(_, mail)| mail.contains(host))
+                .map(|(revision, _)| revision)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_saved_on_one_replica_is_served_by_all_and_concurrent_saves_lose_nothing() {
+    if !installed("replicas: saves through several replicas") {
+        return;
+    }
+    install_crypto();
+    let cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let cores = [Machine::new(base.path(), "core-1")];
+    let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false, false]);
+
+    // Same settings, same shared secrets: every replica serves the same bytes.
+    let mut first = BTreeSet::new();
+    for replica in &replicas {
+        first.insert(served_host(replica, &cores[0], "smtp.example").await);
+    }
+    assert_eq!(first.len(), 1, "one revision on every replica: {first:?}");
+
+    // Saved on one, served by all, under one revision.
+    let (status, body) = set_mail_host(&replicas[0].url(), "smtp.first.example").await;
+    assert_eq!(status, 200, "{body}");
+    let mut changed = BTreeSet::new();
+    for replica in &replicas {
+        changed.insert(served_host(replica, &cores[0], "smtp.first.example").await);
+    }
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(changed.is_disjoint(&first));
+
+    // Concurrent saves through every replica: each acknowledged one is in the history exactly once, under
+    // the revision its answer named, and the numbers have no gaps.
+    let saves = (0..18).map(|i| {
+        let url = replicas[(i * 7) % replicas.len()].url();
+        async move { (i, set_mail_host(&url, &format!("smtp-{i}.example")).await) }
+    });
+    let answers = futures::future::join_all(saves).await;
+    let entries = history(&replicas[1].url()).await;
+    let numbers: Vec<i64> = entries
+        .iter()
+        .map(|e| e["revision"].as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = (1..=i64::try_from(entries.len()).unwrap()).collect();
+    assert_eq!(numbers, expected, "no gap, no duplicate");
+    let mut acknowledged = 0;
+    for (i, (status, body)) in &answers {
+        let message = format!("mail host smtp-{i}.example");
+        let found: Vec<&serde_json::Value> = entries
+            .iter()
+            .filter(|e| e["message"] == message.as_str())
+            .collect();
+        match status {
+            200 => {
+                acknowledged += 1;
+                assert_eq!(found.len(), 1, "{message}: {entries:?}");
+                assert_eq!(found[0]["revision"], body["revision"], "{message}");
+            }
+            409 => assert!(
+                found.is_empty(),
+                "a refused save is not in the history: {message}"
+            ),
+            other => panic!("save {i}: unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        acknowledged >= 12,
+        "most concurrent saves succeed: {acknowledged} of 18"
+    );
+    // Every replica ends on the newest revision.
+    let newest = entries.last().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let host = newest.trim_start_matches("mail host ");
+    for replica in &replicas {
+        served_host(replica, &cores[0], host).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_etcd_refuses_changes_and_its_followers_move_on_and_converge() {
+    if !installed("replicas: a replica partitioned from etcd") {
+        return;
+    }
+    install_crypto();
+    let cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let mut cores = [Machine::new(base.path(), "core-1")];
+    // Replica 2 reaches etcd only through proxies the test cuts.
+    let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false, true]);
+    let urls: Vec<String> = [2, 0, 1].iter().map(|&i| replicas[i].url()).collect();
+    cores[0].start_on(&urls);
+    let core = &cores[0];
+    pryv_e2e::wait_until("the core's first files", WITHIN, || {
+        core.read("mail/conf/mail.yml")
+            .contains("smtp.example")
+            .then_some(())
+    });
+
+    replicas[2].cut_off();
+    let isolated = replicas[2].url();
+    // At once the store does not answer it (503 store-unavailable), soon it knows itself cut off.
+    let refusal = eventually(
+        "the cut-off replica to call itself isolated",
+        WITHIN,
+        || async {
+            let (status, body) = set_mail_host(&isolated, "smtp.never.example").await;
+            assert_eq!(status, 503, "a replica without etcd never saves: {body}");
+            (body["error"]["id"] == "leader-isolated").then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cut off"),
+        "{refusal}"
+    );
+    // It vouches for nothing new: no tree without the revision the caller has.
+    let plain = reqwest::Client::new()
+        .get(format!("{isolated}/conf"))
+        .header("authorization", &core.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 503);
+
+    // A change through a replica that reaches etcd reaches the follower, which moves on from replica 2.
+    let (status, body) = set_mail_host(&replicas[0].url(), "smtp.during.example").await;
+    assert_eq!(status, 200, "{body}");
+    pryv_e2e::wait_until(
+        "the follower to take the change from another replica",
+        WITHIN,
+        || {
+            core.read("mail/conf/mail.yml")
+                .contains("smtp.during.example")
+                .then_some(())
+        },
+    );
+    assert!(
+        !core.read("mail/conf/mail.yml").contains("smtp.never"),
+        "the refused change never reached a machine"
+    );
+
+    // Healed, replica 2 catches up (its watch resumes) and accepts changes again.
+    replicas[2].heal();
+    served_host(&replicas[2], core, "smtp.during.example").await;
+    let accepted = eventually("the healed replica to accept a change", WITHIN, || async {
+        let (status, _) = set_mail_host(&isolated, "smtp.after.example").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let () = accepted;
+    served_host(&replicas[0], core, "smtp.after.example").await;
+    pryv_e2e::wait_until("the follower to converge", WITHIN, || {
+        core.read("mail/conf/mail.yml")
+            .contains("smtp.after.example")
+            .then_some(())
+    });
+    assert!(
+        replicas[2].logs().contains("cut off from the etcd store"),
+        "{}",
+        replicas[2].logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_etcd_quorum_the_platform_is_read_only_and_followers_keep_their_files() {
+    if !installed("replicas: etcd without a quorum") {
+        return;
+    }
+    install_crypto();
+    let mut cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let mut cores = [Machine::new(base.path(), "core-1")];
+    let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false]);
+    cores[0].start_on(&[replicas[0].url(), replicas[1].url()]);
+    let core = &cores[0];
+    pryv_e2e::wait_until("the core's first files", WITHIN, || {
+        core.read("mail/conf/mail.yml")
+            .contains("smtp.example")
+            .then_some(())
+    });
+    let files_before = core.read("mail/conf/mail.yml");
+    let status_before = pryv_e2e::platform::follower_status(core.daemon.as_ref().unwrap()).await;
+
+    cluster.stop_member(1);
+    cluster.stop_member(2);
+    for replica in &replicas {
+        let url = replica.url();
+        let body = eventually("every replica to refuse changes", WITHIN, || async {
+            let (status, body) = set_mail_host(&url, "smtp.lost.example").await;
+            (status == 503).then_some(body)
+        })
+        .await;
+        assert!(
+            ["leader-isolated", "store-unavailable"]
+                .contains(&body["error"]["id"].as_str().unwrap()),
+            "{body}"
+        );
+    }
+    // The follower asks again (a notification): it keeps what it has, nothing removed, nothing restarted.
+    let follower = core.daemon.as_ref().unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("{}/notify", follower.url()))
+        .header("authorization", &core.key)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    let status = pryv_e2e::platform::wait_status(follower, "the sync to end", |status| {
+        status["lastFetch"] != status_before["lastFetch"] || status["lastFetchError"].is_string()
+    })
+    .await;
+    assert_eq!(status["revision"], status_before["revision"], "{status}");
+    assert_eq!(core.read("mail/conf/mail.yml"), files_before);
+
+    // A quorum again: changes are accepted and reach the follower.
+    cluster.start_member(1);
+    let url = replicas[1].url();
+    eventually(
+        "a replica to accept changes again",
+        Duration::from_secs(30),
+        || async {
+            let (status, _) = set_mail_host(&url, "smtp.back.example").await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    converge(core, "smtp.back.example", &replicas).await;
+}
+
+/// Waits until the follower of `core` has mail host `host` on disk; on timeout, shows what each process said.
+async fn converge(core: &Machine, host: &str, replicas: &[Replica]) {
+    // Its long-poll may be backing off after the outage (30 s at most).
+    let done = pryv_testkit::poll_until(Duration::from_secs(45), || async {
+        core.read("mail/conf/mail.yml").contains(host).then_some(())
+    })
+    .await;
+    if done.is_none() {
+        let follower = core.daemon.as_ref().unwrap();
+        let logs: Vec<String> = replicas.iter().map(Replica::logs).collect();
+        panic!(
+            "the follower never took {host}; status {}\nfollower:\n{}\nreplicas:\n{}",
+            pryv_e2e::platform::follower_status(follower).await,
+            follower.logs(),
+            logs.join("\n----\n")
+        );
+    }
+}

@@ -5,7 +5,7 @@
 //! 4xx, which another replica would answer the same.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pryv_protocol::{ConfResponse, ErrorBody, Secret};
@@ -21,7 +21,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub enum Fetched {
     NotModified,
-    Tree(ConfResponse),
+    /// The tree and the settings revision it was rendered from, when the leader says it.
+    Tree(ConfResponse, Option<i64>),
 }
 
 /// Talks to the leader for this follower.
@@ -33,6 +34,9 @@ pub struct LeaderClient {
     /// The leader that answered last: tried first.
     current: Arc<AtomicUsize>,
     key: Secret,
+    /// The highest settings revision this machine applied: a leader serving an older one is behind (a
+    /// replica that missed changes) and another is tried.
+    floor: Arc<AtomicI64>,
 }
 
 /// Answers after which another leader is tried: the leader (or the proxy before it) is not serving.
@@ -90,6 +94,28 @@ impl LeaderClient {
             leaders: leaders.into(),
             current: Arc::new(AtomicUsize::new(0)),
             key,
+            floor: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// The highest settings revision this machine applied (0: none known).
+    pub fn floor(&self) -> i64 {
+        self.floor.load(Ordering::Relaxed)
+    }
+
+    /// This machine applied a tree of settings revision `revision`: trees of older ones are refused.
+    pub fn raise_floor(&self, revision: i64) {
+        self.floor.fetch_max(revision, Ordering::Relaxed);
+    }
+
+    /// Why a `GET /conf` answer must not be taken: a tree of an older settings revision than applied here.
+    fn behind(&self, response: &reqwest::Response) -> Option<String> {
+        let floor = self.floor();
+        let served = store_revision(response)?;
+        (response.status().is_success() && served < floor).then(|| {
+            format!(
+                "serves settings revision {served}, older than revision {floor} this machine applied (a replica that missed changes)"
+            )
         })
     }
 
@@ -104,6 +130,7 @@ impl LeaderClient {
     async fn send(
         &self,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
+        refuse: impl Fn(&reqwest::Response) -> Option<String>,
     ) -> Result<(String, reqwest::Response), Error> {
         let count = self.leaders.len();
         let start = self.current.load(Ordering::Relaxed) % count;
@@ -113,6 +140,13 @@ impl LeaderClient {
             let base = &self.leaders[index];
             let last = step + 1 == count;
             match build(base).send().await {
+                // Never taken, from any leader: another one may have what this machine needs.
+                Ok(response) if let Some(reason) = refuse(&response) => {
+                    failures.push(format!("{base} {reason}"));
+                    if last {
+                        return Err(Error::Leader(failures.join("; ")));
+                    }
+                }
                 // One leader, or the last after others failed: its own answer explains it.
                 Ok(response)
                     if !unavailable(response.status()) || (last && failures.is_empty()) =>
@@ -143,14 +177,17 @@ impl LeaderClient {
     pub async fn fetch(&self, revision: Option<&str>) -> Result<Fetched, Error> {
         let key = self.key.expose();
         let sent = self
-            .send(|base| {
-                conditional(
-                    self.http
-                        .get(format!("{base}/conf"))
-                        .header("authorization", key),
-                    revision,
-                )
-            })
+            .send(
+                |base| {
+                    conditional(
+                        self.http
+                            .get(format!("{base}/conf"))
+                            .header("authorization", key),
+                        revision,
+                    )
+                },
+                |response| self.behind(response),
+            )
             .await?;
         read_conf(sent).await
     }
@@ -165,16 +202,19 @@ impl LeaderClient {
         let seconds = timeout.as_secs().to_string();
         let key = self.key.expose();
         let sent = self
-            .send(|base| {
-                conditional(
-                    self.http
-                        .get(format!("{base}/conf"))
-                        .query(&[("wait", seen), ("timeout", seconds.as_str())])
-                        .timeout(timeout + REQUEST_TIMEOUT)
-                        .header("authorization", key),
-                    Some(seen),
-                )
-            })
+            .send(
+                |base| {
+                    conditional(
+                        self.http
+                            .get(format!("{base}/conf"))
+                            .query(&[("wait", seen), ("timeout", seconds.as_str())])
+                            .timeout(timeout + REQUEST_TIMEOUT)
+                            .header("authorization", key),
+                        Some(seen),
+                    )
+                },
+                |response| self.behind(response),
+            )
             .await?;
         read_conf(sent).await
     }
@@ -183,12 +223,15 @@ impl LeaderClient {
     pub async fn report(&self, report: &pryv_protocol::ApplyReport) -> Result<(), Error> {
         let key = self.key.expose();
         let (base, response) = self
-            .send(|base| {
-                self.http
-                    .post(format!("{base}/conf/report"))
-                    .header("authorization", key)
-                    .json(report)
-            })
+            .send(
+                |base| {
+                    self.http
+                        .post(format!("{base}/conf/report"))
+                        .header("authorization", key)
+                        .json(report)
+                },
+                |_| None,
+            )
             .await?;
         match response.status() {
             s if s.is_success() => Ok(()),
@@ -207,10 +250,22 @@ fn conditional(
     }
 }
 
+/// The settings revision a leader says its answer is of.
+fn store_revision(response: &reqwest::Response) -> Option<i64> {
+    response
+        .headers()
+        .get(pryv_protocol::STORE_REVISION_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// A `GET /conf` answer: the tree, 304, or what the leader said was wrong.
 async fn read_conf((base, response): (String, reqwest::Response)) -> Result<Fetched, Error> {
     let conf_url = format!("{base}/conf");
     let status = response.status();
+    let store = store_revision(&response);
     let etag = response
         .headers()
         .get("etag")
@@ -226,7 +281,7 @@ async fn read_conf((base, response): (String, reqwest::Response)) -> Result<Fetc
             if body.revision.is_none() {
                 body.revision = etag;
             }
-            Ok(Fetched::Tree(body))
+            Ok(Fetched::Tree(body, store))
         }
         StatusCode::UNAUTHORIZED => Err(Error::Leader(
             "the leader refused this follower's key (401); check leader.auth against the leader's followers".into(),
@@ -254,6 +309,11 @@ mod tests {
 
     /// A leader on loopback answering `GET /conf` with `status` (a tree for 200), counting its requests.
     async fn leader(status: u16) -> (String, Arc<AtomicUsize>) {
+        leader_at(status, None).await
+    }
+
+    /// [`leader`], saying its trees are of settings revision `store` when given.
+    async fn leader_at(status: u16, store: Option<i64>) -> (String, Arc<AtomicUsize>) {
         let hits = Arc::new(AtomicUsize::new(0));
         let counted = hits.clone();
         let app = axum::Router::new().route(
@@ -268,7 +328,14 @@ mod tests {
                     } else {
                         serde_json::json!({"error": {"id": "x", "message": "refused here"}})
                     };
-                    (code, axum::Json(body)).into_response()
+                    let mut answer = (code, axum::Json(body)).into_response();
+                    if let Some(store) = store {
+                        answer.headers_mut().insert(
+                            pryv_protocol::STORE_REVISION_HEADER,
+                            store.to_string().parse().unwrap(),
+                        );
+                    }
+                    answer
                 }
             }),
         );
@@ -304,7 +371,7 @@ mod tests {
         let followers = client(&[&dead, &busy, &good]);
         assert!(matches!(
             followers.fetch(None).await.unwrap(),
-            Fetched::Tree(_)
+            Fetched::Tree(..)
         ));
         assert_eq!(followers.current_leader(), good);
         assert_eq!(busy_hits.load(Ordering::SeqCst), 1);
@@ -330,6 +397,38 @@ mod tests {
             );
             assert_eq!(good_hits.load(Ordering::SeqCst), 0, "{refusal} moved on");
         }
+    }
+
+    #[tokio::test]
+    async fn a_leader_behind_what_this_machine_applied_is_passed_over() {
+        let (lagging, lagging_hits) = leader_at(200, Some(3)).await;
+        let (current, _) = leader_at(200, Some(7)).await;
+        let followers = client(&[&lagging, &current]);
+        // Nothing applied yet: any tree is taken, and it names its settings revision.
+        assert!(matches!(
+            followers.fetch(None).await.unwrap(),
+            Fetched::Tree(_, Some(3))
+        ));
+        followers.raise_floor(5);
+        assert!(matches!(
+            followers.fetch(None).await.unwrap(),
+            Fetched::Tree(_, Some(7))
+        ));
+        assert_eq!(followers.current_leader(), current);
+        assert_eq!(lagging_hits.load(Ordering::SeqCst), 2);
+        // Only lagging leaders: refused, never taken, and the error says why.
+        let only_lagging = client(&[&lagging]);
+        only_lagging.raise_floor(5);
+        let err = only_lagging.fetch(None).await.unwrap_err().to_string();
+        assert!(err.contains("older than revision 5"), "{err}");
+        // A leader that says nothing (an older leader) is taken as before.
+        let (silent, _) = leader(200).await;
+        let legacy = client(&[&silent]);
+        legacy.raise_floor(5);
+        assert!(matches!(
+            legacy.fetch(None).await.unwrap(),
+            Fetched::Tree(_, None)
+        ));
     }
 
     #[test]

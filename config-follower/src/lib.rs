@@ -178,7 +178,7 @@ fn spawn_long_poll(follower: Arc<Follower>, stop: CancellationToken) {
             };
             match waited {
                 Ok(client::Fetched::NotModified) => {}
-                Ok(client::Fetched::Tree(_)) => {
+                Ok(client::Fetched::Tree(..)) => {
                     delay = std::time::Duration::from_millis(500);
                     let request = pryv_protocol::NotifyRequest::default();
                     if let Err(err) = follower.sync(&request, Restart::Changed).await {

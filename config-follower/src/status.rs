@@ -18,6 +18,9 @@ pub struct Status {
     pub last_fetch_error: Option<String>,
     /// The revision wholly on disk: every file of it written. Never a revision only partly applied.
     pub revision: Option<String>,
+    /// The leader's settings revision that tree was rendered from, when the leader says it: no tree of an
+    /// older one is taken (from a replica that missed changes).
+    pub store_revision: Option<i64>,
     /// Unix seconds of the last apply that wrote every file.
     pub last_apply: Option<u64>,
     /// Why the last fetched tree is not (wholly) on disk: refused files, a refused tree. Cleared when a tree

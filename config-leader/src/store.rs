@@ -45,6 +45,9 @@ pub struct ServedTree {
     pub file_count: usize,
     /// `"<revision>"`, ready for the `ETag` header of every answer.
     pub etag: axum::http::HeaderValue,
+    /// The settings revision this tree was rendered from (`X-Pryv-Store-Revision`): a follower never takes
+    /// a tree of an older one than it applied. 0 = unknown (a rollout's target restored from the database).
+    pub store_revision: i64,
 }
 
 type Cached<T> = (u64, Result<Arc<T>, Arc<Error>>);
@@ -61,7 +64,11 @@ struct Inner {
     platform_config: PathBuf,
     internals: Internals,
     generation: AtomicU64,
-    platform: RwLock<Option<Cached<PlatformFile>>>,
+    /// The platform file parsed at a generation, with the settings revision it holds.
+    platform: RwLock<Option<(Cached<PlatformFile>, i64)>>,
+    /// The settings revision `platform.yml` holds: written together with the file (under the write lock),
+    /// read together with it (under the read lock), so a tree's label is the revision of what it shows.
+    settings_revision: RwLock<i64>,
     /// By [`Variant::vars_key`]: one per distinct set of variables.
     renderers: RwLock<HashMap<String, Cached<Renderer>>>,
     /// By variant key.
@@ -105,6 +112,7 @@ impl TreeStore {
                 internals,
                 generation: AtomicU64::new(1),
                 platform: RwLock::new(None),
+                settings_revision: RwLock::new(0),
                 renderers: RwLock::new(HashMap::new()),
                 trees: RwLock::new(HashMap::new()),
                 rebuild: tokio::sync::Mutex::new(()),
@@ -128,6 +136,32 @@ impl TreeStore {
     /// The templates folder (one sub-folder per role).
     pub fn templates(&self) -> PathBuf {
         self.inner.templates.clone()
+    }
+
+    /// Runs `write` (the leader's write of `platform.yml`) so that no render reads the file in between; when
+    /// it succeeds the file holds settings revision `revision`.
+    pub fn write_settings<T, E>(
+        &self,
+        revision: i64,
+        write: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut label = self
+            .inner
+            .settings_revision
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let written = write()?;
+        *label = revision;
+        Ok(written)
+    }
+
+    /// The settings revision `platform.yml` holds (at start, or after a hand edit was recorded).
+    pub fn set_settings_revision(&self, revision: i64) {
+        *self
+            .inner
+            .settings_revision
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = revision;
     }
 
     /// Marks every cached tree stale: the next request re-renders. Called by the watcher and after the
@@ -198,6 +232,7 @@ impl TreeStore {
             body: Bytes::from(stored.body.clone()),
             file_count: usize::try_from(stored.files).unwrap_or(0),
             etag,
+            store_revision: 0,
         }));
         Ok(())
     }
@@ -250,9 +285,12 @@ impl Inner {
         // never taken as fresh for a state it did not see.
         let generation = self.generation.load(Ordering::Acquire);
         let started = std::time::Instant::now();
-        let result = self.renderer_for(generation, variant).and_then(|renderer| {
-            render_tree(&renderer, &self.templates, &self.links, variant).map_err(Arc::new)
-        });
+        let result = self
+            .renderer_for(generation, variant)
+            .and_then(|(renderer, label)| {
+                render_tree(&renderer, &self.templates, &self.links, variant, label)
+                    .map_err(Arc::new)
+            });
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         metrics::counter!(crate::metrics::RENDERS, "role" => role.to_owned(), "outcome" => outcome)
             .increment(1);
@@ -324,7 +362,8 @@ impl Inner {
         &self,
         generation: u64,
         variant: &Variant,
-    ) -> Result<Arc<Renderer>, Arc<Error>> {
+    ) -> Result<(Arc<Renderer>, i64), Arc<Error>> {
+        let (platform, label) = self.platform_at(generation);
         if let Some((cached, result)) = self
             .renderers
             .read()
@@ -332,9 +371,9 @@ impl Inner {
             .get(variant.vars_key())
             && *cached == generation
         {
-            return result.clone();
+            return result.clone().map(|renderer| (renderer, label));
         }
-        let result = self.platform_at(generation).and_then(|platform| {
+        let result = platform.and_then(|platform| {
             crate::render_roles::variant_renderer(
                 &self.platform_config,
                 &platform,
@@ -351,27 +390,35 @@ impl Inner {
         // Entries of an older generation are dead weight (a zone removed, a follower's variables changed).
         renderers.retain(|_, (cached, _)| *cached == generation);
         renderers.insert(variant.vars_key().to_owned(), (generation, result.clone()));
-        result
+        result.map(|renderer| (renderer, label))
     }
 
-    fn platform_at(&self, generation: u64) -> Result<Arc<PlatformFile>, Arc<Error>> {
-        if let Some((cached, result)) = &*self
+    /// The platform file at `generation` and the settings revision it holds.
+    fn platform_at(&self, generation: u64) -> (Result<Arc<PlatformFile>, Arc<Error>>, i64) {
+        if let Some(((cached, result), label)) = &*self
             .platform
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             && *cached == generation
         {
-            return result.clone();
+            return (result.clone(), *label);
         }
-        let result = crate::render_roles::load(&self.platform_config)
-            .map(Arc::new)
-            .map_err(Arc::new);
+        let (result, label) = {
+            let label = self
+                .settings_revision
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let result = crate::render_roles::load(&self.platform_config)
+                .map(Arc::new)
+                .map_err(Arc::new);
+            (result, *label)
+        };
         *self
             .platform
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((generation, result.clone()));
-        result
+            Some(((generation, result.clone()), label));
+        (result, label)
     }
 }
 
@@ -380,6 +427,7 @@ fn render_tree(
     templates: &std::path::Path,
     links: &tree::LinkPolicy,
     variant: &Variant,
+    store_revision: i64,
 ) -> Result<Arc<ServedTree>, Error> {
     let (files, mut errors) = tree::render_role(renderer, templates, links, variant.role())?;
     if !errors.is_empty() {
@@ -400,6 +448,7 @@ fn render_tree(
         body: Bytes::from(body),
         file_count,
         etag,
+        store_revision,
     }))
 }
 

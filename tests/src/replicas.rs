@@ -59,6 +59,14 @@ impl Replica {
         self.daemon = Some(daemon);
     }
 
+    /// Keeps its state under `prefix` in etcd instead (another platform on the same cluster).
+    pub fn set_prefix(&self, prefix: &str) {
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.config()).unwrap()).unwrap();
+        config["store"]["etcd"]["prefix"] = Value::from(prefix);
+        std::fs::write(self.config(), config.to_string()).unwrap();
+    }
+
     /// Cuts it off from every etcd member (its proxies drop everything).
     pub fn cut_off(&self) {
         for proxy in &self.proxies {

@@ -281,6 +281,62 @@ async fn without_an_etcd_quorum_the_platform_is_read_only_and_followers_keep_the
     converge(core, "smtp.back.example", &replicas).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_never_takes_a_tree_of_older_settings_than_it_applied() {
+    if !installed("replicas: a follower against a replica behind") {
+        return;
+    }
+    install_crypto();
+    let cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let mut cores = [Machine::new(base.path(), "core-1")];
+    let mut replicas = start_replicas(base.path(), &cluster, &cores, &[false]);
+    // A replica whose store is behind: it serves settings revision 1 (another prefix, never changed).
+    let mut behind = replicas::lay_out(base.path(), 1, &cluster, &cores, false);
+    behind.set_prefix("/pryv-behind/");
+    behind.start();
+    for host in ["smtp.second.example", "smtp.third.example"] {
+        let (status, body) = set_mail_host(&replicas[0].url(), host).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    cores[0].start_on(&[replicas[0].url(), behind.url()]);
+    let core = &cores[0];
+    converge(core, "smtp.third.example", &replicas).await;
+    let follower = core.daemon.as_ref().unwrap();
+    let applied = pryv_e2e::platform::wait_status(follower, "the settings revision applied", |s| {
+        s["storeRevision"] == 3
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(core.root.join("pryv/.config-follower/store-revision")).unwrap(),
+        "3",
+        "recorded across restarts"
+    );
+
+    // The up-to-date replica goes away; the one behind answers, with an older tree: refused.
+    replicas[0].daemon.take();
+    let answer = reqwest::Client::new()
+        .post(format!("{}/notify", follower.url()))
+        .header("authorization", &core.key)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = (answer.status(), answer.text().await.unwrap());
+    assert!(!status.is_success(), "the sync fails: {body}");
+    assert!(body.contains("older than revision 3"), "{body}");
+    let refused = pryv_e2e::platform::wait_status(follower, "the older tree to be refused", |s| {
+        s["lastFetchError"]
+            .as_str()
+            .is_some_and(|e| e.contains("older than revision 3"))
+    })
+    .await;
+    assert_eq!(refused["revision"], applied["revision"], "{refused}");
+    assert!(
+        core.read("mail/conf/mail.yml")
+            .contains("smtp.third.example")
+    );
+}
+
 /// Waits until the follower of `core` has mail host `host` on disk; on timeout, shows what each process said.
 async fn converge(core: &Machine, host: &str, replicas: &[Replica]) {
     // Its long-poll may be backing off after the outage (30 s at most).

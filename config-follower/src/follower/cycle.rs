@@ -29,7 +29,13 @@ impl Follower {
     ) -> Result<Fetch, Error> {
         let tree = match self.fetch(revision.as_deref()).await? {
             Fetched::NotModified => return Ok(Fetch::Applied(apply::Applied::default(), revision)),
-            Fetched::Tree(tree) => tree,
+            Fetched::Tree(tree, store) => {
+                *self
+                    .applying_store
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = store;
+                tree
+            }
         };
         self.saw(tree.revision.as_deref());
         if tree.revision.is_some() && tree.revision == self.status.snapshot().reverted_revision {
@@ -132,7 +138,7 @@ impl Follower {
         let fetched = self.client.fetch(revision).await;
         metrics::histogram!(crate::metrics::FETCH_DURATION).record(started.elapsed().as_secs_f64());
         let outcome = match &fetched {
-            Ok(Fetched::Tree(_)) => "changed",
+            Ok(Fetched::Tree(..)) => "changed",
             Ok(Fetched::NotModified) => "not_modified",
             Err(_) => "failed",
         };

@@ -33,6 +33,9 @@ use crate::status::StatusStore;
 use cycle::{Fetch, split_known};
 use gate::{Gate, REVERTED_FILE};
 
+/// The settings revision of the last tree wholly applied (`x-pryv-store-revision`), under the bookkeeping folder.
+const STORE_REVISION_FILE: &str = "store-revision";
+
 /// Whether a cycle restarts the services whose files it changed (not before the first start of a machine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restart {
@@ -62,6 +65,8 @@ pub struct Follower {
     pub reporter: Reporter,
     /// The revision of the last tree the leader sent (applied or not): what a long-poll waits to change.
     last_seen: std::sync::Mutex<Option<String>>,
+    /// The settings revision of the tree this cycle fetched: the client's floor once it is wholly on disk.
+    applying_store: std::sync::Mutex<Option<i64>>,
     pub shutdown: CancellationToken,
     /// The `*/conf/` watcher, switched at run time by `PUT /watch` (`watch-config`).
     pub watch: crate::conf_watch::WatchSwitch,
@@ -110,6 +115,16 @@ impl Follower {
         // the revision that was reverted.
         let reverted = state.load_text(REVERTED_FILE)?;
         status.update(|s| s.reverted_revision = reverted);
+        // Likewise the settings revision applied here: taking "none" would accept a lagging replica's tree.
+        if let Some(text) = state.load_text(STORE_REVISION_FILE)? {
+            let floor = text.trim().parse::<i64>().map_err(|_| Error::Record {
+                action: "read",
+                path: state.path(STORE_REVISION_FILE),
+                reason: "not a settings revision number; remove the file only if the leader's settings history was reset".into(),
+            })?;
+            client.raise_floor(floor);
+            status.update(|s| s.store_revision = Some(floor));
+        }
         let reporter = Reporter::spawn(client.clone(), &state, status.clone(), shutdown.clone());
         let restarter = Restarter::spawn(
             config.restart_command.clone(),
@@ -135,6 +150,7 @@ impl Follower {
             retrying: AtomicBool::new(false),
             reporter,
             last_seen: std::sync::Mutex::new(None),
+            applying_store: std::sync::Mutex::new(None),
             shutdown: shutdown.clone(),
             watch,
             config,
@@ -212,6 +228,9 @@ impl Follower {
             report.problems.push(problem.to_string());
         }
         let answer = self.conclude(report, tree_revision.clone());
+        if answer.is_ok() {
+            self.take_store_revision().await;
+        }
         let report = self.apply_report(&answer, &applied.changed, tree_revision.clone(), apply_ms);
         if answer.is_ok() && self.config.health.enabled && !job.is_empty() {
             let gate = Gate {
@@ -235,6 +254,29 @@ impl Follower {
             }
         }
         answer
+    }
+
+    /// The tree just applied wholly: its settings revision becomes the floor, recorded across restarts. A
+    /// record that cannot be saved is logged: the floor holds until the next start.
+    #[allow(clippy::disallowed_methods)] // through the records' async door
+    async fn take_store_revision(&self) {
+        let store = self
+            .applying_store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(revision) = store.filter(|r| *r > self.client.floor()) else {
+            return;
+        };
+        self.client.raise_floor(revision);
+        self.status.update(|s| s.store_revision = Some(revision));
+        let saved = self
+            .state()
+            .call(move |s| s.save_text(STORE_REVISION_FILE, &revision.to_string()))
+            .await;
+        if let Err(err) = saved {
+            tracing::error!(error = %err, revision, "cannot record the settings revision applied; after a restart a lagging leader replica could serve an older tree");
+        }
     }
 
     pub(super) fn saw(&self, revision: Option<&str>) {

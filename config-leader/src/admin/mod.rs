@@ -67,10 +67,14 @@ impl Admin {
             store.clone(),
             replica.map(|replica| replica.history.clone()),
         ));
-        if replica.is_none() {
-            settings.settle_after_crash()?;
-            settings.sync_history()?;
-        }
+        let in_force = match replica {
+            Some(replica) => replica.start_revision,
+            None => {
+                settings.settle_after_crash()?;
+                settings.sync_history()?
+            }
+        };
+        store.set_settings_revision(in_force);
         let repository = git::SettingsRepository::new(config, db.clone(), settings.clone());
         crate::metrics::describe();
         let initial_user = create_initial_user(&db, &config.credentials_file)?;

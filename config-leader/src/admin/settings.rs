@@ -260,6 +260,7 @@ impl Settings {
                 self.db
                     .blocking()
                     .add_revision("disk", now_unix_i64(), "edited on disk", &text)?;
+                self.store.set_settings_revision(self.latest_revision()?);
                 self.saved.notify_one();
                 tracing::info!("recorded a hand edit of platform.yml as a new revision");
             }
@@ -274,7 +275,7 @@ impl Settings {
             .ok_or_else(|| Error::Etcd("the store holds no settings revision".into()))?;
         let copy = self.read_text().ok();
         if copy.as_deref() != Some(latest.content.as_str()) {
-            self.write(&latest.content)?;
+            self.write(&latest.content, latest.revision)?;
             self.saved.notify_one();
             tracing::info!(
                 revision = latest.revision,
@@ -746,7 +747,7 @@ impl Settings {
         if let Some(shared) = &self.shared {
             let saved = wait_for(shared.append(base, author, now_unix_i64(), message, text))?;
             let revision = saved.ok_or(Error::SaveRace(base + 1))?;
-            self.write(text)?;
+            self.write(text, revision)?;
             self.saved.notify_one();
             return Ok(revision);
         }
@@ -754,7 +755,7 @@ impl Settings {
             self.db
                 .blocking()
                 .add_pending_revision(author, now_unix_i64(), message, text)?;
-        if let Err(err) = self.write(text) {
+        if let Err(err) = self.write(text, revision) {
             self.db.blocking().drop_revision(revision)?;
             return Err(err);
         }
@@ -766,17 +767,19 @@ impl Settings {
     /// Writes platform.yml 0600 (it holds the SMTP password), or with the operator's mode when stricter.
     // Runs inside `off_runtime` (spawn_blocking), as all settings work does.
     #[allow(clippy::disallowed_methods)]
-    fn write(&self, text: &str) -> Result<(), Error> {
+    fn write(&self, text: &str, revision: i64) -> Result<(), Error> {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&self.platform_path).map_or(PLATFORM_MODE, |meta| {
             meta.permissions().mode() & PLATFORM_MODE
         });
-        pryv_fs::write_atomic_with_mode(&self.platform_path, text.as_bytes(), mode).map_err(
-            |source| Error::Write {
-                path: self.platform_path.clone(),
-                source,
-            },
-        )?;
+        self.store.write_settings(revision, || {
+            pryv_fs::write_atomic_with_mode(&self.platform_path, text.as_bytes(), mode).map_err(
+                |source| Error::Write {
+                    path: self.platform_path.clone(),
+                    source,
+                },
+            )
+        })?;
         // Followers fetching from now on must see the new values, before this request even returns.
         self.store.invalidate();
         Ok(())

@@ -35,6 +35,8 @@ pub struct Replica {
     pub etcd: Arc<Etcd>,
     pub liveness: Arc<Liveness>,
     pub history: Arc<SharedHistory>,
+    /// The settings revision this replica's copy held at start.
+    pub start_revision: i64,
 }
 
 impl Replica {
@@ -62,7 +64,7 @@ impl Replica {
             Some(latest) => latest,
             None => seed(&history, &config.platform_config).await?,
         };
-        write_copy(&config.platform_in_force(), latest.content).await?;
+        write_copy(&config.platform_in_force(), latest.content.clone()).await?;
         tracing::info!(
             endpoints = ?store.endpoints,
             prefix = %store.prefix,
@@ -75,6 +77,7 @@ impl Replica {
             etcd,
             liveness,
             history,
+            start_revision: latest.revision,
         }))
     }
 

@@ -88,6 +88,10 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
             })?
         }
     };
+    let store_revision = match &served {
+        Served::Tree(tree) => store_revision_header(tree),
+        Served::Held(_) => None,
+    };
     let mut response = match served {
         Served::Tree(tree) if !unchanged && !etag_matches(&parts.headers, &tree.revision) => {
             metrics::counter!(crate::metrics::CONF_BYTES).increment(tree.body.len() as u64);
@@ -100,6 +104,11 @@ async fn conf_answer(state: &AppState, parts: &Parts) -> Result<Response, Respon
         _ => StatusCode::NOT_MODIFIED.into_response(),
     };
     response.headers_mut().insert(ETAG, etag);
+    if let Some(value) = store_revision {
+        response
+            .headers_mut()
+            .insert(pryv_protocol::STORE_REVISION_HEADER, value);
+    }
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -131,6 +140,11 @@ async fn isolated_answer(
         Ok(tree) if etag_matches(&parts.headers, &tree.revision) => {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             response.headers_mut().insert(ETAG, tree.etag.clone());
+            if let Some(value) = store_revision_header(&tree) {
+                response
+                    .headers_mut()
+                    .insert(pryv_protocol::STORE_REVISION_HEADER, value);
+            }
             response.extensions_mut().insert(role);
             Ok(response)
         }
@@ -164,6 +178,12 @@ async fn wait_for_news(
             _ = changes.changed() => {}
         }
     }
+}
+
+/// The settings revision `tree` was rendered from, as a header value (none when unknown: a restored
+/// rollout target).
+fn store_revision_header(tree: &ServedTree) -> Option<HeaderValue> {
+    (tree.store_revision > 0).then(|| HeaderValue::from(tree.store_revision))
 }
 
 /// When a `?wait=` request answers at the latest (its `timeout`, at most [`MAX_WAIT`]); `None` without wait.

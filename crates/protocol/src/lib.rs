@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 pub const AUTH_HEADER: &str = "authorization";
 /// Query parameter accepted in place of the `Authorization` header.
 pub const AUTH_QUERY: &str = "auth";
+/// Header of every `GET /conf` answer of a leader that knows it: the settings revision the tree was rendered
+/// from. A follower never takes a tree of an older one than it applied (a lagging replica cannot move it back).
+pub const STORE_REVISION_HEADER: &str = "x-pryv-store-revision";
 /// Value of [`ConfFile::encoding`] for files that are not UTF-8 text.
 pub const BASE64: &str = "base64";
 

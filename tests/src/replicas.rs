@@ -128,7 +128,7 @@ pub fn lay_out(
             "templatesPath": "../data",
             "platformSettings": {"platformConfig": "platform.yml"},
             "adminKey": ADMIN_KEY,
-            "internals": {"TOKEN_SECRET": "SECRET", "CORE_SYSTEM_KEY": "SECRET"},
+            "internals": {"CORE_SYSTEM_KEY": "SECRET"},
             "followers": followers,
             "store": {"etcd": {"endpoints": endpoints, "prefix": "/pryv-test/", "isolatedAfterSeconds": 1.5}},
         })

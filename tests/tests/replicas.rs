@@ -337,6 +337,109 @@ async fn a_follower_never_takes_a_tree_of_older_settings_than_it_applied() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_on_one_replica_is_a_session_on_every_replica_and_ends_on_every_replica() {
+    if !installed("replicas: admin sessions") {
+        return;
+    }
+    install_crypto();
+    let cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let cores = [Machine::new(base.path(), "core-1")];
+    let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false, false]);
+    let url = |i: usize| replicas[i].url();
+    let http = reqwest::Client::new();
+    let call =
+        |method: reqwest::Method, url: String, auth: String, body: Option<serde_json::Value>| {
+            let mut request = http.request(method, url).header("authorization", auth);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            async move {
+                let answer = request.send().await.unwrap();
+                let status = answer.status().as_u16();
+                (
+                    status,
+                    answer.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            }
+        };
+    let login_as = |i: usize, username: &str, password: &str| {
+        let body = serde_json::json!({"username": username, "password": password});
+        let request = http.post(format!("{}/auth/login", url(i))).json(&body);
+        async move {
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.json::<serde_json::Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let login = |i: usize, password: &str| login_as(i, "alice", password);
+    // Replica 0's own emergency account manages the shared users.
+    let emergency = std::fs::read_to_string(replicas[0].root.join("credentials.txt")).unwrap();
+    let root = login_as(0, "initial_user", emergency.trim()).await;
+    let admin = || root.clone();
+    let reads_settings = |i: usize, token: String| {
+        call(
+            reqwest::Method::GET,
+            format!("{}/admin/settings", url(i)),
+            token,
+            None,
+        )
+    };
+
+    // Created through one replica, logged in through another, a session on the third.
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{}/users", url(0)),
+        admin(),
+        Some(serde_json::json!({"username": "alice", "password": "alice-password-1", "permissions": {"settings": ["read"]}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let token = login(1, "alice-password-1").await;
+    assert_eq!(reads_settings(2, token.clone()).await.0, 200);
+    let (status, listed) = call(
+        reqwest::Method::GET,
+        format!("{}/users", url(0)),
+        admin(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(listed.to_string().contains("alice"), "{listed}");
+
+    // Her password reset through one replica ends the session on all of them.
+    let (status, reset) = call(
+        reqwest::Method::POST,
+        format!("{}/users/alice/reset-password", url(0)),
+        admin(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{reset}");
+    for i in 0..3 {
+        assert_eq!(reads_settings(i, token.clone()).await.0, 401, "replica {i}");
+    }
+
+    // A logout through one replica ends the session on the others.
+    let token = login(2, reset["password"].as_str().unwrap()).await;
+    assert_eq!(reads_settings(1, token.clone()).await.0, 200);
+    let (status, _) = call(
+        reqwest::Method::POST,
+        format!("{}/auth/logout", url(0)),
+        token.clone(),
+        None,
+    )
+    .await;
+    assert!(status < 300, "{status}");
+    for i in 0..3 {
+        assert_eq!(reads_settings(i, token.clone()).await.0, 401, "replica {i}");
+    }
+}
+
 /// Waits until the follower of `core` has mail host `host` on disk; on timeout, shows what each process said.
 async fn converge(core: &Machine, host: &str, replicas: &[Replica]) {
     // Its long-poll may be backing off after the outage (30 s at most).

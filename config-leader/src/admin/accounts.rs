@@ -79,8 +79,7 @@ impl Admin {
             // Recreated at start; its hash is made just after (off the start path).
             self.initial_user_ready().await?;
         }
-        let name = username.to_owned();
-        let user = self.db.call(move |db| db.user(&name)).await?;
+        let user = self.users.user(username).await?;
         let password = password.to_owned();
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         // Verified even for unknown users, so both answers take the same time; the dummy hash (made at the
@@ -98,10 +97,9 @@ impl Admin {
         };
         metrics::counter!(crate::metrics::LOGINS, "outcome" => "success").increment(1);
         self.throttle.succeeded(&keys[0]);
-        let name = user.username.clone();
         let generation = self
-            .db
-            .call(move |db| db.token_generation(&name))
+            .users
+            .token_generation(&user.username)
             .await?
             .unwrap_or(0);
         let permissions = Permissions::from_json(&user.permissions);
@@ -125,16 +123,13 @@ impl Admin {
                 "the admin key is not a session; nothing to log out".into(),
             ));
         };
-        let (token_id, expires_at) = (token_id.clone(), *expires_at);
-        self.db
-            .call(move |db| db.revoke(&token_id, expires_at, now_unix_i64()))
-            .await?;
+        self.users.revoke(token_id, *expires_at).await?;
         self.audit(username, "logout", "", remote).await;
         Ok(())
     }
 
     pub async fn accounts(&self) -> Result<Vec<Account>, Error> {
-        let rows = self.db.call(|db| db.users()).await?;
+        let rows = self.users.users().await?;
         Ok(rows.into_iter().map(Account::from).collect())
     }
 
@@ -143,9 +138,8 @@ impl Admin {
     }
 
     async fn user_row(&self, username: &str) -> Result<UserRow, Error> {
-        let name = username.to_owned();
-        self.db
-            .call(move |db| db.user(&name))
+        self.users
+            .user(username)
             .await?
             .ok_or_else(|| not_found(username))
     }
@@ -176,10 +170,7 @@ impl Admin {
             password_hash: hash(password).await?,
             permissions: account.permissions.to_json(),
         };
-        let created = self
-            .db
-            .call(move |db| db.insert_user(&row, now_unix_i64()))
-            .await?;
+        let created = self.users.insert(row).await?;
         if !created {
             return Err(Error::Conflict(format!(
                 "admin user '{}' already exists",
@@ -202,10 +193,9 @@ impl Admin {
         grantable(caller, permissions)?;
         self.may_act_on(caller, "user-permissions", username, remote)
             .await?;
-        let (name, json) = (username.to_owned(), permissions.to_json());
         if !self
-            .db
-            .call(move |db| db.set_permissions(&name, &json))
+            .users
+            .set_permissions(username, permissions.to_json())
             .await?
         {
             return Err(not_found(username));
@@ -225,12 +215,8 @@ impl Admin {
         self.may_act_on(caller, "user-reset-password", username, remote)
             .await?;
         let password = secret::generate();
-        let (name, hashed) = (username.to_owned(), hash(password.clone()).await?);
-        if !self
-            .db
-            .call(move |db| db.set_password(&name, &hashed))
-            .await?
-        {
+        let hashed = hash(password.clone()).await?;
+        if !self.users.set_password(username, hashed).await? {
             return Err(not_found(username));
         }
         self.audit(&caller.name(), "user-reset-password", username, remote)
@@ -277,14 +263,9 @@ impl Admin {
         if !verify(change.old, user.password_hash).await? {
             return Err(Error::Unauthenticated("the old password is wrong".into()));
         }
-        let (name, hashed) = (username.to_owned(), hash(change.new).await?);
-        let (token_id, expires_at) = (token_id.clone(), *expires_at);
-        self.db
-            .call(move |db| {
-                db.set_password(&name, &hashed)?;
-                db.revoke(&token_id, expires_at, now_unix_i64())
-            })
-            .await?;
+        let hashed = hash(change.new).await?;
+        self.users.set_password(username, hashed).await?;
+        self.users.revoke(token_id, *expires_at).await?;
         self.audit(username, "user-change-password", username, remote)
             .await;
         Ok(())
@@ -304,8 +285,7 @@ impl Admin {
         }
         self.may_act_on(caller, "user-delete", username, remote)
             .await?;
-        let name = username.to_owned();
-        if !self.db.call(move |db| db.delete_user(&name)).await? {
+        if !self.users.delete(username).await? {
             return Err(not_found(username));
         }
         self.audit(&caller.name(), "user-delete", username, remote)

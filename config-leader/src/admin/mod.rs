@@ -13,6 +13,7 @@ pub mod platform_users;
 pub mod preview;
 pub mod rollouts;
 pub mod settings;
+pub mod user_records;
 pub mod zones;
 
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +33,8 @@ use pryv_daemon::now_unix_i64;
 /// Shared admin state.
 pub struct Admin {
     pub db: Arc<Db>,
+    /// The admin users and revoked tokens (the database, or etcd with replicas).
+    pub users: user_records::UserRecords,
     pub settings: Arc<Settings>,
     pub fleet: Arc<Fleet>,
     pub tokens: Tokens,
@@ -78,7 +81,15 @@ impl Admin {
         let repository = git::SettingsRepository::new(config, db.clone(), settings.clone());
         crate::metrics::describe();
         let initial_user = create_initial_user(&db, &config.credentials_file)?;
+        let users = match replica {
+            Some(replica) => user_records::UserRecords::Shared {
+                db: db.clone(),
+                users: replica.users.clone(),
+            },
+            None => user_records::UserRecords::Local(db.clone()),
+        };
         let admin = Self {
+            users,
             db: db.clone(),
             repository,
             settings,
@@ -180,17 +191,9 @@ impl Admin {
         // Every refusal below says exactly INVALID_TOKEN: the web app logs out on that message only.
         let invalid = || Error::Unauthenticated(INVALID_TOKEN.into());
         let claims = self.tokens.verify(credential)?;
-        let (jti, subject) = (claims.jti.clone(), claims.sub.clone());
-        let (revoked, generation, user) = self
-            .db
-            .call(move |db| {
-                Ok((
-                    db.is_revoked(&jti)?,
-                    db.token_generation(&subject)?,
-                    db.user(&subject)?,
-                ))
-            })
-            .await?;
+        let revoked = self.users.is_revoked(&claims.jti).await?;
+        let generation = self.users.token_generation(&claims.sub).await?;
+        let user = self.users.user(&claims.sub).await?;
         // Revoked, or the password or permissions changed, or the account was deleted, since it was issued.
         if revoked || generation != Some(claims.generation) {
             return Err(invalid());

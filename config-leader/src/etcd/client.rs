@@ -39,7 +39,19 @@ pub enum Compare {
 /// A write of a transaction.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Put { key: String, value: Vec<u8> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    /// A put that etcd deletes when `lease` expires.
+    PutLeased {
+        key: String,
+        value: Vec<u8>,
+        lease: i64,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 /// The client: endpoints, the one that answered last, the prefix every key of the platform lives under.
@@ -254,6 +266,14 @@ impl Etcd {
                     "key": B64.encode(self.key(key)),
                     "value": B64.encode(value),
                 }}),
+                Op::PutLeased { key, value, lease } => json!({"request_put": {
+                    "key": B64.encode(self.key(key)),
+                    "value": B64.encode(value),
+                    "lease": lease.to_string(),
+                }}),
+                Op::Delete { key } => json!({"request_delete_range": {
+                    "key": B64.encode(self.key(key)),
+                }}),
             })
             .collect();
         let answer = self
@@ -263,6 +283,17 @@ impl Etcd {
             )
             .await?;
         Ok(answer["succeeded"].as_bool().unwrap_or(false))
+    }
+
+    /// A lease of `seconds`: keys put with it vanish when it ends.
+    pub async fn grant(&self, seconds: i64) -> Result<i64, Error> {
+        let answer = self
+            .post("/v3/lease/grant", &json!({"TTL": seconds.to_string()}))
+            .await?;
+        match number(answer["ID"].as_str()) {
+            0 => Err(Error::Etcd(format!("no lease granted: {answer}"))),
+            id => Ok(id),
+        }
     }
 
     /// Puts `value` at `name` unless the key exists; the value in force either way (create-if-absent).

@@ -4,13 +4,15 @@
 //! keeps it current by following the history with an etcd watch (`follow`). A replica that loses its quorum
 //! (`liveness`) refuses changes and serves only what followers already have.
 //!
-//! Still per replica (in its SQLite database): admin users and revoked tokens, audit, follower reports and
-//! rollouts; the templates are each replica's own files.
+//! The admin users and revoked tokens are shared too (`users`), the emergency account excepted. Still per
+//! replica (in its SQLite database): audit, follower reports and rollouts; the templates are each replica's
+//! own files.
 
 pub mod client;
 pub mod history;
 pub mod liveness;
 pub mod secrets;
+pub mod users;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub struct Replica {
     pub etcd: Arc<Etcd>,
     pub liveness: Arc<Liveness>,
     pub history: Arc<SharedHistory>,
+    pub users: Arc<users::SharedUsers>,
     /// The settings revision this replica's copy held at start.
     pub start_revision: i64,
 }
@@ -71,12 +74,14 @@ impl Replica {
             revision = latest.revision,
             "etcd store: serving the shared settings"
         );
+        let users = Arc::new(users::SharedUsers::new(etcd.clone()));
         let liveness = Arc::new(Liveness::new(store.isolated_after));
         liveness.confirm();
         Ok(Arc::new(Self {
             etcd,
             liveness,
             history,
+            users,
             start_revision: latest.revision,
         }))
     }

@@ -1,6 +1,7 @@
 //! The platform's internals in etcd: created once for every replica (create-if-absent), so every replica
 //! renders the same bytes (equal revisions and ETags) and verifies the tokens any other one signed.
 //!
+//! The token-signing secret (`configLeaderTokenSecret`) is shared even when the file does not name it.
 //! A `"SECRET"` internal (or `adminKey`) takes the stored value, created by whichever replica came first; a
 //! literal internal is stored the same way and must equal what is stored, or the replica refuses to start:
 //! two replicas rendering different values would serve different trees under one name.
@@ -16,6 +17,12 @@ use crate::secret::{self, Secret};
 /// Replaces every `"SECRET"` of `config` with the platform's value and checks every literal internal.
 pub async fn resolve(etcd: &Etcd, config: &mut Config) -> Result<(), Error> {
     let mut problems = Vec::new();
+    // Tokens signed by one replica are checked by the others: the signing secret is always shared.
+    config
+        .internals
+        .0
+        .entry(crate::admin::identity::TOKEN_SECRET_VAR.to_owned())
+        .or_insert_with(|| Value::String(SECRET_PLACEHOLDER.to_owned()));
     for (name, value) in config.internals.0.iter_mut() {
         let placeholder = value.as_str() == Some(SECRET_PLACEHOLDER);
         let proposed = if placeholder {

@@ -922,6 +922,57 @@ mod tests {
     }
 
     #[test]
+    fn the_etcd_store_is_checked_and_keeps_secrets_out_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut json = legacy();
+        json.as_object_mut().unwrap().remove("gitRepoPath");
+        json["adminKey"] = json!("SECRET");
+        json["store"] = json!({"etcd": {"endpoints": ["http://10.0.0.1:2379/"]}});
+        let path = write_config(dir.path(), &json);
+        let config = Config::load(&path, &Overrides::default()).unwrap();
+        let etcd = config.etcd.clone().expect("etcd mode");
+        assert_eq!(etcd.endpoints, ["http://10.0.0.1:2379"]);
+        assert_eq!(etcd.prefix, "/pryv/");
+        assert_eq!(etcd.isolated_after, std::time::Duration::from_secs(3));
+        // Generated once for every replica, in the store: the placeholders stay in the file.
+        assert_eq!(config.internals.0["CORE_SYSTEM_KEY"], "SECRET");
+        let on_disk: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(on_disk["adminKey"], "SECRET");
+        assert_eq!(
+            config.platform_in_force(),
+            config.database_path.join("replica/platform.yml")
+        );
+        assert!(
+            crate::commands::warnings(&config)
+                .iter()
+                .any(|w| w.contains("store.etcd") && w.contains("first start")),
+        );
+
+        json["store"] = json!({"etcd": {"endpoints": ["etcd:2379"], "prefix": "", "isolatedAfterSeconds": 0,
+            "tls": {"certFile": "cert.pem"}}});
+        json["settings"] = json!({"git": {"remote": "/tmp/r"}});
+        let path = write_config(dir.path(), &json);
+        let problems = match Config::load(&path, &Overrides::default()) {
+            Err(Error::Config { problems, .. }) => problems,
+            other => panic!("{other:?}"),
+        };
+        for expected in [
+            "etcd:2379 is not an http",
+            "store.etcd.prefix: empty",
+            "isolatedAfterSeconds: 0",
+            "not available with store.etcd",
+            "store.etcd.tls.certFile",
+            "both certFile and keyFile",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_without_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let mut json = legacy();

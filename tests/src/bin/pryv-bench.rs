@@ -5,7 +5,8 @@
 //! simulated followers (also spread over 10 zones, with the renders counted), 5000 followers long-polling at once,
 //! follower memory idle and under notifications.
 //! `--quick` shortens every run; `--fleet-only`, `--long-poll-only`, `--wrk-only` (wrk against nginx; the
-//! leader's log level from `PRYV_BENCH_LOG`, default `info`) and `--start-only` (cold starts) run one section.
+//! leader's log level from `PRYV_BENCH_LOG`, default `info`), `--start-only` (cold starts) and `--store-only`
+//! (settings saves and `GET /conf` on SQLite and on an etcd replica) run one section.
 //! `PRYV_BENCH_FLEET=1000,10000` chooses the fleet sizes, `PRYV_BENCH_NOTIFY_CONCURRENCY` the leader's
 //! `notify.concurrency` (default 64).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -855,6 +856,80 @@ async fn wrk_section(seconds: u64) {
     println!();
 }
 
+/// `count` settings saves in a row through `url` (each renders every role before it is recorded): saves per
+/// second, p50 and p99 in ms.
+async fn saves(url: &str, count: usize) -> (f64, f64, f64) {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(count);
+    for i in 0..count {
+        let one = Instant::now();
+        let answer = client
+            .put(format!("{url}/admin/settings"))
+            .header("authorization", "bench-admin-key-0123456789abcdef")
+            .json(&json!({"settings": {"EMAIL_SETTINGS": {"settings": {"MAIL_SMTP_HOST": {"value": format!("smtp-{i}.example.com")}}}}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            answer.status().is_success(),
+            "{}",
+            answer.text().await.unwrap()
+        );
+        latencies.push(one.elapsed().as_secs_f64() * 1000.0);
+    }
+    let per_s = count as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (per_s, pick(0.50), pick(0.99))
+}
+
+/// The same platform on one leader (SQLite) and on a replica of a 3-member etcd cluster (loopback): settings
+/// saves, and `GET /conf` (wrk when installed, else the in-process generator).
+async fn store_section(seconds: u64) {
+    if !pryv_e2e::available("etcd", "--version") {
+        println!(
+            "## Settings store: SQLite and etcd\n\netcd is not installed (`apt-get install etcd-server`): not measured.\n"
+        );
+        return;
+    }
+    let cluster = pryv_e2e::etcd::EtcdCluster::start(3);
+    println!(
+        "## Settings store: one leader on SQLite, a replica on a 3-member etcd cluster (loopback)\n"
+    );
+    println!(
+        "| store | settings saves/s | save p50 ms | save p99 ms | `GET /conf` requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|"
+    );
+    for etcd in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = platform(dir.path(), None);
+        if etcd {
+            let mut json: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+            json["store"] =
+                json!({"etcd": {"endpoints": cluster.endpoints(), "prefix": "/pryv-bench/"}});
+            std::fs::write(&config, json.to_string()).unwrap();
+        }
+        let port = free_port();
+        let (_leader, _, key, _) = start_leader(&config, port);
+        let base = format!("http://127.0.0.1:{port}");
+        let (per_s, p50, p99) = saves(&base, 100).await;
+        let url = format!("{base}/conf");
+        let (requests, conf_p50, conf_p99) =
+            if Command::new("wrk").arg("--version").output().is_ok() {
+                let measured = wrk(&url, Some(&key), seconds, false);
+                (measured.requests_per_s, measured.p50_ms, measured.p99_ms)
+            } else {
+                let measured = load(&url, &key, 16, Duration::from_secs(seconds)).await;
+                (measured.requests_per_s, measured.p50_ms, measured.p99_ms)
+            };
+        println!(
+            "| {} | {per_s:.0} | {p50:.2} | {p99:.2} | {requests:.0} | {conf_p50:.2} | {conf_p99:.2} |",
+            if etcd { "etcd replica" } else { "SQLite" }
+        );
+    }
+    println!();
+}
+
 #[tokio::main]
 async fn main() {
     pryv_e2e::install_crypto();
@@ -889,6 +964,10 @@ async fn main() {
         println!("{}", cold_starts(&config, port, 9));
         return;
     }
+    if std::env::args().any(|a| a == "--store-only") {
+        store_section(seconds).await;
+        return;
+    }
     if std::env::args().any(|a| a == "--wrk-only") {
         wrk_section(seconds).await;
         return;
@@ -897,6 +976,7 @@ async fn main() {
     if !fleet_only {
         conf_section(seconds).await;
         wrk_section(seconds).await;
+        store_section(seconds).await;
     }
     fleet_section(counts, 0).await;
     fleet_section(counts, 10).await;

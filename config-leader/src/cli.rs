@@ -90,6 +90,11 @@ pub enum Command {
     },
     /// Write one archive per machine (<name>.tgz) with what it needs; the leader's machine also gets the
     /// leader's folder.
+    /// The state store: `store migrate --to etcd` copies a platform run on SQLite into `store.etcd`.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     Package {
         /// Folder to write the archives into.
         #[arg(long)]
@@ -121,6 +126,22 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Copies the settings history, internals and admin users of this leader's database into the etcd
+    /// store `store.etcd` names (stop the leader first; an etcd prefix holding settings is refused).
+    Migrate {
+        /// The store to copy to (only `etcd`).
+        #[arg(long, value_enum)]
+        to: StoreKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StoreKind {
+    Etcd,
 }
 
 impl GlobalArgs {

@@ -63,6 +63,9 @@ fn run_on_config(command: Command, config: Config) -> ExitCode {
             }),
         ),
         Command::Diff { from_revision } => done(commands::diff(&config, from_revision)),
+        Command::Store {
+            action: config_leader::cli::StoreAction::Migrate { .. },
+        } => done(config_leader::etcd::migrate::migrate(&config)),
         Command::Render {
             role,
             out,

@@ -61,10 +61,25 @@ impl Replica {
 
     /// Keeps its state under `prefix` in etcd instead (another platform on the same cluster).
     pub fn set_prefix(&self, prefix: &str) {
+        self.edit_config(|config| config["store"]["etcd"]["prefix"] = Value::from(prefix));
+    }
+
+    /// Changes its `config-leader.json`.
+    pub fn edit_config(&self, change: impl FnOnce(&mut Value)) {
         let mut config: Value =
             serde_json::from_str(&std::fs::read_to_string(self.config()).unwrap()).unwrap();
-        config["store"]["etcd"]["prefix"] = Value::from(prefix);
+        change(&mut config);
         std::fs::write(self.config(), config.to_string()).unwrap();
+    }
+
+    /// `config-leader --config <its file> <args>`.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("config-leader"))
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// Cuts it off from every etcd member (its proxies drop everything).

@@ -440,6 +440,98 @@ async fn a_login_on_one_replica_is_a_session_on_every_replica_and_ends_on_every_
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_run_on_sqlite_moves_to_etcd_with_its_history_users_and_secrets() {
+    if !installed("replicas: store migrate --to etcd") {
+        return;
+    }
+    install_crypto();
+    let cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let cores = [Machine::new(base.path(), "core-1")];
+    // One leader on SQLite: its secrets generated into its file, two revisions, an admin user.
+    let mut single = replicas::lay_out(base.path(), 0, &cluster, &cores, false);
+    let store = std::sync::Mutex::new(serde_json::Value::Null);
+    single.edit_config(|config| {
+        *store.lock().unwrap() = config["store"].take();
+        config.as_object_mut().unwrap().remove("store");
+    });
+    single.start();
+    let (status, body) = set_mail_host(&single.url(), "smtp.sqlite.example").await;
+    assert_eq!(status, 200, "{body}");
+    let emergency = std::fs::read_to_string(single.root.join("credentials.txt")).unwrap();
+    let http = reqwest::Client::new();
+    let token = |url: String, username: &'static str, password: String| {
+        let request = http
+            .post(format!("{url}/auth/login"))
+            .json(&serde_json::json!({"username": username, "password": password}));
+        async move {
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.json::<serde_json::Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let root = token(single.url(), "initial_user", emergency.trim().to_owned()).await;
+    let created = http
+        .post(format!("{}/users", single.url()))
+        .header("authorization", root)
+        .json(&serde_json::json!({"username": "bob", "password": "bob-password-12", "permissions": {"settings": ["read"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let (served_before, _) = served_mail(&single.url(), &cores[0]).await.unwrap();
+    single.daemon.take().unwrap().terminate();
+
+    // Migrated into etcd, once.
+    single.edit_config(|config| config["store"] = store.lock().unwrap().clone());
+    let migrated = single.command(&["store", "migrate", "--to", "etcd"]);
+    let said = String::from_utf8_lossy(&migrated.stdout).into_owned()
+        + &String::from_utf8_lossy(&migrated.stderr);
+    assert!(migrated.status.success(), "{said}");
+    assert!(
+        said.contains("copied settings revisions 1 to 2") && said.contains("1 admin user(s)"),
+        "{said}"
+    );
+    let again = single.command(&["store", "migrate", "--to", "etcd"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds settings (revision 2)"));
+
+    // The old leader as a replica, and a new one with placeholders only: same trees, same history, same users.
+    single.start();
+    let mut fresh = replicas::lay_out(base.path(), 1, &cluster, &cores, false);
+    fresh.start();
+    for replica in [&single, &fresh] {
+        assert_eq!(
+            served_host(replica, &cores[0], "smtp.sqlite.example").await,
+            served_before
+        );
+    }
+    let entries = history(&fresh.url()).await;
+    let messages: Vec<&str> = entries
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "platform.yml found at first start",
+            "mail host smtp.sqlite.example"
+        ]
+    );
+    let bob = token(fresh.url(), "bob", "bob-password-12".to_owned()).await;
+    let read = http
+        .get(format!("{}/admin/settings", single.url()))
+        .header("authorization", bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+}
+
 /// Waits until the follower of `core` has mail host `host` on disk; on timeout, shows what each process said.
 async fn converge(core: &Machine, host: &str, replicas: &[Replica]) {
     // Its long-poll may be backing off after the outage (30 s at most).

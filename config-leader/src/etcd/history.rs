@@ -92,6 +92,26 @@ impl SharedHistory {
         Ok(rows)
     }
 
+    /// Writes `row` as it is (number, author, time, message, content) if its key is absent: a migration.
+    pub async fn import(&self, row: &RevisionRow) -> Result<bool, Error> {
+        let stored = Stored {
+            revision: row.revision,
+            author: row.author.clone(),
+            at: row.at,
+            message: row.message.clone(),
+            content: row.content.clone(),
+        };
+        self.etcd
+            .txn(
+                &[Compare::Absent(key(row.revision))],
+                &[Op::Put {
+                    key: key(row.revision),
+                    value: serde_json::to_vec(&stored)?,
+                }],
+            )
+            .await
+    }
+
     /// Saves `content` as revision `after + 1`, only if nobody saved it first: its number, or `None` when
     /// another replica did (the caller starts again from the newest).
     pub async fn append(

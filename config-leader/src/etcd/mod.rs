@@ -11,6 +11,7 @@
 pub mod client;
 pub mod history;
 pub mod liveness;
+pub mod migrate;
 pub mod secrets;
 pub mod users;
 
@@ -49,17 +50,7 @@ impl Replica {
         let Some(store) = config.etcd.clone() else {
             return Err(Error::Internal("etcd mode without store.etcd".into()));
         };
-        let identity = store
-            .identity
-            .as_ref()
-            .map(|(cert, key)| (cert.as_path(), key.as_path()));
-        let tls = pryv_daemon::client_tls_with_identity(store.ca_file.as_deref(), identity)
-            .map_err(Error::Tls)?;
-        let etcd = Arc::new(Etcd::new(
-            store.endpoints.clone(),
-            store.prefix.clone(),
-            tls,
-        )?);
+        let etcd = Arc::new(connect(&store)?);
         wait_for_quorum(&etcd).await?;
         secrets::resolve(&etcd, config).await?;
         let history = Arc::new(SharedHistory::new(etcd.clone()));
@@ -99,6 +90,17 @@ impl Replica {
             None => Ok(()),
         }
     }
+}
+
+/// A client of the store's members (TLS as configured).
+pub fn connect(store: &crate::config::EtcdStore) -> Result<Etcd, Error> {
+    let identity = store
+        .identity
+        .as_ref()
+        .map(|(cert, key)| (cert.as_path(), key.as_path()));
+    let tls = pryv_daemon::client_tls_with_identity(store.ca_file.as_deref(), identity)
+        .map_err(Error::Tls)?;
+    Etcd::new(store.endpoints.clone(), store.prefix.clone(), tls)
 }
 
 async fn wait_for_quorum(etcd: &Etcd) -> Result<(), Error> {

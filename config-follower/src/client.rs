@@ -37,6 +37,9 @@ pub struct LeaderClient {
     /// The highest settings revision this machine applied: a leader serving an older one is behind (a
     /// replica that missed changes) and another is tried.
     floor: Arc<AtomicI64>,
+    /// The highest settings revision a leader said is in force (a notification): until a leader answers
+    /// with at least that one, even a 304 is from a replica that has not caught up.
+    required: Arc<AtomicI64>,
 }
 
 /// Answers after which another leader is tried: the leader (or the proxy before it) is not serving.
@@ -95,7 +98,15 @@ impl LeaderClient {
             current: Arc::new(AtomicUsize::new(0)),
             key,
             floor: Arc::new(AtomicI64::new(0)),
+            required: Arc::new(AtomicI64::new(0)),
         })
+    }
+
+    /// A leader said settings revision `revision` is in force (`storeRevision` of a notification).
+    pub fn require(&self, revision: Option<i64>) {
+        if let Some(revision) = revision {
+            self.required.fetch_max(revision, Ordering::Relaxed);
+        }
     }
 
     /// The highest settings revision this machine applied (0: none known).
@@ -108,13 +119,21 @@ impl LeaderClient {
         self.floor.fetch_max(revision, Ordering::Relaxed);
     }
 
-    /// Why a `GET /conf` answer must not be taken: a tree of an older settings revision than applied here.
+    /// Why a `GET /conf` answer must not be taken: a tree of an older settings revision than applied here,
+    /// or any answer of an older one than a notification said is in force.
     fn behind(&self, response: &reqwest::Response) -> Option<String> {
-        let floor = self.floor();
+        let (floor, required) = (self.floor(), self.required.load(Ordering::Relaxed));
         let served = store_revision(response)?;
-        (response.status().is_success() && served < floor).then(|| {
-            format!(
+        if response.status().is_success() && served < floor {
+            return Some(format!(
                 "serves settings revision {served}, older than revision {floor} this machine applied (a replica that missed changes)"
+            ));
+        }
+        let answered =
+            response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
+        (answered && served < required).then(|| {
+            format!(
+                "answers for settings revision {served}, older than revision {required} a leader notified (a replica that has not caught up yet)"
             )
         })
     }

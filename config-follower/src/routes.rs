@@ -66,6 +66,7 @@ async fn notify(
         })?
     };
     tracing::info!(services = ?request.services, force = request.force, "notification received");
+    follower.client().require(request.store_revision);
     // The cycle runs in its own task: a caller that hangs up (a timeout, a cancelled admin notify) must not
     // stop it between the writes and the restarts.
     let worker = follower.clone();

@@ -155,6 +155,15 @@ impl TreeStore {
         Ok(written)
     }
 
+    /// The settings revision `platform.yml` holds now.
+    pub fn settings_revision(&self) -> i64 {
+        *self
+            .inner
+            .settings_revision
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The settings revision `platform.yml` holds (at start, or after a hand edit was recorded).
     pub fn set_settings_revision(&self, revision: i64) {
         *self

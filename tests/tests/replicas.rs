@@ -532,6 +532,43 @@ async fn a_platform_run_on_sqlite_moves_to_etcd_with_its_history_users_and_secre
     assert_eq!(read.status(), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notified_follower_asks_another_replica_when_its_own_has_not_caught_up() {
+    if !installed("replicas: a notification through another replica") {
+        return;
+    }
+    install_crypto();
+    let cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let mut cores = [Machine::new(base.path(), "core-1")];
+    let replicas = start_replicas(base.path(), &cluster, &cores, &[false]);
+    // The follower's own replica never catches up (it follows another prefix, still at revision 1).
+    let mut behind = replicas::lay_out(base.path(), 1, &cluster, &cores, false);
+    behind.set_prefix("/pryv-behind/");
+    behind.start();
+    cores[0].start_on(&[behind.url(), replicas[0].url()]);
+    let core = &cores[0];
+    converge(core, "smtp.example", &replicas).await;
+    for host in ["smtp.second.example", "smtp.third.example"] {
+        let (status, body) = set_mail_host(&replicas[0].url(), host).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // The notification says revision 3 is in force: the follower's replica answers for revision 1 (a 304:
+    // the same tree as it has), so it asks the next one.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/admin/notify", replicas[0].url()))
+        .header("authorization", replicas::ADMIN_KEY)
+        .json(&serde_json::json!({"all": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    converge(core, "smtp.third.example", &replicas).await;
+    let status = pryv_e2e::platform::follower_status(core.daemon.as_ref().unwrap()).await;
+    assert_eq!(status["leaderUrl"], replicas[0].url().as_str(), "{status}");
+    assert_eq!(status["storeRevision"], 3, "{status}");
+}
+
 /// Waits until the follower of `core` has mail host `host` on disk; on timeout, shows what each process said.
 async fn converge(core: &Machine, host: &str, replicas: &[Replica]) {
     // Its long-poll may be backing off after the outage (30 s at most).

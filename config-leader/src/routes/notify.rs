@@ -99,6 +99,8 @@ pub async fn notify(
     let request = pryv_protocol::NotifyRequest {
         services: body.services,
         confirm_removals: body.confirm_removals,
+        // With replicas: the follower's own replica may not have this revision yet (its watch lags).
+        store_revision: Some(state.store.settings_revision()).filter(|r| *r > 0),
         ..pryv_protocol::NotifyRequest::default()
     };
     let order = NotifyOrder {

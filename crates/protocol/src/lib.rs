@@ -67,6 +67,14 @@ pub struct NotifyRequest {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub confirm_removals: bool,
+    /// The settings revision in force at the notifying leader: a tree (or a 304) of an older one comes from a
+    /// replica that has not caught up, and the follower asks another (ignored by old followers).
+    #[serde(
+        default,
+        rename = "storeRevision",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub store_revision: Option<i64>,
 }
 
 /// Body of a successful `POST /notify` on a follower.

@@ -54,7 +54,12 @@ impl Leader {
         }
         let replica = etcd::Replica::start(&mut config).await?;
         let leader = Self::build(&config, Some(replica.clone()), shutdown)?;
-        replica.spawn(leader.state.admin.settings.clone(), shutdown.clone());
+        let taken = etcd::Taken {
+            settings: leader.state.admin.settings.clone(),
+            fleet: leader.state.admin.fleet.clone(),
+            followers: leader.state.followers.clone(),
+        };
+        replica.spawn(taken, shutdown.clone());
         Ok(leader)
     }
 

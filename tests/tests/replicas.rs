@@ -234,6 +234,29 @@ async fn without_an_etcd_quorum_the_platform_is_read_only_and_followers_keep_the
     });
     let files_before = core.read("mail/conf/mail.yml");
     let status_before = pryv_e2e::platform::follower_status(core.daemon.as_ref().unwrap()).await;
+    // It reported to replica 0; replica 1 knows the report too (through the store).
+    let fleet = eventually(
+        "replica 1 to know the follower's report",
+        WITHIN,
+        || async {
+            let fleet: serde_json::Value = reqwest::Client::new()
+                .get(format!("{}/admin/status", replicas[1].url()))
+                .header("authorization", replicas::ADMIN_KEY)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let report = &fleet["followers"][0]["lastReport"];
+            (report["revision"] == status_before["revision"]).then_some(fleet)
+        },
+    )
+    .await;
+    assert_eq!(
+        fleet["followers"][0]["lastReport"]["outcome"], "applied",
+        "{fleet}"
+    );
 
     cluster.stop_member(1);
     cluster.stop_member(2);

@@ -35,6 +35,8 @@ pub struct Admin {
     pub db: Arc<Db>,
     /// The admin users and revoked tokens (the database, or etcd with replicas).
     pub users: user_records::UserRecords,
+    /// With replicas: the followers' reports shared through etcd.
+    pub shared_reports: Option<Arc<crate::etcd::reports::SharedReports>>,
     pub settings: Arc<Settings>,
     pub fleet: Arc<Fleet>,
     pub tokens: Tokens,
@@ -90,6 +92,7 @@ impl Admin {
         };
         let admin = Self {
             users,
+            shared_reports: replica.map(|replica| replica.reports.clone()),
             db: db.clone(),
             repository,
             settings,
@@ -161,17 +164,25 @@ impl Admin {
         mut report: pryv_protocol::ApplyReport,
     ) -> Result<(), Error> {
         let (settings, db) = (self.settings.clone(), self.db.clone());
-        let report = tokio::task::spawn_blocking(move || {
+        let shared_url = url.clone();
+        let (report, body) = tokio::task::spawn_blocking(move || {
             settings.scrubber().scrub_report(&mut report);
-            if let Ok(body) = serde_json::to_string(&report)
-                && let Err(err) = db.blocking().save_report(&url, &body)
+            let body = serde_json::to_string(&report).ok();
+            if let Some(body) = &body
+                && let Err(err) = db.blocking().save_report(&url, body)
             {
                 tracing::warn!(error = %err, "cannot keep the report in the database");
             }
-            report
+            (report, body)
         })
         .await?;
         self.fleet.reported(id, report);
+        // With replicas, every other one learns it through the store.
+        if let (Some(reports), Some(body)) = (&self.shared_reports, body)
+            && let Err(err) = reports.put(&shared_url, &body).await
+        {
+            tracing::warn!(error = %err, "cannot share the report through the etcd store");
+        }
         Ok(())
     }
 

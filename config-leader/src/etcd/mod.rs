@@ -4,14 +4,15 @@
 //! keeps it current by following the history with an etcd watch (`follow`). A replica that loses its quorum
 //! (`liveness`) refuses changes and serves only what followers already have.
 //!
-//! The admin users and revoked tokens are shared too (`users`), the emergency account excepted. Still per
-//! replica (in its SQLite database): audit, follower reports and rollouts; the templates are each replica's
-//! own files.
+//! The admin users and revoked tokens are shared too (`users`), the emergency account excepted, and the
+//! followers' reports (`reports`). Still per replica (in its SQLite database): audit and rollouts; the
+//! templates are each replica's own files.
 
 pub mod client;
 pub mod history;
 pub mod liveness;
 pub mod migrate;
+pub mod reports;
 pub mod secrets;
 pub mod users;
 
@@ -39,6 +40,7 @@ pub struct Replica {
     pub liveness: Arc<Liveness>,
     pub history: Arc<SharedHistory>,
     pub users: Arc<users::SharedUsers>,
+    pub reports: Arc<reports::SharedReports>,
     /// The settings revision this replica's copy held at start.
     pub start_revision: i64,
 }
@@ -66,6 +68,7 @@ impl Replica {
             "etcd store: serving the shared settings"
         );
         let users = Arc::new(users::SharedUsers::new(etcd.clone()));
+        let reports = Arc::new(reports::SharedReports::new(etcd.clone()));
         let liveness = Arc::new(Liveness::new(store.isolated_after));
         liveness.confirm();
         Ok(Arc::new(Self {
@@ -73,14 +76,15 @@ impl Replica {
             liveness,
             history,
             users,
+            reports,
             start_revision: latest.revision,
         }))
     }
 
     /// The checks and the watch, until shutdown.
-    pub fn spawn(self: &Arc<Self>, settings: Arc<Settings>, shutdown: CancellationToken) {
+    pub fn spawn(self: &Arc<Self>, taken: Taken, shutdown: CancellationToken) {
         self.liveness.spawn(self.etcd.clone(), shutdown.clone());
-        tokio::spawn(follow(self.clone(), settings, shutdown));
+        tokio::spawn(follow(self.clone(), taken, shutdown));
     }
 
     /// `Err(Isolated)` while this replica cannot vouch for the store.
@@ -170,15 +174,36 @@ async fn write_copy(path: &Path, text: String) -> Result<(), Error> {
     .await?
 }
 
-/// Keeps this replica's copy current: every new revision in the store is taken (`Settings::refresh`). The
-/// watch resumes from the last store revision it processed; when that revision was compacted away, or at the
-/// first turn, the settings are read again from scratch before watching. A watch that breaks is opened again.
-async fn follow(replica: Arc<Replica>, settings: Arc<Settings>, shutdown: CancellationToken) {
+/// What the watch hands changes to: the settings (this replica's copy) and the fleet (followers' reports).
+pub struct Taken {
+    pub settings: Arc<Settings>,
+    pub fleet: Arc<crate::admin::fleet::Fleet>,
+    pub followers: Arc<crate::follower_keys::FollowerIndex>,
+}
+
+impl Taken {
+    /// A report another replica received (or this one: taking it again changes nothing).
+    fn report(&self, url: &str, body: &[u8]) {
+        let Some((id, _)) = self.followers.with_ids().find(|(_, f)| f.url == url) else {
+            return;
+        };
+        match serde_json::from_slice(body) {
+            Ok(report) => self.fleet.reported(id, report),
+            Err(err) => tracing::warn!(url, error = %err, "unreadable report in the etcd store"),
+        }
+    }
+}
+
+/// Keeps this replica current: every new settings revision in the store is taken (`Settings::refresh`),
+/// every follower report handed to the fleet. The watch (of the platform's whole prefix) resumes from the
+/// last store revision it processed; when that revision was compacted away, or at the first turn,
+/// everything is read again from scratch before watching. A watch that breaks is opened again.
+async fn follow(replica: Arc<Replica>, taken: Taken, shutdown: CancellationToken) {
     let mut resume_from: Option<i64> = None;
     loop {
         let from = match resume_from {
             Some(from) => from,
-            None => match reload(&replica, &settings).await {
+            None => match reload(&replica, &taken).await {
                 Ok(revision) => revision + 1,
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot read the settings from the etcd store; retrying");
@@ -189,7 +214,7 @@ async fn follow(replica: Arc<Replica>, settings: Arc<Settings>, shutdown: Cancel
                 }
             },
         };
-        let mut stream = match replica.etcd.watch(SharedHistory::prefix(), from).await {
+        let mut stream = match replica.etcd.watch("", from).await {
             Ok(stream) => stream,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot watch the etcd store; retrying");
@@ -207,9 +232,9 @@ async fn follow(replica: Arc<Replica>, settings: Arc<Settings>, shutdown: Cancel
                 event = stream.next() => event,
             };
             match event {
-                Ok(WatchEvent::Changed { revision, .. }) => {
+                Ok(WatchEvent::Changed { revision, keys }) => {
                     replica.liveness.confirm();
-                    if let Err(err) = settings.refresh().await {
+                    if let Err(err) = take(&replica, &taken, &keys).await {
                         // Read again from scratch: the next turn retries.
                         tracing::warn!(error = %err, "cannot take the new settings from the etcd store");
                         resume_from = None;
@@ -238,12 +263,30 @@ async fn follow(replica: Arc<Replica>, settings: Arc<Settings>, shutdown: Cancel
     }
 }
 
-/// The store revision, then the settings in force at or after it: a watch from the next revision misses
-/// nothing.
-async fn reload(replica: &Replica, settings: &Arc<Settings>) -> Result<i64, Error> {
+/// The store revision, then the settings in force and the reports at or after it: a watch from the next
+/// revision misses nothing.
+async fn reload(replica: &Replica, taken: &Taken) -> Result<i64, Error> {
     let revision = replica.etcd.revision().await?;
-    settings.refresh().await?;
+    taken.settings.refresh().await?;
+    for (url, body) in replica.reports.all().await? {
+        taken.report(&url, &body);
+    }
     Ok(revision)
+}
+
+/// Takes what changed under `keys`: a new settings revision, a follower's report.
+async fn take(replica: &Replica, taken: &Taken, keys: &[String]) -> Result<(), Error> {
+    let history = replica.etcd.key(SharedHistory::prefix());
+    if keys.iter().any(|key| key.starts_with(&history)) {
+        taken.settings.refresh().await?;
+    }
+    let reports = replica.etcd.key(reports::REPORTS);
+    for key in keys.iter().filter(|key| key.starts_with(&reports)) {
+        if let Some((url, body)) = replica.reports.at(key).await? {
+            taken.report(&url, &body);
+        }
+    }
+    Ok(())
 }
 
 /// Waits before the next try; true when shutting down.

@@ -40,6 +40,9 @@ pub struct LeaderClient {
     /// The highest settings revision a leader said is in force (a notification): until a leader answers
     /// with at least that one, even a 304 is from a replica that has not caught up.
     required: Arc<AtomicI64>,
+    /// The revision the last notification named, until this machine has it: a 304 for another revision
+    /// then comes from a replica that still holds this machine back (a rollout's wave it has not learnt of).
+    wanted: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Answers after which another leader is tried: the leader (or the proxy before it) is not serving.
@@ -99,7 +102,33 @@ impl LeaderClient {
             key,
             floor: Arc::new(AtomicI64::new(0)),
             required: Arc::new(AtomicI64::new(0)),
+            wanted: Arc::new(std::sync::Mutex::new(None)),
         })
+    }
+
+    /// A leader notified this machine to fetch `revision` (`revision` of a notification): for the sync it
+    /// starts, a 304 for another revision makes the follower ask the next replica. With one leader there is
+    /// nobody else to ask: nothing changes.
+    pub fn want(&self, revision: Option<&str>) {
+        if self.leaders.len() > 1 {
+            *self.wanted() = revision.map(str::to_owned);
+        }
+    }
+
+    fn wanted(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.wanted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An answer was taken: a tree (whatever its revision, the leader had news), or a 304 for the wanted one.
+    fn took(&self, fetched: &Result<Fetched, Error>, sent: Option<&str>) {
+        let mut wanted = self.wanted();
+        match fetched {
+            Ok(Fetched::Tree(..)) => *wanted = None,
+            Ok(Fetched::NotModified) if wanted.as_deref() == sent => *wanted = None,
+            _ => {}
+        }
     }
 
     /// A leader said settings revision `revision` is in force (`storeRevision` of a notification).
@@ -121,7 +150,16 @@ impl LeaderClient {
 
     /// Why a `GET /conf` answer must not be taken: a tree of an older settings revision than applied here,
     /// or any answer of an older one than a notification said is in force.
-    fn behind(&self, response: &reqwest::Response) -> Option<String> {
+    fn behind(&self, response: &reqwest::Response, sent: Option<&str>) -> Option<String> {
+        if response.status() == StatusCode::NOT_MODIFIED
+            && let Some(wanted) = self.wanted().as_deref()
+            && sent != Some(wanted)
+        {
+            return Some(format!(
+                "answers 304 for revision {} although a leader notified revision {wanted} (a replica that has not caught up yet)",
+                sent.unwrap_or("-")
+            ));
+        }
         let (floor, required) = (self.floor(), self.required.load(Ordering::Relaxed));
         let served = store_revision(response)?;
         if response.status().is_success() && served < floor {
@@ -205,10 +243,12 @@ impl LeaderClient {
                         revision,
                     )
                 },
-                |response| self.behind(response),
+                |response| self.behind(response, revision),
             )
             .await?;
-        read_conf(sent).await
+        let fetched = read_conf(sent).await;
+        self.took(&fetched, revision);
+        fetched
     }
 
     /// `GET /conf?wait=<seen>&timeout=<s>`: the leader answers once its tree for this follower is no longer
@@ -232,10 +272,12 @@ impl LeaderClient {
                         Some(seen),
                     )
                 },
-                |response| self.behind(response),
+                |response| self.behind(response, Some(seen)),
             )
             .await?;
-        read_conf(sent).await
+        let fetched = read_conf(sent).await;
+        self.took(&fetched, Some(seen));
+        fetched
     }
 
     /// `POST /conf/report`: how the last apply ended.

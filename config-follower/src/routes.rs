@@ -67,11 +67,14 @@ async fn notify(
     };
     tracing::info!(services = ?request.services, force = request.force, "notification received");
     follower.client().require(request.store_revision);
+    follower.client().want(request.revision.as_deref());
     // The cycle runs in its own task: a caller that hangs up (a timeout, a cancelled admin notify) must not
     // stop it between the writes and the restarts.
     let worker = follower.clone();
     let cycle = tokio::spawn(async move {
         let outcome = worker.sync(&request, Restart::Changed).await;
+        // The notification's revision held for its own sync only (a retry takes what a leader has).
+        worker.client().want(None);
         if outcome.is_err() {
             worker.retry_in_background();
         }

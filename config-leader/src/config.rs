@@ -101,8 +101,12 @@ pub struct EtcdStore {
     pub identity: Option<(PathBuf, PathBuf)>,
     /// How long without a quorum answer before the replica calls itself isolated (refuses writes).
     pub isolated_after: std::time::Duration,
+    /// The election lease: how long the replica driving rollouts may be gone before another takes over.
+    pub lease: std::time::Duration,
 }
 
+/// Default of `store.etcd.leaseSeconds`.
+const DEFAULT_LEASE_S: u64 = 10;
 /// Default of `store.etcd.isolatedAfterSeconds`.
 const DEFAULT_ISOLATED_AFTER_S: f64 = 3.0;
 
@@ -242,6 +246,7 @@ struct RawEtcd {
     prefix: Option<String>,
     tls: Option<RawEtcdTls>,
     isolated_after_seconds: Option<f64>,
+    lease_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -642,6 +647,12 @@ impl Checks<'_> {
                 "store.etcd.isolatedAfterSeconds: {isolated} must be between 0.5 and 60"
             ));
         }
+        let lease = etcd.lease_seconds.unwrap_or(DEFAULT_LEASE_S);
+        if !(2..=300).contains(&lease) {
+            self.common.problems.push(format!(
+                "store.etcd.leaseSeconds: {lease} must be between 2 and 300"
+            ));
+        }
         if raw.git_repo_path.is_some() || raw.settings.git.is_some() {
             self.common.problems.push(
                 "gitRepoPath / settings.git: not available with store.etcd (the store keeps the history); remove one"
@@ -682,6 +693,7 @@ impl Checks<'_> {
             ca_file,
             identity,
             isolated_after: std::time::Duration::from_secs_f64(isolated.clamp(0.5, 60.0)),
+            lease: std::time::Duration::from_secs(lease.clamp(2, 300)),
         })
     }
 

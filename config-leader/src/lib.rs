@@ -58,8 +58,11 @@ impl Leader {
             settings: leader.state.admin.settings.clone(),
             fleet: leader.state.admin.fleet.clone(),
             followers: leader.state.followers.clone(),
+            rollouts: leader.state.admin.rollouts.clone(),
+            store: leader.state.store.clone(),
         };
         replica.spawn(taken, shutdown.clone());
+        admin::rollouts::drive_while_elected(leader.state.clone(), shutdown.clone());
         Ok(leader)
     }
 
@@ -143,9 +146,12 @@ impl Leader {
         let addr = listener.local_addr().map_err(Error::Listen)?;
         tracing::info!(%addr, scheme, followers = self.state.followers.len(), "listening");
         pryv_daemon::notify_ready();
-        for id in self.state.admin.rollouts.running_ids() {
-            tracing::info!(id, "resuming the rollout a previous run left running");
-            tokio::spawn(self.state.drive().run(id, None));
+        // With replicas, the elected one resumes them (`drive_while_elected`).
+        if !self.state.admin.rollouts.is_shared() {
+            for id in self.state.admin.rollouts.running_ids() {
+                tracing::info!(id, "resuming the rollout a previous run left running");
+                tokio::spawn(self.state.drive().run(id, None));
+            }
         }
         let options = pryv_daemon::ServeOptions {
             tls: self.tls.clone(),

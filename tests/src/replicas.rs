@@ -145,7 +145,7 @@ pub fn lay_out(
             "adminKey": ADMIN_KEY,
             "internals": {"CORE_SYSTEM_KEY": "SECRET"},
             "followers": followers,
-            "store": {"etcd": {"endpoints": endpoints, "prefix": "/pryv-test/", "isolatedAfterSeconds": 1.5}},
+            "store": {"etcd": {"endpoints": endpoints, "prefix": "/pryv-test/", "isolatedAfterSeconds": 1.5, "leaseSeconds": 2}},
         })
         .to_string(),
     );
@@ -210,4 +210,32 @@ pub async fn served_mail(replica_url: &str, core: &Machine) -> Option<(String, S
         body["revision"].as_str()?.to_owned(),
         mail["content"].as_str()?.to_owned(),
     ))
+}
+
+/// `call` an admin route of `replica_url` with the admin key: (status, body).
+pub async fn admin(
+    method: reqwest::Method,
+    replica_url: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{replica_url}{path}"))
+        .header("authorization", ADMIN_KEY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    match request.send().await {
+        Ok(answer) => {
+            let status = answer.status().as_u16();
+            (status, answer.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// Whether the replica at `replica_url` holds the election (drives the rollouts).
+pub async fn elected(replica_url: &str) -> bool {
+    let (status, fleet) = admin(reqwest::Method::GET, replica_url, "/admin/status", None).await;
+    status == 200 && fleet["replica"]["elected"] == true
 }

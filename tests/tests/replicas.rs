@@ -610,3 +610,255 @@ async fn converge(core: &Machine, host: &str, replicas: &[Replica]) {
         );
     }
 }
+
+/// Three cores long-polling both replicas, their first files on disk; which replica is elected.
+async fn rollout_platform(
+    base: &std::path::Path,
+    cluster: &EtcdCluster,
+    count: usize,
+) -> (Vec<Machine>, Vec<Replica>, usize) {
+    let names = ["core-1", "core-2", "core-3"];
+    let mut cores: Vec<Machine> = names[..count]
+        .iter()
+        .map(|name| Machine::new(base, name))
+        .collect();
+    let replicas = start_replicas(base, cluster, &cores, &[false, false]);
+    let urls: Vec<String> = replicas.iter().map(Replica::url).collect();
+    for core in &mut cores {
+        core.start_on(&urls);
+    }
+    for core in &cores {
+        converge(core, "smtp.example", &replicas).await;
+    }
+    let elected = eventually("a replica to be elected", WITHIN, || async {
+        for (i, replica) in replicas.iter().enumerate() {
+            if replicas::elected(&replica.url()).await {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    (cores, replicas, elected)
+}
+
+/// Saves a held change through `saver` and starts a rollout of it, one core per wave, through `notifier`.
+async fn start_rollout(saver: &str, notifier: &str, pause_seconds: u64) -> i64 {
+    let body = serde_json::json!({"settings": {"MAIL": {"settings": {"MAIL_HOST": {"value": "smtp.rollout.example"}}}}});
+    let (status, saved) = replicas::admin(
+        reqwest::Method::PUT,
+        saver,
+        "/admin/settings?hold=true",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "{saved}");
+    let (status, notified) = replicas::admin(
+        reqwest::Method::POST,
+        notifier,
+        "/admin/notify",
+        Some(serde_json::json!({"batchSize": 1, "pauseSeconds": pause_seconds})),
+    )
+    .await;
+    assert_eq!(status, 200, "{notified}");
+    notified["rollout"].as_i64().unwrap()
+}
+
+async fn rollout_record(replica_url: &str, id: i64) -> Option<serde_json::Value> {
+    let (status, body) = replicas::admin(
+        reqwest::Method::GET,
+        replica_url,
+        &format!("/admin/rollouts/{id}"),
+        None,
+    )
+    .await;
+    (status == 200).then_some(body)
+}
+
+/// Waits until rollout `id` is `done` on `replica_url`; all along, no core has the new host before its
+/// wave started (the files are read before the rollout, so a file ahead of its wave would show).
+async fn done_with_no_wave_early(
+    replica_url: &str,
+    id: i64,
+    cores: &[Machine],
+) -> serde_json::Value {
+    eventually(
+        "the rollout to be done, no wave early",
+        Duration::from_secs(45),
+        || async {
+            let changed: Vec<bool> = cores
+                .iter()
+                .map(|c| {
+                    c.read("mail/conf/mail.yml")
+                        .contains("smtp.rollout.example")
+                })
+                .collect();
+            let rollout = rollout_record(replica_url, id).await?;
+            for (core, changed) in cores.iter().zip(&changed) {
+                let wave = rollout["waves"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|w| w["followers"].to_string().contains(core.name))
+                    .unwrap();
+                assert!(
+                    !changed || !wave["started"].is_null(),
+                    "{} has the change before its wave started: {rollout}",
+                    core.name
+                );
+            }
+            (rollout["state"] == "done").then_some(rollout)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_elected_replica_mid_rollout_lets_another_resume_it() {
+    if !installed("replicas: the elected replica killed mid-rollout") {
+        return;
+    }
+    install_crypto();
+    let cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let (cores, mut replicas, elected) = rollout_platform(base.path(), &cluster, 3).await;
+    let other = 1 - elected;
+    // Created through the replica that does not drive: the elected one picks it up.
+    let id = start_rollout(&replicas[other].url(), &replicas[other].url(), 3).await;
+    let survivor = replicas[other].url();
+    eventually("the first wave to finish", WITHIN, || async {
+        let rollout = rollout_record(&survivor, id).await?;
+        (!rollout["waves"][0]["finished"].is_null()).then_some(())
+    })
+    .await;
+    let held = cores
+        .iter()
+        .filter(|c| {
+            !c.read("mail/conf/mail.yml")
+                .contains("smtp.rollout.example")
+        })
+        .count();
+    if held != 2 {
+        let logs: Vec<String> = cores
+            .iter()
+            .map(|c| c.daemon.as_ref().unwrap().logs())
+            .collect();
+        panic!(
+            "the later waves are held during the pause: {held} held\n{}\n=== replicas\n{}\n----\n{}",
+            logs.join("\n----\n"),
+            replicas[0].logs(),
+            replicas[1].logs()
+        );
+    }
+
+    replicas[elected].daemon.take(); // kill -9
+    eventually("the other replica to be elected", WITHIN, || async {
+        replicas::elected(&survivor).await.then_some(())
+    })
+    .await;
+    let done = done_with_no_wave_early(&survivor, id, &cores).await;
+    for core in &cores {
+        let status = pryv_e2e::platform::follower_status(core.daemon.as_ref().unwrap()).await;
+        assert!(
+            core.read("mail/conf/mail.yml")
+                .contains("smtp.rollout.example"),
+            "{}: {status}\n{done}\n{}",
+            core.name,
+            replicas[other].logs()
+        );
+    }
+    let waves = done["waves"].as_array().unwrap();
+    for pair in waves.windows(2) {
+        assert!(
+            pair[1]["started"].as_i64() >= pair[0]["finished"].as_i64(),
+            "{done}"
+        );
+    }
+    assert!(
+        replicas[other]
+            .logs()
+            .contains("driving the rollout as the elected replica")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_elected_replica_resumed_after_its_lease_writes_nothing_and_notifies_nobody() {
+    if !installed("replicas: the elected replica stopped past its lease") {
+        return;
+    }
+    install_crypto();
+    let cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let (cores, replicas, elected) = rollout_platform(base.path(), &cluster, 2).await;
+    let other = 1 - elected;
+    let survivor = replicas[other].url();
+    let id = start_rollout(&replicas[elected].url(), &replicas[elected].url(), 4).await;
+    eventually("the first wave to finish", WITHIN, || async {
+        let rollout = rollout_record(&survivor, id).await?;
+        (!rollout["waves"][0]["finished"].is_null()).then_some(())
+    })
+    .await;
+    let stopped = replicas[elected]
+        .daemon
+        .as_ref()
+        .unwrap()
+        .child
+        .id()
+        .to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &stopped])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // Its lease runs out: the other one is elected and finishes the rollout.
+    eventually("the other replica to be elected", WITHIN, || async {
+        replicas::elected(&survivor).await.then_some(())
+    })
+    .await;
+    let done = done_with_no_wave_early(&survivor, id, &cores).await;
+    let notified = |core: &Machine| {
+        core.daemon
+            .as_ref()
+            .unwrap()
+            .logs()
+            .matches("notification received")
+            .count()
+    };
+    let before: Vec<usize> = cores.iter().map(notified).collect();
+
+    // Resumed: its drive and its term end, with no write and no notification.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-CONT", &stopped])
+            .status()
+            .unwrap()
+            .success()
+    );
+    pryv_e2e::wait_until("the resumed replica to leave the rollout", WITHIN, || {
+        replicas[elected]
+            .logs()
+            .contains("not the elected replica any more")
+            .then_some(())
+    });
+    pryv_e2e::wait_until(
+        "the resumed replica to know it lost the election",
+        WITHIN,
+        || {
+            replicas[elected]
+                .logs()
+                .contains("no longer the replica that drives rollouts")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        rollout_record(&survivor, id).await.unwrap(),
+        done,
+        "no write after the lease"
+    );
+    let after: Vec<usize> = cores.iter().map(notified).collect();
+    assert_eq!(after, before, "no notification after the lease");
+    assert!(!replicas::elected(&replicas[elected].url()).await);
+}

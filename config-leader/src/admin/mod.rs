@@ -107,7 +107,18 @@ impl Admin {
             cors_origins: config.cors_origins.clone(),
             platform_users: crate::admin::platform_users::PlatformUsers::new(config)?,
             metrics_token: config.metrics_token.clone(),
-            rollouts: Arc::new(crate::admin::rollouts::Rollouts::load(db.clone())?),
+            rollouts: Arc::new(match replica {
+                Some(replica) => {
+                    let start = replica
+                        .rollouts_at_start
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take()
+                        .ok_or_else(|| Error::Internal("the rollouts were taken twice".into()))?;
+                    crate::admin::rollouts::Rollouts::shared(replica.rollouts.clone(), start)
+                }
+                None => crate::admin::rollouts::Rollouts::load(db.clone())?,
+            }),
             initial_user,
         };
         // The trees the rollouts in force roll out, byte for byte as when they started.

@@ -52,6 +52,17 @@ pub async fn notify(
                 author,
             )
             .await?;
+        // With replicas the elected one drives it (perhaps this one): the first wave's answers are in the
+        // rollout (`GET /admin/rollouts/{id}`), not here.
+        if drive.rollouts.is_shared() {
+            return Ok((
+                NotifyAnswer {
+                    up_to_date,
+                    ..NotifyAnswer::default()
+                },
+                Some(rollout.id),
+            ));
+        }
         let (first, answer) = tokio::sync::oneshot::channel();
         tokio::spawn(drive.clone().run(rollout.id, Some(first)));
         let mut answer = answer.await.unwrap_or_default();

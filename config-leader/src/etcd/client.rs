@@ -285,15 +285,74 @@ impl Etcd {
         Ok(answer["succeeded"].as_bool().unwrap_or(false))
     }
 
-    /// A lease of `seconds`: keys put with it vanish when it ends.
-    pub async fn grant(&self, seconds: i64) -> Result<i64, Error> {
+    /// A lease of `seconds` (etcd may grant more: its minimum): keys put with it vanish when it ends. Its id
+    /// and the seconds granted.
+    pub async fn grant_for(&self, seconds: i64) -> Result<(i64, i64), Error> {
         let answer = self
             .post("/v3/lease/grant", &json!({"TTL": seconds.to_string()}))
             .await?;
         match number(answer["ID"].as_str()) {
             0 => Err(Error::Etcd(format!("no lease granted: {answer}"))),
-            id => Ok(id),
+            id => Ok((id, number(answer["TTL"].as_str()).max(seconds))),
         }
+    }
+
+    /// [`Etcd::grant_for`], the id only.
+    pub async fn grant(&self, seconds: i64) -> Result<i64, Error> {
+        Ok(self.grant_for(seconds).await?.0)
+    }
+
+    /// Refreshes lease `id`: the seconds it has left (0: it expired, its keys are gone).
+    pub async fn keep_alive(&self, id: i64) -> Result<i64, Error> {
+        // The gateway streams keep-alive answers; one request gets one answer, the first line.
+        let answer = self
+            .post_first_line("/v3/lease/keepalive", &json!({"ID": id.to_string()}))
+            .await?;
+        Ok(number(answer["result"]["TTL"].as_str()))
+    }
+
+    /// Posts to a streaming endpoint and reads its first message only.
+    async fn post_first_line(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        let count = self.endpoints.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for step in 0..count {
+            let index = (first + step) % count;
+            let endpoint = &self.endpoints[index];
+            let sent = self
+                .http
+                .post(format!("{endpoint}{path}"))
+                .timeout(REQUEST_TIMEOUT)
+                .json(body)
+                .send()
+                .await;
+            match sent {
+                Ok(answer) if answer.status().is_success() => {
+                    let mut stream = WatchStream {
+                        answer,
+                        buffer: Vec::new(),
+                    };
+                    match tokio::time::timeout(REQUEST_TIMEOUT, stream.line()).await {
+                        Ok(Ok(line)) => {
+                            self.current.store(index, Ordering::Relaxed);
+                            return serde_json::from_slice(&line).map_err(|err| {
+                                Error::Etcd(format!("{endpoint}: unreadable answer: {err}"))
+                            });
+                        }
+                        Ok(Err(err)) => failures.push(format!("{endpoint}: {err}")),
+                        Err(_) => failures.push(format!("{endpoint}: no answer in time")),
+                    }
+                }
+                Ok(answer) => failures.push(format!("{endpoint}: {}", answer.status())),
+                Err(err) => {
+                    failures.push(format!("{endpoint}: {}", pryv_daemon::error_chain(&err)))
+                }
+            }
+        }
+        Err(Error::Etcd(format!(
+            "no etcd member answered ({})",
+            failures.join("; ")
+        )))
     }
 
     /// Puts `value` at `name` unless the key exists; the value in force either way (create-if-absent).
@@ -377,13 +436,19 @@ pub struct WatchStream {
 impl WatchStream {
     /// The next message; an error when the stream ended or broke (the caller watches again).
     pub async fn next(&mut self) -> Result<WatchEvent, Error> {
+        let line = self.line().await?;
+        parse_watch_message(&line)
+    }
+
+    /// The next non-empty line of the stream.
+    async fn line(&mut self) -> Result<Vec<u8>, Error> {
         loop {
             if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buffer.drain(..=end).collect();
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return parse_watch_message(&line);
+                return Ok(line);
             }
             match self.answer.chunk().await {
                 Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),

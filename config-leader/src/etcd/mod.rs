@@ -9,10 +9,12 @@
 //! templates are each replica's own files.
 
 pub mod client;
+pub mod election;
 pub mod history;
 pub mod liveness;
 pub mod migrate;
 pub mod reports;
+pub mod rollouts;
 pub mod secrets;
 pub mod users;
 
@@ -41,6 +43,11 @@ pub struct Replica {
     pub history: Arc<SharedHistory>,
     pub users: Arc<users::SharedUsers>,
     pub reports: Arc<reports::SharedReports>,
+    pub rollouts: Arc<rollouts::SharedRollouts>,
+    /// What the store held of the rollouts at start (taken once by the rollouts' constructor).
+    pub rollouts_at_start: std::sync::Mutex<Option<crate::admin::rollouts::SharedStart>>,
+    /// The election of the replica that drives rollouts.
+    pub election: Arc<election::Election>,
     /// The settings revision this replica's copy held at start.
     pub start_revision: i64,
 }
@@ -69,6 +76,9 @@ impl Replica {
         );
         let users = Arc::new(users::SharedUsers::new(etcd.clone()));
         let reports = Arc::new(reports::SharedReports::new(etcd.clone()));
+        let rollouts = Arc::new(rollouts::SharedRollouts::new(etcd.clone()));
+        let rollouts_at_start = rollouts_now(&rollouts).await?;
+        let election = Arc::new(election::Election::new(etcd.clone(), store.lease));
         let liveness = Arc::new(Liveness::new(store.isolated_after));
         liveness.confirm();
         Ok(Arc::new(Self {
@@ -77,13 +87,17 @@ impl Replica {
             history,
             users,
             reports,
+            rollouts,
+            rollouts_at_start: std::sync::Mutex::new(Some(rollouts_at_start)),
+            election,
             start_revision: latest.revision,
         }))
     }
 
-    /// The checks and the watch, until shutdown.
+    /// The checks, the watch and the election, until shutdown.
     pub fn spawn(self: &Arc<Self>, taken: Taken, shutdown: CancellationToken) {
         self.liveness.spawn(self.etcd.clone(), shutdown.clone());
+        self.election.spawn(shutdown.clone());
         tokio::spawn(follow(self.clone(), taken, shutdown));
     }
 
@@ -105,6 +119,26 @@ pub fn connect(store: &crate::config::EtcdStore) -> Result<Etcd, Error> {
     let tls = pryv_daemon::client_tls_with_identity(store.ca_file.as_deref(), identity)
         .map_err(Error::Tls)?;
     Etcd::new(store.endpoints.clone(), store.prefix.clone(), tls)
+}
+
+/// The rollouts, the trees of those still held, and the held flag, as the store has them now.
+async fn rollouts_now(
+    shared: &rollouts::SharedRollouts,
+) -> Result<crate::admin::rollouts::SharedStart, Error> {
+    let rows = shared.all().await?;
+    let held: Vec<i64> = rows
+        .iter()
+        .filter(|(_, body)| {
+            serde_json::from_str::<crate::admin::rollouts::Rollout>(body)
+                .is_ok_and(|r| r.state.holds())
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    Ok(crate::admin::rollouts::SharedStart {
+        trees: shared.trees(&held).await?,
+        hold: shared.hold().await?,
+        rows,
+    })
 }
 
 async fn wait_for_quorum(etcd: &Etcd) -> Result<(), Error> {
@@ -179,9 +213,23 @@ pub struct Taken {
     pub settings: Arc<Settings>,
     pub fleet: Arc<crate::admin::fleet::Fleet>,
     pub followers: Arc<crate::follower_keys::FollowerIndex>,
+    pub rollouts: Arc<crate::admin::rollouts::Rollouts>,
+    pub store: crate::store::TreeStore,
 }
 
 impl Taken {
+    /// The rollouts and the held flag as the store has them: pins, target trees, the drivers woken.
+    async fn rollouts(&self, shared: &rollouts::SharedRollouts) -> Result<(), Error> {
+        let now = rollouts_now(shared).await?;
+        for tree in &now.trees {
+            self.store.adopt(tree)?;
+        }
+        self.rollouts.take(&now.rows, now.hold);
+        // Long-polls of followers whose pin changed answer now.
+        self.store.wake();
+        Ok(())
+    }
+
     /// A report another replica received (or this one: taking it again changes nothing).
     fn report(&self, url: &str, body: &[u8]) {
         let Some((id, _)) = self.followers.with_ids().find(|(_, f)| f.url == url) else {
@@ -267,6 +315,7 @@ async fn follow(replica: Arc<Replica>, taken: Taken, shutdown: CancellationToken
 /// revision misses nothing.
 async fn reload(replica: &Replica, taken: &Taken) -> Result<i64, Error> {
     let revision = replica.etcd.revision().await?;
+    taken.rollouts(&replica.rollouts).await?;
     taken.settings.refresh().await?;
     for (url, body) in replica.reports.all().await? {
         taken.report(&url, &body);
@@ -276,6 +325,17 @@ async fn reload(replica: &Replica, taken: &Taken) -> Result<i64, Error> {
 
 /// Takes what changed under `keys`: a new settings revision, a follower's report.
 async fn take(replica: &Replica, taken: &Taken, keys: &[String]) -> Result<(), Error> {
+    // Rollouts and the held flag first: a change saved held is never served before its hold.
+    let (rollouts, hold) = (
+        replica.etcd.key(rollouts::ROLLOUTS),
+        replica.etcd.key(rollouts::HOLD),
+    );
+    if keys
+        .iter()
+        .any(|key| key.starts_with(&rollouts) || *key == hold)
+    {
+        taken.rollouts(&replica.rollouts).await?;
+    }
     let history = replica.etcd.key(SharedHistory::prefix());
     if keys.iter().any(|key| key.starts_with(&history)) {
         taken.settings.refresh().await?;

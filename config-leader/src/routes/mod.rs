@@ -97,6 +97,7 @@ impl AppState {
             fleet: self.admin.fleet.clone(),
             store: self.store.clone(),
             followers: self.followers.clone(),
+            term: self.replica.as_ref().and_then(|r| r.election.term()),
         }
     }
 }

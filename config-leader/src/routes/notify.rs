@@ -67,6 +67,21 @@ pub struct FleetView {
     /// The settings history in git (`gitRepoPath`, `settings.git`), when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings_repository: Option<crate::admin::git::RepositoryStatus>,
+    /// With replicas (`store.etcd`): this replica's standing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaView>,
+}
+
+/// One replica's standing in etcd mode.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaView {
+    /// It holds the election: it drives the rollouts.
+    pub elected: bool,
+    /// It has not reached a quorum of etcd for `isolatedAfterSeconds`: it refuses changes.
+    pub isolated: bool,
+    /// The settings revision its copy holds.
+    pub settings_revision: i64,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +171,11 @@ pub(super) async fn fleet_view(state: &AppState) -> FleetView {
         followers: state.admin.fleet.status(state.followers.all(), &revisions),
         render_problems: state.store.problems(),
         settings_repository: state.admin.repository.as_ref().map(|r| r.status()),
+        replica: state.replica.as_ref().map(|replica| ReplicaView {
+            elected: replica.election.term().is_some(),
+            isolated: replica.liveness.isolated_for().is_some(),
+            settings_revision: state.store.settings_revision(),
+        }),
     }
 }
 

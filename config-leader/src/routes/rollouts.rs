@@ -97,7 +97,10 @@ async fn rollout_action(
     let (rollout, name) = match action {
         RolloutAction::Resume => {
             let resumed = state.admin.rollouts.resume(id).await?;
-            tokio::spawn(state.drive().run(id, None));
+            // With replicas the elected one picks it up.
+            if !state.admin.rollouts.is_shared() {
+                tokio::spawn(state.drive().run(id, None));
+            }
             (resumed, "rollout-resume")
         }
         RolloutAction::Abort => {

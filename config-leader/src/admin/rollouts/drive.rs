@@ -25,15 +25,34 @@ pub struct Drive {
     pub fleet: Arc<Fleet>,
     pub store: TreeStore,
     pub followers: Arc<FollowerIndex>,
+    /// etcd mode: the elected replica's term every write of the drive is fenced to (`None` with SQLite).
+    pub term: Option<crate::etcd::election::Term>,
 }
 
 impl Drive {
     /// Runs rollout `id` wave by wave until it is done, stopped or aborted. The answer of the first wave's
     /// notifications goes to `first` (for `POST /admin/notify`).
     pub async fn run(self, id: i64, first: Option<tokio::sync::oneshot::Sender<NotifyAnswer>>) {
+        self.run_while_allowed(id, first).await;
+        if !self.may_act() {
+            tracing::warn!(
+                id,
+                "not the elected replica any more: leaving the rollout to the one that is"
+            );
+        }
+    }
+
+    async fn run_while_allowed(
+        &self,
+        id: i64,
+        first: Option<tokio::sync::oneshot::Sender<NotifyAnswer>>,
+    ) {
         let rollouts = &self.rollouts;
         let mut first = first;
         loop {
+            if !self.may_act() {
+                return;
+            }
             let Some(rollout) = rollouts.read_active(|a| a.get(&id).cloned()) else {
                 return;
             };
@@ -43,7 +62,7 @@ impl Drive {
             let index = rollout.current_wave;
             if index >= rollout.waves.len() {
                 rollouts
-                    .update(id, |r| {
+                    .update(id, self.term.as_ref(), |r| {
                         r.state = RolloutState::Done;
                         r.finished = Some(now_unix_i64());
                     })
@@ -53,10 +72,16 @@ impl Drive {
             }
             let started = rollout.waves[index].started.unwrap_or_else(now_unix_i64);
             rollouts
-                .update(id, |r| r.waves[index].started = Some(started))
+                .update(id, self.term.as_ref(), |r| {
+                    r.waves[index].started = Some(started)
+                })
                 .await;
             // Followers waiting on `GET /conf?wait=` of this wave are released now.
             self.store.wake();
+            // A replica that lost its term (or was stopped past its lease) tells nobody anything.
+            if !self.may_act() {
+                return;
+            }
             let answer = self.notify_wave(&rollout, index).await;
             if let Some(first) = first.take() {
                 let _ = first.send(answer);
@@ -68,9 +93,11 @@ impl Drive {
                 return;
             }
             let more = rollouts
-                .update(id, |r| {
+                .update(id, self.term.as_ref(), |r| {
                     r.waves[index].finished = Some(now_unix_i64());
-                    r.current_wave += 1;
+                    // Absolute, not `+= 1`: a change is applied again on the store's newest copy when
+                    // another write came in between (with replicas), and must mean the same.
+                    r.current_wave = r.current_wave.max(index + 1);
                 })
                 .await
                 .is_some_and(|r| r.current_wave < r.waves.len());
@@ -78,8 +105,25 @@ impl Drive {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(rollout.pause_seconds)) => {}
                     _ = rollouts.signal.notified() => {}
+                    _ = self.term_ended() => return,
                 }
             }
+        }
+    }
+
+    /// Whether this drive may still write and notify: always with SQLite; in etcd mode while the term it
+    /// was started in is valid.
+    fn may_act(&self) -> bool {
+        self.term
+            .as_ref()
+            .is_none_or(crate::etcd::election::Term::valid)
+    }
+
+    /// Resolves when the term ends (never with SQLite).
+    async fn term_ended(&self) {
+        match &self.term {
+            Some(term) => term.ended.cancelled().await,
+            None => std::future::pending().await,
         }
     }
 
@@ -115,7 +159,7 @@ impl Drive {
             .map(|f| (f.url.clone(), f.error.clone()))
             .collect();
         self.rollouts
-            .update(rollout.id, |r| {
+            .update(rollout.id, self.term.as_ref(), |r| {
                 for member in r.waves[index]
                     .followers
                     .iter_mut()
@@ -175,6 +219,10 @@ impl Drive {
                 _ = reports.changed() => {}
                 _ = rollouts.signal.notified() => {}
                 _ = tokio::time::sleep(RECHECK) => {}
+                _ = self.term_ended() => return false,
+            }
+            if !self.may_act() {
+                return false;
             }
         }
     }
@@ -188,7 +236,7 @@ impl Drive {
         bad: Option<&(usize, MemberState, Option<String>)>,
     ) -> Option<Rollout> {
         self.rollouts
-            .update(id, |r| {
+            .update(id, self.term.as_ref(), |r| {
                 for (position, state, detail) in verdicts {
                     if let Some(member) = r.waves[index].followers.get_mut(*position) {
                         member.state = *state;
@@ -217,7 +265,7 @@ impl Drive {
     /// Wave `index` did not finish in time: its members still waited for are timed out, the rollout stops.
     async fn time_out(&self, id: i64, index: usize, timeout_s: u64) {
         self.rollouts
-            .update(id, |r| {
+            .update(id, self.term.as_ref(), |r| {
                 for member in r.waves[index]
                     .followers
                     .iter_mut()
@@ -273,4 +321,55 @@ impl Drive {
         }
         verdicts
     }
+}
+
+/// etcd mode: while this replica holds a term of the election, drives every running rollout (those left
+/// running by a replica that went away, those created or resumed through any replica), each drive fenced
+/// to the term. A drive ends with its term; the next term drives again.
+pub fn drive_while_elected(
+    state: crate::routes::AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let Some(replica) = state.replica.clone() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut terms = replica.election.terms();
+        let mut changes = state.admin.rollouts.changes();
+        let driving: Arc<std::sync::Mutex<std::collections::HashSet<i64>>> = Arc::default();
+        let ended = Arc::new(tokio::sync::Notify::new());
+        loop {
+            if let Some(term) = replica.election.term() {
+                for id in state.admin.rollouts.running_ids() {
+                    let newly = driving
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(id);
+                    if !newly {
+                        continue;
+                    }
+                    tracing::info!(id, "driving the rollout as the elected replica");
+                    let drive = Drive {
+                        term: Some(term.clone()),
+                        ..state.drive()
+                    };
+                    let (driving, ended) = (driving.clone(), ended.clone());
+                    tokio::spawn(async move {
+                        drive.run(id, None).await;
+                        driving
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .remove(&id);
+                        ended.notify_one();
+                    });
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = terms.changed() => {}
+                _ = changes.changed() => {}
+                _ = ended.notified() => {}
+            }
+        }
+    });
 }

@@ -13,7 +13,7 @@ mod model;
 mod plan;
 mod store;
 
-pub use drive::Drive;
+pub use drive::{Drive, drive_while_elected};
 pub use model::*;
 pub(crate) use plan::matches as follower_matches;
-pub use store::Rollouts;
+pub use store::{Rollouts, SharedStart};

@@ -62,7 +62,7 @@ pub enum RolloutState {
 }
 
 impl RolloutState {
-    pub(super) fn holds(self) -> bool {
+    pub fn holds(self) -> bool {
         matches!(self, Self::Running | Self::Stopped)
     }
     pub(super) fn as_str(self) -> &'static str {

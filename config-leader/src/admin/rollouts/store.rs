@@ -17,9 +17,24 @@ use super::plan::plan;
 
 type Pins = HashMap<(String, Option<String>), Pin>;
 
+/// Where the rollouts are kept: the database (one leader) or etcd (replicas).
+pub enum Records {
+    Local(Arc<crate::admin::db::Db>),
+    Shared(Arc<crate::etcd::rollouts::SharedRollouts>),
+}
+
+/// What a replica read from etcd at start: the rollouts (id, JSON), their target trees, the held flag.
+pub struct SharedStart {
+    pub rows: Vec<(i64, String)>,
+    pub trees: Vec<crate::admin::db::RolloutTree>,
+    pub hold: bool,
+}
+
 /// The rollouts in force, their pins, and the database behind them.
 pub struct Rollouts {
-    db: Arc<crate::admin::db::Db>,
+    records: Records,
+    /// The target trees read at start (etcd mode), adopted by the tree store before anything is served.
+    start_trees: Vec<crate::admin::db::RolloutTree>,
     /// Running and stopped rollouts, by id.
     active: Mutex<BTreeMap<i64, Rollout>>,
     /// By follower URL and name: a snapshot derived from `active`, replaced while `active` is locked.
@@ -39,20 +54,36 @@ impl Rollouts {
     /// Loads the rollouts a previous run left running or stopped.
     #[allow(clippy::disallowed_methods)] // start-up (Admin::new)
     pub fn load(db: Arc<crate::admin::db::Db>) -> Result<Self, Error> {
-        let mut active = BTreeMap::new();
-        for (id, body) in db.blocking().rollouts(100)? {
-            match serde_json::from_str::<Rollout>(&body) {
-                Ok(rollout) if rollout.state.holds() => {
-                    active.insert(id, rollout);
-                }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(id, error = %err, "unreadable rollout in the database"),
-            }
-        }
+        let rows = db.blocking().rollouts(100)?;
         let hold = db.blocking().flag(HOLD_FLAG)?;
+        Ok(Self::from_rows(Records::Local(db), &rows, hold, Vec::new()))
+    }
+
+    /// The rollouts a replica read from etcd at start (the watch keeps them current: [`Rollouts::take`]).
+    pub fn shared(shared: Arc<crate::etcd::rollouts::SharedRollouts>, start: SharedStart) -> Self {
+        Self::from_rows(
+            Records::Shared(shared),
+            &start.rows,
+            start.hold,
+            start.trees,
+        )
+    }
+
+    /// Whether the rollouts are shared by replicas (etcd mode).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.records, Records::Shared(_))
+    }
+
+    fn from_rows(
+        records: Records,
+        rows: &[(i64, String)],
+        hold: bool,
+        start_trees: Vec<crate::admin::db::RolloutTree>,
+    ) -> Self {
         let rollouts = Self {
-            db,
-            active: Mutex::new(active),
+            records,
+            start_trees,
+            active: Mutex::new(held_of(rows)),
             pins: RwLock::new(Arc::new(HashMap::new())),
             signal: tokio::sync::Notify::new(),
             changes: tokio::sync::watch::Sender::new(0),
@@ -60,7 +91,33 @@ impl Rollouts {
         };
         // The pins of the rollouts a previous run left held, before any follower fetches.
         rollouts.with_active(|_| ());
-        Ok(rollouts)
+        rollouts
+    }
+
+    /// etcd mode: what the store holds now (another replica created, drove, aborted one; the held flag);
+    /// the pins follow, and the drivers and long-polls are woken.
+    pub fn take(&self, rows: &[(i64, String)], hold: bool) {
+        let held = held_of(rows);
+        let running = |active: &BTreeMap<i64, Rollout>| -> Vec<i64> {
+            active
+                .values()
+                .filter(|r| r.state == RolloutState::Running)
+                .map(|r| r.id)
+                .collect()
+        };
+        let still_running = running(&held);
+        let before = self.with_active(|active| {
+            let before = running(active);
+            *active = held;
+            before
+        });
+        self.hold.store(hold, std::sync::atomic::Ordering::Release);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        // A drive's pause ends early only when its rollout stopped running (aborted, superseded elsewhere),
+        // as with one leader: not at every write the store reports back.
+        if before.iter().any(|id| !still_running.contains(id)) {
+            self.signal.notify_waiters();
+        }
     }
 
     /// Runs `change` on the active rollouts and publishes their pins before the lock is released, so no
@@ -113,7 +170,10 @@ impl Rollouts {
     #[allow(clippy::disallowed_methods)] // start-up (Admin::new)
     pub fn target_trees(&self) -> Result<Vec<crate::admin::db::RolloutTree>, Error> {
         let ids: Vec<i64> = self.read_active(|active| active.keys().copied().collect());
-        self.db.blocking().rollout_trees(&ids)
+        match &self.records {
+            Records::Local(db) => db.blocking().rollout_trees(&ids),
+            Records::Shared(_) => Ok(self.start_trees.clone()),
+        }
     }
 
     /// Whether a change saved with `?hold=true` waits for a notification.
@@ -126,7 +186,10 @@ impl Rollouts {
         if self.holding() == on {
             return Ok(());
         }
-        self.db.call(move |db| db.set_flag(HOLD_FLAG, on)).await?;
+        match &self.records {
+            Records::Local(db) => db.call(move |db| db.set_flag(HOLD_FLAG, on)).await?,
+            Records::Shared(shared) => shared.set_hold(on).await?,
+        }
         self.hold.store(on, std::sync::atomic::Ordering::Release);
         Ok(())
     }
@@ -138,13 +201,12 @@ impl Rollouts {
 
     async fn save(&self, rollout: &Rollout) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        let Records::Local(db) = &self.records else {
+            return;
+        };
         let (id, state) = (rollout.id, rollout.state.as_str());
         let saved = match serde_json::to_string(rollout) {
-            Ok(body) => {
-                self.db
-                    .call(move |db| db.update_rollout(id, state, &body))
-                    .await
-            }
+            Ok(body) => db.call(move |db| db.update_rollout(id, state, &body)).await,
             Err(err) => Err(Error::from(err)),
         };
         if let Err(err) = saved {
@@ -157,8 +219,12 @@ impl Rollouts {
     pub(super) async fn update(
         &self,
         id: i64,
-        change: impl FnOnce(&mut Rollout),
+        fence: Option<&crate::etcd::election::Term>,
+        change: impl Fn(&mut Rollout) + Sync,
     ) -> Option<Rollout> {
+        if let Records::Shared(shared) = &self.records {
+            return self.update_shared(shared, id, fence, &change).await;
+        }
         let (updated, changed) = self.with_active(|active| {
             let rollout = active.get_mut(&id)?;
             let before = rollout.clone();
@@ -174,6 +240,63 @@ impl Rollouts {
             self.save(&updated).await;
         }
         Some(updated)
+    }
+
+    /// etcd mode: the change is written first (fenced to the driver's term when given), then taken here:
+    /// pins never get ahead of the store, and a replica that lost its term changes nothing.
+    async fn update_shared(
+        &self,
+        shared: &crate::etcd::rollouts::SharedRollouts,
+        id: i64,
+        fence: Option<&crate::etcd::election::Term>,
+        change: &(dyn Fn(&mut Rollout) + Sync),
+    ) -> Option<Rollout> {
+        let current = self.read_active(|active| active.get(&id).cloned())?;
+        let mut probe = current.clone();
+        change(&mut probe);
+        if probe == current {
+            return Some(current);
+        }
+        if fence.is_some_and(|term| !term.valid()) {
+            tracing::warn!(
+                id,
+                "not the elected replica any more: the rollout is left as it is"
+            );
+            return None;
+        }
+        let compare = fence.map(crate::etcd::election::Term::fence);
+        let rewrite = |before: &str| -> Result<String, Error> {
+            let mut rollout: Rollout = serde_json::from_str(before)?;
+            change(&mut rollout);
+            Ok(serde_json::to_string(&rollout)?)
+        };
+        match shared.change(id, compare.as_ref(), &rewrite).await {
+            Ok(crate::etcd::rollouts::Changed::Saved(json)) => {
+                let rollout: Rollout = serde_json::from_str(&json).ok()?;
+                let copy = rollout.clone();
+                self.with_active(|active| {
+                    if copy.state.holds() {
+                        active.insert(id, copy);
+                    } else {
+                        active.remove(&id);
+                    }
+                });
+                self.changes.send_modify(|n| *n = n.wrapping_add(1));
+                Some(rollout)
+            }
+            Ok(crate::etcd::rollouts::Changed::Missing) => None,
+            Ok(crate::etcd::rollouts::Changed::Fenced) => {
+                tracing::warn!(
+                    id,
+                    "another replica drives rollouts now: this one's change was refused"
+                );
+                None
+            }
+            Err(err) => {
+                tracing::error!(id, error = %err, "cannot save the rollout in the etcd store");
+                None
+            }
+        }
     }
 
     /// How many rollouts are running and how many stopped.
@@ -211,10 +334,11 @@ impl Rollouts {
                 .filter(|id| Some(*id) != keep)
                 .collect()
         });
+        let finished = now_unix_i64();
         for id in ids {
-            self.update(id, |r| {
+            self.update(id, None, |r| {
                 r.state = RolloutState::Superseded;
-                r.finished = Some(now_unix_i64());
+                r.finished = Some(finished);
             })
             .await;
         }
@@ -272,16 +396,26 @@ impl Rollouts {
             .into_iter()
             .filter(|t| rollout.targets.get(&t.variant) == Some(&t.revision))
             .collect();
-        rollout.id = self
-            .db
-            .call(move |db| {
-                let id = db.insert_rollout(state, &body)?;
-                for tree in &trees {
-                    db.insert_rollout_tree(id, tree)?;
-                }
-                Ok(id)
-            })
-            .await?;
+        rollout.id = match &self.records {
+            Records::Local(db) => {
+                db.call(move |db| {
+                    let id = db.insert_rollout(state, &body)?;
+                    for tree in &trees {
+                        db.insert_rollout_tree(id, tree)?;
+                    }
+                    Ok(id)
+                })
+                .await?
+            }
+            Records::Shared(shared) => {
+                let numbered = |id: i64| {
+                    let mut copy = rollout.clone();
+                    copy.id = id;
+                    Ok(serde_json::to_string(&copy)?)
+                };
+                shared.insert(numbered, &trees).await?
+            }
+        };
         self.save(&rollout).await;
         self.with_active(|active| active.insert(rollout.id, rollout.clone()));
         // The new pins are in place before the older rollouts and a held change let go.
@@ -299,10 +433,15 @@ impl Rollouts {
 
     /// The newest rollouts first.
     pub async fn list(&self, limit: i64) -> Result<Vec<Rollout>, Error> {
-        Ok(self
-            .db
-            .call(move |db| db.rollouts(limit))
-            .await?
+        let rows = match &self.records {
+            Records::Local(db) => db.call(move |db| db.rollouts(limit)).await?,
+            Records::Shared(shared) => {
+                let mut rows = shared.all().await?;
+                rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                rows
+            }
+        };
+        Ok(rows
             .into_iter()
             .filter_map(|(_, body)| serde_json::from_str::<Rollout>(&body).ok())
             .map(|stored| {
@@ -314,10 +453,11 @@ impl Rollouts {
 
     /// Stops a held rollout for good; the followers it held get the current tree at their next fetch.
     pub async fn abort(&self, id: i64) -> Result<Rollout, Error> {
+        let finished = now_unix_i64();
         let aborted = self
-            .update(id, |r| {
+            .update(id, None, |r| {
                 r.state = RolloutState::Aborted;
-                r.finished = Some(now_unix_i64());
+                r.finished = Some(finished);
             })
             .await
             .ok_or_else(|| not_held(id))?;
@@ -327,19 +467,24 @@ impl Rollouts {
 
     /// Makes a stopped rollout go on with the wave after the one that stopped it.
     pub async fn resume(&self, id: i64) -> Result<Rollout, Error> {
-        let mut refused = None;
+        let refused = std::sync::Mutex::new(None);
         let resumed = self
-            .update(id, |r| {
+            .update(id, None, |r| {
                 if r.state == RolloutState::Stopped {
                     r.state = RolloutState::Running;
                     r.current_wave += 1;
                     r.reason = None;
                 } else {
-                    refused = Some(r.state);
+                    *refused
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r.state);
                 }
             })
             .await
             .ok_or_else(|| not_held(id))?;
+        let refused = *refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match refused {
             Some(state) => Err(Error::Conflict(format!(
                 "rollout {id} is {}; only a stopped rollout can be resumed",
@@ -354,6 +499,21 @@ fn not_held(id: i64) -> Error {
     Error::Conflict(format!(
         "rollout {id} is not running or stopped (see GET /admin/rollouts/{id})"
     ))
+}
+
+/// The rollouts of `rows` (id, JSON) still held (running or stopped), by id.
+fn held_of(rows: &[(i64, String)]) -> BTreeMap<i64, Rollout> {
+    let mut active = BTreeMap::new();
+    for (id, body) in rows {
+        match serde_json::from_str::<Rollout>(body) {
+            Ok(rollout) if rollout.state.holds() => {
+                active.insert(*id, rollout);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(id, error = %err, "unreadable rollout record"),
+        }
+    }
+    active
 }
 
 /// Which tree each follower of a held rollout gets: the target once its wave started, what it has before.

@@ -5,8 +5,9 @@
 //! (`liveness`) refuses changes and serves only what followers already have.
 //!
 //! The admin users and revoked tokens are shared too (`users`), the emergency account excepted, and the
-//! followers' reports (`reports`). Still per replica (in its SQLite database): audit and rollouts; the
-//! templates are each replica's own files.
+//! followers' reports (`reports`), and the rollouts with the held flag (`rollouts`), driven by the one
+//! replica the `election` chose. Still per replica (in its SQLite database): the audit log; the templates are
+//! each replica's own files.
 
 pub mod client;
 pub mod election;

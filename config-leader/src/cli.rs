@@ -90,6 +90,11 @@ pub enum Command {
     },
     /// Write one archive per machine (<name>.tgz) with what it needs; the leader's machine also gets the
     /// leader's folder.
+    /// Settings: `settings import <file>` saves an edited platform.yml as the next revision (etcd mode).
+    Settings {
+        #[command(subcommand)]
+        action: SettingsAction,
+    },
     /// The state store: `store migrate --to etcd` copies a platform run on SQLite into `store.etcd`.
     Store {
         #[command(subcommand)]
@@ -125,6 +130,18 @@ pub enum Command {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsAction {
+    /// Validates `file` as a settings change is (every role renders) and saves it as the next revision in
+    /// the etcd store: hand edits in etcd mode (the replicas do not watch platform.yml).
+    Import {
+        file: PathBuf,
+        /// The history message (default: "imported from <file>").
+        #[arg(long)]
+        message: Option<String>,
     },
 }
 

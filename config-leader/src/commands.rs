@@ -112,8 +112,8 @@ pub fn warnings(config: &Config) -> Vec<String> {
     if let Some(etcd) = &config.etcd {
         warnings.push(format!(
             "store.etcd: the settings in force are kept in etcd ({} under {}); {} is read only at the \
-             platform's first start, so change settings through the admin API of any replica (hand edits of \
-             the file are not served); the templates and the audit log are still each replica's own",
+             platform's first start, so change settings through the admin API of any replica or with \
+             `config-leader settings import <file>` (hand edits of the file are not served); the templates and the audit log are still each replica's own",
             etcd.endpoints.join(", "),
             etcd.prefix,
             config.platform_config.display()

@@ -66,6 +66,9 @@ fn run_on_config(command: Command, config: Config) -> ExitCode {
         Command::Store {
             action: config_leader::cli::StoreAction::Migrate { .. },
         } => done(config_leader::etcd::migrate::migrate(&config)),
+        Command::Settings {
+            action: config_leader::cli::SettingsAction::Import { file, message },
+        } => done(config_leader::etcd::import::import(&config, &file, message)),
         Command::Render {
             role,
             out,

@@ -862,3 +862,49 @@ async fn a_stopped_elected_replica_resumed_after_its_lease_writes_nothing_and_no
     assert_eq!(after, before, "no notification after the lease");
     assert!(!replicas::elected(&replicas[elected].url()).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_platform_file_is_imported_validated_as_a_save_and_served_by_every_replica() {
+    if !installed("replicas: settings import") {
+        return;
+    }
+    install_crypto();
+    let cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let cores = [Machine::new(base.path(), "core-1")];
+    let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false]);
+    let edited = base.path().join("edited.yml");
+    std::fs::write(
+        &edited,
+        replicas::PLATFORM.replace("smtp.example", "smtp.imported.example"),
+    )
+    .unwrap();
+    let imported = replicas[1].command(&[
+        "settings",
+        "import",
+        edited.to_str().unwrap(),
+        "--message",
+        "by hand",
+    ]);
+    let said = String::from_utf8_lossy(&imported.stdout).into_owned()
+        + &String::from_utf8_lossy(&imported.stderr);
+    assert!(imported.status.success(), "{said}");
+    assert!(said.contains("saved as settings revision 2"), "{said}");
+    for replica in &replicas {
+        served_host(replica, &cores[0], "smtp.imported.example").await;
+    }
+    let entries = history(&replicas[0].url()).await;
+    assert_eq!(entries.last().unwrap()["author"], "import");
+    assert_eq!(entries.last().unwrap()["message"], "by hand");
+
+    // A file that does not parse is refused, naming it; nothing is saved.
+    std::fs::write(&edited, "vars:\n  MAIL: [unclosed\n").unwrap();
+    let refused = replicas[0].command(&["settings", "import", edited.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("edited.yml"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(history(&replicas[0].url()).await.len(), 2);
+}

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod election;
 pub mod history;
+pub mod import;
 pub mod liveness;
 pub mod migrate;
 pub mod reports;

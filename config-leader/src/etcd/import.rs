@@ -1,0 +1,70 @@
+//! `config-leader settings import <file>`: in etcd mode, hand edits of `platform.yml` are not watched (each
+//! replica renders from its copy of the store's settings); an edited file is imported instead, validated as
+//! a `PUT /admin/settings` is (every role rendered in every zone and for every follower's own variables, every
+//! problem listed) and saved as the next revision, which every replica takes through its watch.
+// A CLI command: its file reads run before the runtime's work.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::Path;
+
+use super::history::SharedHistory;
+use crate::config::Config;
+use crate::error::Error;
+
+/// Saves revisions tried when replicas keep saving at the same time.
+const ATTEMPTS: usize = 5;
+
+/// Imports `file` as the next settings revision; what to tell the operator.
+pub fn import(config: &Config, file: &Path, message: Option<String>) -> Result<String, Error> {
+    let Some(store) = config.etcd.clone() else {
+        return Err(Error::BadRequest(format!(
+            "settings import is for store.etcd; with one leader, edit {} (the leader records the edit)",
+            config.platform_config.display()
+        )));
+    };
+    let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
+        action: "read",
+        path: file.to_owned(),
+        source,
+    })?;
+    let platform = crate::render_roles::parse(file, &text)?;
+    platform
+        .ensure_settings()
+        .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Error::Internal(format!("cannot start the runtime: {err}")))?;
+    runtime.block_on(async {
+        let etcd = std::sync::Arc::new(super::connect(&store)?);
+        let mut config = config.clone();
+        super::secrets::resolve(&etcd, &mut config).await?;
+        let links = crate::tree::LinkPolicy::new(&config.templates_path, &config.allow_links_to);
+        let problems = crate::render_roles::render_variants(
+            file,
+            &platform,
+            &config.internals,
+            (&config.templates_path, &links),
+            &config.followers,
+        )?;
+        if !problems.is_empty() {
+            return Err(Error::InvalidSettings(problems));
+        }
+        let history = SharedHistory::new(etcd);
+        let message = message.unwrap_or_else(|| format!("imported from {}", file.display()));
+        for _ in 0..ATTEMPTS {
+            let latest = history.latest().await?.map_or(0, |row| row.revision);
+            let saved = history
+                .append(latest, "import", pryv_daemon::now_unix_i64(), &message, &text)
+                .await?;
+            if let Some(revision) = saved {
+                return Ok(format!(
+                    "saved as settings revision {revision}; every replica serves it once its watch takes it\n"
+                ));
+            }
+        }
+        Err(Error::Conflict(
+            "other replicas keep saving settings at the same time; run the import again".into(),
+        ))
+    })
+}

@@ -103,6 +103,8 @@ pub struct EtcdStore {
     pub isolated_after: std::time::Duration,
     /// The election lease: how long the replica driving rollouts may be gone before another takes over.
     pub lease: std::time::Duration,
+    /// Audit entries kept in etcd (the elected replica deletes older ones).
+    pub keep_audit_entries: usize,
 }
 
 /// Default of `store.etcd.leaseSeconds`.
@@ -247,6 +249,7 @@ struct RawEtcd {
     tls: Option<RawEtcdTls>,
     isolated_after_seconds: Option<f64>,
     lease_seconds: Option<u64>,
+    keep_audit_entries: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -694,6 +697,7 @@ impl Checks<'_> {
             identity,
             isolated_after: std::time::Duration::from_secs_f64(isolated.clamp(0.5, 60.0)),
             lease: std::time::Duration::from_secs(lease.clamp(2, 300)),
+            keep_audit_entries: etcd.keep_audit_entries.unwrap_or(10_000).max(1),
         })
     }
 

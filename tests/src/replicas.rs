@@ -145,7 +145,7 @@ pub fn lay_out(
             "adminKey": ADMIN_KEY,
             "internals": {"CORE_SYSTEM_KEY": "SECRET"},
             "followers": followers,
-            "store": {"etcd": {"endpoints": endpoints, "prefix": "/pryv-test/", "isolatedAfterSeconds": 1.5, "leaseSeconds": 2}},
+            "store": {"etcd": {"endpoints": endpoints, "prefix": "/pryv-test/", "isolatedAfterSeconds": 1.5, "leaseSeconds": 2, "keepAuditEntries": 3}},
         })
         .to_string(),
     );

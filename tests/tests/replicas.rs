@@ -461,6 +461,27 @@ async fn a_login_on_one_replica_is_a_session_on_every_replica_and_ends_on_every_
     for i in 0..3 {
         assert_eq!(reads_settings(i, token.clone()).await.0, 401, "replica {i}");
     }
+
+    // One audit log for all: what was done through replicas 0 and 2 is listed by replica 1, and the elected
+    // replica keeps only the newest entries (3 here, `keepAuditEntries`).
+    let actions = eventually("the shared audit log, trimmed to 3", WITHIN, || async {
+        let (status, audit) = call(
+            reqwest::Method::GET,
+            format!("{}/admin/audit", url(1)),
+            replicas::ADMIN_KEY.to_owned(),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{audit}");
+        let actions: Vec<String> = audit["entries"]
+            .as_array()?
+            .iter()
+            .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (actions.len() == 3).then_some(actions)
+    })
+    .await;
+    assert_eq!(actions, ["logout", "login", "user-reset-password"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,8 @@ pub struct Admin {
     pub users: user_records::UserRecords,
     /// With replicas: the followers' reports shared through etcd.
     pub shared_reports: Option<Arc<crate::etcd::reports::SharedReports>>,
+    /// With replicas: the audit log shared through etcd.
+    pub shared_audit: Option<Arc<crate::etcd::audit::SharedAudit>>,
     pub settings: Arc<Settings>,
     pub fleet: Arc<Fleet>,
     pub tokens: Tokens,
@@ -93,6 +95,7 @@ impl Admin {
         let admin = Self {
             users,
             shared_reports: replica.map(|replica| replica.reports.clone()),
+            shared_audit: replica.map(|replica| replica.audit.clone()),
             db: db.clone(),
             repository,
             settings,
@@ -146,6 +149,15 @@ impl Admin {
     /// Writes an audit entry (database and log).
     pub async fn audit(&self, caller: &str, action: &str, detail: &str, remote: &str) {
         tracing::info!(actor = caller, action, detail, remote, "audit");
+        if let Some(shared) = &self.shared_audit {
+            if let Err(err) = shared
+                .append(now_unix_i64(), [caller, action, detail, remote])
+                .await
+            {
+                tracing::error!(error = %err, "cannot write the shared audit log");
+            }
+            return;
+        }
         let entry = [caller, action, detail, remote].map(str::to_owned);
         let written = self
             .db
@@ -161,6 +173,11 @@ impl Admin {
 
     /// The audit log, newest first, at most `limit` entries.
     pub async fn audit_entries(&self, limit: i64) -> Result<Vec<db::AuditRow>, Error> {
+        if let Some(shared) = &self.shared_audit {
+            return shared
+                .entries(usize::try_from(limit).unwrap_or(usize::MAX))
+                .await;
+        }
         self.db.call(move |db| db.audit_entries(limit)).await
     }
 

@@ -52,6 +52,11 @@ pub enum Op {
     Delete {
         key: String,
     },
+    /// Every key from `key` (included) to `end` (excluded).
+    DeleteRange {
+        key: String,
+        end: String,
+    },
 }
 
 /// The client: endpoints, the one that answered last, the prefix every key of the platform lives under.
@@ -211,6 +216,36 @@ impl Etcd {
         Ok((decode_kvs(&answer)?, header_revision(&answer)))
     }
 
+    /// The `limit` last keys under `name`, last first (with `oldest`: the first ones, first first).
+    pub async fn ends(&self, name: &str, limit: usize, oldest: bool) -> Result<Vec<Kv>, Error> {
+        let prefix = self.key(name);
+        let answer = self
+            .post(
+                "/v3/kv/range",
+                &json!({
+                    "key": B64.encode(&prefix),
+                    "range_end": B64.encode(prefix_end(&prefix)),
+                    "limit": limit,
+                    "sort_order": if oldest { "ASCEND" } else { "DESCEND" },
+                    "sort_target": "KEY",
+                }),
+            )
+            .await?;
+        decode_kvs(&answer)
+    }
+
+    /// How many keys are under `name`.
+    pub async fn count(&self, name: &str) -> Result<i64, Error> {
+        let prefix = self.key(name);
+        let answer = self
+            .post(
+                "/v3/kv/range",
+                &json!({"key": B64.encode(&prefix), "range_end": B64.encode(prefix_end(&prefix)), "count_only": true}),
+            )
+            .await?;
+        Ok(number(answer["count"].as_str()))
+    }
+
     /// The last key under `name` in key order (the newest of zero-padded numbered keys).
     pub async fn last(&self, name: &str) -> Result<Option<Kv>, Error> {
         let prefix = self.key(name);
@@ -273,6 +308,10 @@ impl Etcd {
                 }}),
                 Op::Delete { key } => json!({"request_delete_range": {
                     "key": B64.encode(self.key(key)),
+                }}),
+                Op::DeleteRange { key, end } => json!({"request_delete_range": {
+                    "key": B64.encode(self.key(key)),
+                    "range_end": B64.encode(self.key(end)),
                 }}),
             })
             .collect();

@@ -6,9 +6,10 @@
 //!
 //! The admin users and revoked tokens are shared too (`users`), the emergency account excepted, and the
 //! followers' reports (`reports`), and the rollouts with the held flag (`rollouts`), driven by the one
-//! replica the `election` chose. Still per replica (in its SQLite database): the audit log; the templates are
-//! each replica's own files.
+//! replica the `election` chose, and the audit log (`audit`). The templates are still each replica's own
+//! files.
 
+pub mod audit;
 pub mod client;
 pub mod election;
 pub mod history;
@@ -50,6 +51,7 @@ pub struct Replica {
     pub rollouts_at_start: std::sync::Mutex<Option<crate::admin::rollouts::SharedStart>>,
     /// The election of the replica that drives rollouts.
     pub election: Arc<election::Election>,
+    pub audit: Arc<audit::SharedAudit>,
     /// The settings revision this replica's copy held at start.
     pub start_revision: i64,
 }
@@ -81,6 +83,10 @@ impl Replica {
         let rollouts = Arc::new(rollouts::SharedRollouts::new(etcd.clone()));
         let rollouts_at_start = rollouts_now(&rollouts).await?;
         let election = Arc::new(election::Election::new(etcd.clone(), store.lease));
+        let audit = Arc::new(audit::SharedAudit::new(
+            etcd.clone(),
+            store.keep_audit_entries,
+        ));
         let liveness = Arc::new(Liveness::new(store.isolated_after));
         liveness.confirm();
         Ok(Arc::new(Self {
@@ -92,6 +98,7 @@ impl Replica {
             rollouts,
             rollouts_at_start: std::sync::Mutex::new(Some(rollouts_at_start)),
             election,
+            audit,
             start_revision: latest.revision,
         }))
     }
@@ -100,6 +107,8 @@ impl Replica {
     pub fn spawn(self: &Arc<Self>, taken: Taken, shutdown: CancellationToken) {
         self.liveness.spawn(self.etcd.clone(), shutdown.clone());
         self.election.spawn(shutdown.clone());
+        self.audit
+            .spawn_pruning(self.election.clone(), shutdown.clone());
         tokio::spawn(follow(self.clone(), taken, shutdown));
     }
 

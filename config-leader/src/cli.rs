@@ -95,6 +95,11 @@ pub enum Command {
         #[command(subcommand)]
         action: SettingsAction,
     },
+    /// Templates: `templates push` makes a validated templates folder the one every replica serves (etcd).
+    Templates {
+        #[command(subcommand)]
+        action: TemplatesAction,
+    },
     /// The state store: `store migrate --to etcd` copies a platform run on SQLite into `store.etcd`.
     Store {
         #[command(subcommand)]
@@ -142,6 +147,17 @@ pub enum SettingsAction {
         /// The history message (default: "imported from <file>").
         #[arg(long)]
         message: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesAction {
+    /// Validates the templates folder (every role renders with the settings in force) and makes it the
+    /// tree every replica serves (etcd mode: the replicas do not watch their local folders).
+    Push {
+        /// The folder to push (default: templatesPath).
+        #[arg(long)]
+        folder: Option<PathBuf>,
     },
 }
 

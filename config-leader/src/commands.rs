@@ -113,7 +113,8 @@ pub fn warnings(config: &Config) -> Vec<String> {
         warnings.push(format!(
             "store.etcd: the settings in force are kept in etcd ({} under {}); {} is read only at the \
              platform's first start, so change settings through the admin API of any replica or with \
-             `config-leader settings import <file>` (hand edits of the file are not served); the templates are still each replica's own files",
+             `config-leader settings import <file>` (hand edits of the file are not served), and templates with \
+             `config-leader templates push` (each replica renders the store's copy, not its own folder)",
             etcd.endpoints.join(", "),
             etcd.prefix,
             config.platform_config.display()

@@ -66,6 +66,12 @@ fn run_on_config(command: Command, config: Config) -> ExitCode {
         Command::Store {
             action: config_leader::cli::StoreAction::Migrate { .. },
         } => done(config_leader::etcd::migrate::migrate(&config)),
+        Command::Templates {
+            action: config_leader::cli::TemplatesAction::Push { folder },
+        } => done(config_leader::etcd::import::push_templates(
+            &config,
+            folder.as_deref(),
+        )),
         Command::Settings {
             action: config_leader::cli::SettingsAction::Import { file, message },
         } => done(config_leader::etcd::import::import(&config, &file, message)),

@@ -66,6 +66,9 @@ struct Inner {
     generation: AtomicU64,
     /// The platform file parsed at a generation, with the settings revision it holds.
     platform: RwLock<Option<(Cached<PlatformFile>, i64)>>,
+    /// Held (shared) by every render, taken alone by a swap of the templates folder: a render reads the old
+    /// files or the new ones, never a mix.
+    sources: RwLock<()>,
     /// The settings revision `platform.yml` holds: written together with the file (under the write lock),
     /// read together with it (under the read lock), so a tree's label is the revision of what it shows.
     settings_revision: RwLock<i64>,
@@ -113,6 +116,7 @@ impl TreeStore {
                 generation: AtomicU64::new(1),
                 platform: RwLock::new(None),
                 settings_revision: RwLock::new(0),
+                sources: RwLock::new(()),
                 renderers: RwLock::new(HashMap::new()),
                 trees: RwLock::new(HashMap::new()),
                 rebuild: tokio::sync::Mutex::new(()),
@@ -153,6 +157,21 @@ impl TreeStore {
         let written = write()?;
         *label = revision;
         Ok(written)
+    }
+
+    /// Runs `replace` (a swap of the templates folder) while no render reads it, then marks every tree
+    /// stale.
+    pub fn replace_templates<T>(&self, replace: impl FnOnce() -> T) -> T {
+        let replaced = {
+            let _alone = self
+                .inner
+                .sources
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            replace()
+        };
+        self.invalidate();
+        replaced
     }
 
     /// The settings revision `platform.yml` holds now.
@@ -294,12 +313,17 @@ impl Inner {
         // never taken as fresh for a state it did not see.
         let generation = self.generation.load(Ordering::Acquire);
         let started = std::time::Instant::now();
+        let reading = self
+            .sources
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let result = self
             .renderer_for(generation, variant)
             .and_then(|(renderer, label)| {
                 render_tree(&renderer, &self.templates, &self.links, variant, label)
                     .map_err(Arc::new)
             });
+        drop(reading);
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         metrics::counter!(crate::metrics::RENDERS, "role" => role.to_owned(), "outcome" => outcome)
             .increment(1);

@@ -929,3 +929,60 @@ async fn an_edited_platform_file_is_imported_validated_as_a_save_and_served_by_e
     );
     assert_eq!(history(&replicas[0].url()).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_templates_are_validated_then_served_by_every_replica() {
+    if !installed("replicas: templates push") {
+        return;
+    }
+    install_crypto();
+    let cluster = EtcdCluster::start(3);
+    let base = tempfile::tempdir().unwrap();
+    let cores = [Machine::new(base.path(), "core-1")];
+    let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false]);
+    let (before, _) = served_mail(&replicas[0].url(), &cores[0]).await.unwrap();
+    let mail = |replica: &Replica| replica.root.join("data/core/mail/conf/mail.yml");
+
+    // An edit of a replica's own folder is not served: replicas render the store's templates.
+    std::fs::write(mail(&replicas[1]), "host: MAIL_HOST\nport: 587\n").unwrap();
+    let (_, served) = served_mail(&replicas[1].url(), &cores[0]).await.unwrap();
+    assert!(!served.contains("587"), "{served}");
+
+    let pushed = replicas[1].command(&["templates", "push"]);
+    let said = String::from_utf8_lossy(&pushed.stdout).into_owned()
+        + &String::from_utf8_lossy(&pushed.stderr);
+    assert!(pushed.status.success() && said.contains("pushed"), "{said}");
+    let mut revisions = BTreeSet::new();
+    for replica in &replicas {
+        let url = replica.url();
+        let revision = eventually("the pushed templates to be served", WITHIN, || async {
+            served_mail(&url, &cores[0])
+                .await
+                .filter(|(_, mail)| mail.contains("port: 587"))
+                .map(|(revision, _)| revision)
+        })
+        .await;
+        revisions.insert(revision);
+    }
+    assert_eq!(
+        revisions.len(),
+        1,
+        "the same tree on every replica: {revisions:?}"
+    );
+    assert!(!revisions.contains(&before));
+
+    // A folder that does not render (a symlink out of the templates) is refused; nothing changes.
+    std::os::unix::fs::symlink(
+        "/etc/hostname",
+        replicas[0].root.join("data/core/core/conf/host.yml"),
+    )
+    .unwrap();
+    let refused = replicas[0].command(&["templates", "push"]);
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("symlink"), "{said}");
+    for replica in &replicas {
+        let (revision, _) = served_mail(&replica.url(), &cores[0]).await.unwrap();
+        assert!(revisions.contains(&revision));
+    }
+}

@@ -68,3 +68,58 @@ pub fn import(config: &Config, file: &Path, message: Option<String>) -> Result<S
         ))
     })
 }
+
+/// `config-leader templates push [--folder F]`: validates the templates folder (every role renders in every
+/// zone and for every follower's own variables, with the settings in force) and makes it the tree every
+/// replica serves. What to tell the operator.
+pub fn push_templates(config: &Config, folder: Option<&Path>) -> Result<String, Error> {
+    let Some(store) = config.etcd.clone() else {
+        return Err(Error::BadRequest(format!(
+            "templates push is for store.etcd; with one leader, edit the templates in {} (the leader watches them)",
+            config.templates_path.display()
+        )));
+    };
+    let folder = folder.map_or_else(|| config.templates_path.clone(), Path::to_owned);
+    let files = super::templates::read_folder(&folder)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Error::Internal(format!("cannot start the runtime: {err}")))?;
+    runtime.block_on(async {
+        let etcd = std::sync::Arc::new(super::connect(&store)?);
+        let mut config = config.clone();
+        super::secrets::resolve(&etcd, &mut config).await?;
+        let latest = SharedHistory::new(etcd.clone())
+            .latest()
+            .await?
+            .ok_or_else(|| Error::Etcd("the store holds no settings yet; start a replica first".into()))?;
+        let platform = crate::render_roles::parse(&config.platform_config, &latest.content)?;
+        let links = crate::tree::LinkPolicy::new(&folder, &config.allow_links_to);
+        let problems = crate::render_roles::render_variants(
+            &config.platform_config,
+            &platform,
+            &config.internals,
+            (&folder, &links),
+            &config.followers,
+        )?;
+        if !problems.is_empty() {
+            return Err(Error::InvalidSettings(problems));
+        }
+        let shared = super::templates::SharedTemplates::new(etcd);
+        let replacing = shared.current().await?;
+        let hash = super::templates::hash_of(&files);
+        if replacing.as_deref() == Some(hash.as_str()) {
+            return Ok(format!("the templates in force are already these ({hash}); nothing pushed\n"));
+        }
+        if !shared.push(&files, replacing.as_deref()).await? {
+            return Err(Error::Conflict(
+                "other templates were pushed meanwhile; check them and push again".into(),
+            ));
+        }
+        Ok(format!(
+            "pushed {} file(s) from {} as templates {hash}; every replica serves them once its watch takes them\n",
+            files.len(),
+            folder.display()
+        ))
+    })
+}

@@ -6,8 +6,7 @@
 //!
 //! The admin users and revoked tokens are shared too (`users`), the emergency account excepted, and the
 //! followers' reports (`reports`), and the rollouts with the held flag (`rollouts`), driven by the one
-//! replica the `election` chose, and the audit log (`audit`). The templates are still each replica's own
-//! files.
+//! replica the `election` chose, the audit log (`audit`) and the templates in force (`templates`).
 
 pub mod audit;
 pub mod client;
@@ -19,6 +18,7 @@ pub mod migrate;
 pub mod reports;
 pub mod rollouts;
 pub mod secrets;
+pub mod templates;
 pub mod users;
 
 use std::path::Path;
@@ -52,6 +52,9 @@ pub struct Replica {
     /// The election of the replica that drives rollouts.
     pub election: Arc<election::Election>,
     pub audit: Arc<audit::SharedAudit>,
+    pub templates: Arc<templates::SharedTemplates>,
+    /// This replica's copy of the templates in force (what it renders).
+    pub templates_copy: std::path::PathBuf,
     /// The settings revision this replica's copy held at start.
     pub start_revision: i64,
 }
@@ -72,6 +75,17 @@ impl Replica {
             None => seed(&history, &config.platform_config).await?,
         };
         write_copy(&config.platform_in_force(), latest.content.clone()).await?;
+        let shared_templates = Arc::new(templates::SharedTemplates::new(etcd.clone()));
+        let templates_copy = templates::copy_folder(&config.database_path);
+        take_templates(
+            &shared_templates,
+            &config.templates_path,
+            &templates_copy,
+            None,
+        )
+        .await?;
+        // Every render of this replica reads the copy: the store's templates, not the local folder.
+        config.templates_path = templates_copy.clone();
         tracing::info!(
             endpoints = ?store.endpoints,
             prefix = %store.prefix,
@@ -99,6 +113,8 @@ impl Replica {
             rollouts_at_start: std::sync::Mutex::new(Some(rollouts_at_start)),
             election,
             audit,
+            templates: shared_templates,
+            templates_copy,
             start_revision: latest.revision,
         }))
     }
@@ -130,6 +146,48 @@ pub fn connect(store: &crate::config::EtcdStore) -> Result<Etcd, Error> {
     let tls = pryv_daemon::client_tls_with_identity(store.ca_file.as_deref(), identity)
         .map_err(Error::Tls)?;
     Etcd::new(store.endpoints.clone(), store.prefix.clone(), tls)
+}
+
+/// Makes this replica's copy of the templates the store's tree in force (written only when it differs); at
+/// the platform's first start, `local` (this replica's templates folder) becomes that tree. With `store`, the
+/// swap waits for renders in progress and marks the trees stale.
+async fn take_templates(
+    shared: &templates::SharedTemplates,
+    local: &Path,
+    copy: &Path,
+    store: Option<&crate::store::TreeStore>,
+) -> Result<(), Error> {
+    let hash = match shared.current().await? {
+        Some(hash) => hash,
+        None => {
+            let folder = local.to_owned();
+            let files =
+                tokio::task::spawn_blocking(move || templates::read_folder(&folder)).await??;
+            if shared.push(&files, None).await? {
+                tracing::info!(folder = %local.display(), "etcd store had no templates: pushed this replica's");
+            }
+            shared.current().await?.ok_or_else(|| {
+                Error::Etcd("the templates vanished after they were pushed".into())
+            })?
+        }
+    };
+    let copy = copy.to_owned();
+    let unchanged = {
+        let copy = copy.clone();
+        tokio::task::spawn_blocking(move || templates::copy_hash(&copy)).await?
+    };
+    if unchanged.as_deref() == Some(hash.as_str()) {
+        return Ok(());
+    }
+    let files = shared.tree(&hash).await?;
+    let store = store.cloned();
+    tokio::task::spawn_blocking(move || match store {
+        Some(store) => store.replace_templates(|| templates::write_copy(&copy, &files)),
+        None => templates::write_copy(&copy, &files),
+    })
+    .await??;
+    tracing::info!(hash = %hash, "serving the templates in force");
+    Ok(())
 }
 
 /// The rollouts, the trees of those still held, and the held flag, as the store has them now.
@@ -327,6 +385,13 @@ async fn follow(replica: Arc<Replica>, taken: Taken, shutdown: CancellationToken
 async fn reload(replica: &Replica, taken: &Taken) -> Result<i64, Error> {
     let revision = replica.etcd.revision().await?;
     taken.rollouts(&replica.rollouts).await?;
+    take_templates(
+        &replica.templates,
+        &replica.templates_copy,
+        &replica.templates_copy,
+        Some(&taken.store),
+    )
+    .await?;
     taken.settings.refresh().await?;
     for (url, body) in replica.reports.all().await? {
         taken.report(&url, &body);
@@ -346,6 +411,18 @@ async fn take(replica: &Replica, taken: &Taken, keys: &[String]) -> Result<(), E
         .any(|key| key.starts_with(&rollouts) || *key == hold)
     {
         taken.rollouts(&replica.rollouts).await?;
+    }
+    if keys
+        .iter()
+        .any(|key| *key == replica.etcd.key(templates::CURRENT))
+    {
+        take_templates(
+            &replica.templates,
+            &replica.templates_copy,
+            &replica.templates_copy,
+            Some(&taken.store),
+        )
+        .await?;
     }
     let history = replica.etcd.key(SharedHistory::prefix());
     if keys.iter().any(|key| key.starts_with(&history)) {

@@ -193,9 +193,31 @@ async fn a_replica_cut_off_from_etcd_refuses_changes_and_its_followers_move_on_a
         "the refused change never reached a machine"
     );
 
-    // Healed, replica 2 catches up (its watch resumes) and accepts changes again.
+    // Meanwhile etcd compacts its history past what replica 2's watch had processed.
+    let http = reqwest::Client::new();
+    let header: serde_json::Value = http
+        .post(format!("{}/v3/kv/range", cluster.endpoint(0)))
+        .json(&serde_json::json!({"key": "AA==", "count_only": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let revision = header["header"]["revision"].as_str().unwrap().to_owned();
+    let compacted = http
+        .post(format!("{}/v3/kv/compaction", cluster.endpoint(0)))
+        .json(&serde_json::json!({"revision": revision, "physical": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(compacted.status().is_success());
+
+    // Healed, replica 2 catches up (its watch resumes, finds its revision compacted, reads everything
+    // again) and accepts changes again.
     replicas[2].heal();
     served_host(&replicas[2], core, "smtp.during.example").await;
+    assert!(replicas[2].logs().contains("compacted"), "{}", replicas[2].logs());
     let accepted = eventually("the healed replica to accept a change", WITHIN, || async {
         let (status, _) = set_mail_host(&isolated, "smtp.after.example").await;
         (status == 200).then_some(())

@@ -28,10 +28,19 @@ struct Member {
     child: Option<Child>,
 }
 
+/// The PEM files of a member serving TLS and requiring client certificates signed by `ca`.
+#[derive(Clone)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// An etcd cluster of loopback members.
 pub struct EtcdCluster {
     members: Vec<Member>,
     token: String,
+    tls: Option<Tls>,
     _root: tempfile::TempDir,
 }
 
@@ -51,12 +60,34 @@ impl EtcdCluster {
         let mut cluster = Self {
             members,
             token: format!("pryv-test-{}", std::process::id()),
+            tls: None,
             _root: root,
         };
         for index in 0..size {
             cluster.start_member(index);
         }
         cluster.wait_healthy();
+        cluster
+    }
+
+    /// One member serving clients over TLS only, requiring a client certificate (not waited for: a
+    /// leader's start waits for its store).
+    pub fn start_tls(tls: Tls) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let member = Member {
+            name: "tls".into(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data: root.path().join("tls"),
+            child: None,
+        };
+        let mut cluster = Self {
+            members: vec![member],
+            token: format!("pryv-tls-{}", std::process::id()),
+            tls: Some(tls),
+            _root: root,
+        };
+        cluster.start_member(0);
         cluster
     }
 
@@ -72,15 +103,28 @@ impl EtcdCluster {
     pub fn start_member(&mut self, index: usize) {
         let initial = self.initial_cluster();
         let token = self.token.clone();
+        let tls = self.tls.clone();
         let member = &mut self.members[index];
         let state = if member.data.exists() {
             "existing"
         } else {
             "new"
         };
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&member.data)
@@ -111,7 +155,8 @@ impl EtcdCluster {
 
     /// The client URL of member `index`.
     pub fn endpoint(&self, index: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[index].client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[index].client_port)
     }
 
     /// The client port of member `index`.

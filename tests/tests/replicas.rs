@@ -217,7 +217,11 @@ async fn a_replica_cut_off_from_etcd_refuses_changes_and_its_followers_move_on_a
     // again) and accepts changes again.
     replicas[2].heal();
     served_host(&replicas[2], core, "smtp.during.example").await;
-    assert!(replicas[2].logs().contains("compacted"), "{}", replicas[2].logs());
+    assert!(
+        replicas[2].logs().contains("compacted"),
+        "{}",
+        replicas[2].logs()
+    );
     let accepted = eventually("the healed replica to accept a change", WITHIN, || async {
         let (status, _) = set_mail_host(&isolated, "smtp.after.example").await;
         (status == 200).then_some(())
@@ -1007,4 +1011,87 @@ async fn pushed_templates_are_validated_then_served_by_every_replica() {
         let (revision, _) = served_mail(&replica.url(), &cores[0]).await.unwrap();
         assert!(revisions.contains(&revision));
     }
+}
+
+/// A CA, a certificate for 127.0.0.1 signed by it (server and client use) and a client certificate, as PEM
+/// files in `dir`.
+fn certificates(
+    dir: &std::path::Path,
+) -> (pryv_e2e::etcd::Tls, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let signed = |usages: Vec<ExtendedKeyUsagePurpose>, name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+        params.extended_key_usages = usages;
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    };
+    let (cert, key) = signed(
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        "member",
+    );
+    let (client_cert, client_key) = signed(vec![ExtendedKeyUsagePurpose::ClientAuth], "leader");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    (
+        pryv_e2e::etcd::Tls {
+            ca: ca_path,
+            cert,
+            key,
+        },
+        client_cert,
+        client_key,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_reached_over_tls_with_a_client_certificate() {
+    if !installed("replicas: etcd over TLS") {
+        return;
+    }
+    install_crypto();
+    let base = tempfile::tempdir().unwrap();
+    let (tls, client_cert, client_key) = certificates(base.path());
+    let cluster = EtcdCluster::start_tls(tls.clone());
+    let cores = [Machine::new(base.path(), "core-1")];
+    let mut replica = replicas::lay_out(base.path(), 0, &cluster, &cores, false);
+    replica.edit_config(|config| {
+        config["store"]["etcd"]["tls"] = serde_json::json!({
+            "caFile": tls.ca, "certFile": client_cert, "keyFile": client_key,
+        });
+    });
+    replica.start();
+    served_host(&replica, &cores[0], "smtp.example").await;
+    let (status, body) = set_mail_host(&replica.url(), "smtp.tls.example").await;
+    assert_eq!(status, 200, "{body}");
+    served_host(&replica, &cores[0], "smtp.tls.example").await;
+
+    // Without its client certificate a replica is refused by the members and does not start.
+    let refused = replicas::lay_out(base.path(), 1, &cluster, &cores, false);
+    refused.edit_config(|config| {
+        config["store"]["etcd"]["tls"] = serde_json::json!({"caFile": tls.ca})
+    });
+    let started = refused.command(&["--ip", "127.0.0.1", "--port", "0"]);
+    assert!(!started.status.success());
+    let said = String::from_utf8_lossy(&started.stderr);
+    assert!(
+        said.contains("etcd store") && said.contains("127.0.0.1"),
+        "{said}"
+    );
 }

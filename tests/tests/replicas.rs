@@ -600,6 +600,11 @@ async fn a_platform_run_on_sqlite_moves_to_etcd_with_its_history_users_and_secre
         .await
         .unwrap();
     assert_eq!(read.status(), 200);
+    // Its audit log came along (the newest entries, `keepAuditEntries`).
+    let (status, audit) =
+        replicas::admin(reqwest::Method::GET, &fresh.url(), "/admin/audit", None).await;
+    assert_eq!(status, 200);
+    assert!(audit.to_string().contains("user-create"), "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

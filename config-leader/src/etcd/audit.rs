@@ -67,6 +67,30 @@ impl SharedAudit {
         Ok(())
     }
 
+    /// Writes `row` as it was (a migration): keyed by its time and its place in the old log, so the order
+    /// stays.
+    pub async fn import(&self, row: &AuditRow) -> Result<(), Error> {
+        let stored = Stored {
+            at: row.at,
+            actor: row.actor.clone(),
+            action: row.action.clone(),
+            detail: row.detail.clone(),
+            remote: row.remote.clone(),
+        };
+        let micros = u64::try_from(row.at).unwrap_or(0) * 1_000_000
+            + u64::try_from(row.id.rem_euclid(1_000_000)).unwrap_or(0);
+        self.etcd
+            .txn(
+                &[],
+                &[Op::Put {
+                    key: format!("{AUDIT}{micros:020}-imported"),
+                    value: serde_json::to_vec(&stored)?,
+                }],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Newest first, at most `limit`; each entry's id is its etcd revision (unique, growing).
     pub async fn entries(&self, limit: usize) -> Result<Vec<AuditRow>, Error> {
         let kvs = self.etcd.ends(AUDIT, limit, false).await?;

@@ -21,6 +21,12 @@ use crate::error::Error;
 struct Snapshot {
     revisions: Vec<RevisionRow>,
     users: Vec<UserRow>,
+    /// (id, JSON, target trees of those still held).
+    rollouts: Vec<(i64, String, Vec<crate::admin::db::RolloutTree>)>,
+    hold: bool,
+    reports: Vec<(String, String)>,
+    /// Oldest first.
+    audit: Vec<crate::admin::db::AuditRow>,
 }
 
 fn snapshot(config: &Config) -> Result<Snapshot, Error> {
@@ -53,7 +59,28 @@ fn snapshot(config: &Config) -> Result<Snapshot, Error> {
         .into_iter()
         .filter(|u| u.username != INITIAL_USER)
         .collect();
-    Ok(Snapshot { revisions, users })
+    let mut rollouts = Vec::new();
+    for (id, body) in conn.rollouts(i64::MAX)? {
+        let held = serde_json::from_str::<crate::admin::rollouts::Rollout>(&body)
+            .is_ok_and(|r| r.state.holds());
+        let trees = if held {
+            conn.rollout_trees(&[id])?
+        } else {
+            Vec::new()
+        };
+        rollouts.push((id, body, trees));
+    }
+    let keep = config.etcd.as_ref().map_or(0, |e| e.keep_audit_entries);
+    let mut audit = conn.audit_entries(i64::try_from(keep).unwrap_or(i64::MAX))?;
+    audit.reverse();
+    Ok(Snapshot {
+        revisions,
+        users,
+        rollouts,
+        hold: conn.flag(crate::admin::rollouts::HOLD_FLAG)?,
+        reports: conn.reports()?,
+        audit,
+    })
 }
 
 /// Copies the platform into etcd; a summary for the operator.
@@ -97,13 +124,30 @@ pub fn migrate(config: &Config) -> Result<String, Error> {
                 )));
             }
         }
+        let rollouts = super::rollouts::SharedRollouts::new(etcd.clone());
+        for (id, body, trees) in &snapshot.rollouts {
+            rollouts.import(*id, body, trees).await?;
+        }
+        rollouts.set_hold(snapshot.hold).await?;
+        let reports = super::reports::SharedReports::new(etcd.clone());
+        for (url, body) in &snapshot.reports {
+            reports.put(url, body).await?;
+        }
+        let audit = super::audit::SharedAudit::new(etcd.clone(), store.keep_audit_entries);
+        for row in &snapshot.audit {
+            audit.import(row).await?;
+        }
         let (first, last) = (
             snapshot.revisions.first().map_or(0, |r| r.revision),
             snapshot.revisions.last().map_or(0, |r| r.revision),
         );
         Ok(format!(
-            "copied settings revisions {first} to {last}, {internals} internal(s) and {copied_users} admin user(s) \
-             to etcd under {}\nnext: start the replicas with store.etcd; users log in again (their sessions end)\n",
+            "copied settings revisions {first} to {last}, {internals} internal(s), {copied_users} admin user(s), \
+             {} rollout(s), {} follower report(s) and {} audit entries to etcd under {}\nnext: start the \
+             replicas with store.etcd (the first pushes its templates); users log in again (their sessions end)\n",
+            snapshot.rollouts.len(),
+            snapshot.reports.len(),
+            snapshot.audit.len(),
             store.prefix
         ))
     })

@@ -131,6 +131,28 @@ impl SharedRollouts {
         ))
     }
 
+    /// Writes rollout `id` (its JSON) and its trees as they are, if absent: a migration.
+    pub async fn import(&self, id: i64, body: &str, trees: &[RolloutTree]) -> Result<bool, Error> {
+        let mut ops = vec![Op::Put {
+            key: record(id),
+            value: body.as_bytes().to_vec(),
+        }];
+        for tree in trees {
+            let stored = StoredTree {
+                variant: tree.variant.clone(),
+                role: tree.role.clone(),
+                revision: tree.revision.clone(),
+                files: tree.files,
+                body: B64.encode(&tree.body),
+            };
+            ops.push(Op::Put {
+                key: format!("{TREES}{id:012}/{}", tree.variant),
+                value: serde_json::to_vec(&stored)?,
+            });
+        }
+        self.etcd.txn(&[Compare::Absent(record(id))], &ops).await
+    }
+
     /// Changes rollout `id` as `change` says (on what the store holds), only while `fence` holds when
     /// given (the elected replica's term).
     pub async fn change(

@@ -16,4 +16,4 @@ mod store;
 pub use drive::{Drive, drive_while_elected};
 pub use model::*;
 pub(crate) use plan::matches as follower_matches;
-pub use store::{Rollouts, SharedStart};
+pub use store::{HOLD_FLAG, Rollouts, SharedStart};

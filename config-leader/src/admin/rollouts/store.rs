@@ -48,7 +48,8 @@ pub struct Rollouts {
     hold: std::sync::atomic::AtomicBool,
 }
 
-const HOLD_FLAG: &str = "hold-changes";
+/// The database flag of a change saved with `?hold=true`.
+pub const HOLD_FLAG: &str = "hold-changes";
 
 impl Rollouts {
     /// Loads the rollouts a previous run left running or stopped.

@@ -117,6 +117,11 @@ impl Leader {
         let watch =
             source_watch::start(&store, &config.templates_path, &platform_in_force, shutdown);
         let admin = Arc::new(admin::Admin::new(config, &store, replica.as_deref())?);
+        if replica.is_none() {
+            // One leader: the one that drives rollouts, never cut off from its store.
+            ::metrics::gauge!(crate::metrics::ELECTED).set(1.0);
+            ::metrics::gauge!(crate::metrics::STORE_ISOLATED).set(0.0);
+        }
         if let Some(repository) = &admin.repository {
             repository.spawn(&store, shutdown.clone());
         }

@@ -7,6 +7,8 @@ pub const HTTP_REQUESTS: &str = "pryv_config_leader_http_requests_total";
 pub const CONF_DURATION: &str = "pryv_config_leader_conf_request_duration_seconds";
 /// 1 while this replica cannot reach a quorum of its etcd store (etcd mode).
 pub const STORE_ISOLATED: &str = "pryv_config_leader_store_isolated";
+/// 1 on the replica elected to drive rollouts (etcd mode).
+pub const ELECTED: &str = "pryv_config_leader_elected";
 pub const CONF_BYTES: &str = "pryv_config_leader_conf_bytes_served_total";
 pub const RENDERS: &str = "pryv_config_leader_renders_total";
 pub const RENDER_DURATION: &str = "pryv_config_leader_render_duration_seconds";
@@ -53,6 +55,10 @@ pub fn describe() {
         "Time to render a role's tree"
     );
     describe_gauge!(ROLE_REVISION, "1 for the revision each role serves now");
+    describe_gauge!(
+        ELECTED,
+        "1 on the leader replica elected to drive rollouts and trim the audit log (etcd mode)"
+    );
     describe_gauge!(
         STORE_ISOLATED,
         "1 while this leader replica cannot reach a quorum of its etcd store (it refuses changes)"

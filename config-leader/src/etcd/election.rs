@@ -79,6 +79,7 @@ impl Election {
     /// campaigns again after losing it.
     pub fn spawn(self: &Arc<Self>, shutdown: CancellationToken) {
         let this = self.clone();
+        metrics::gauge!(crate::metrics::ELECTED).set(0.0);
         tokio::spawn(async move {
             loop {
                 if shutdown.is_cancelled() {
@@ -88,9 +89,11 @@ impl Election {
                     Ok(Some(term)) => {
                         tracing::info!(term = %term.value, "elected to drive rollouts");
                         this.term.send_replace(Some(term.clone()));
+                        metrics::gauge!(crate::metrics::ELECTED).set(1.0);
                         this.hold(&term, &shutdown).await;
                         term.ended.cancel();
                         this.term.send_replace(None);
+                        metrics::gauge!(crate::metrics::ELECTED).set(0.0);
                         tracing::warn!(term = %term.value, "no longer the replica that drives rollouts");
                     }
                     Ok(None) => {}

@@ -50,6 +50,7 @@ impl Liveness {
     pub fn spawn(self: &Arc<Self>, etcd: Arc<Etcd>, shutdown: CancellationToken) {
         let this = self.clone();
         let period = (self.isolated_after / 4).max(Duration::from_millis(100));
+        metrics::gauge!(crate::metrics::STORE_ISOLATED).set(0.0);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -203,17 +203,26 @@ impl SharedRollouts {
             .is_some_and(|kv| kv.value == b"1"))
     }
 
+    /// Holds a change (`on`) or lets it go: a compare-and-swap on the flag as read, so two replicas setting
+    /// it at once both see what they replaced.
     pub async fn set_hold(&self, on: bool) -> Result<(), Error> {
         let value = if on { b"1".to_vec() } else { b"0".to_vec() };
-        self.etcd
-            .txn(
-                &[],
-                &[Op::Put {
-                    key: HOLD.to_owned(),
-                    value,
-                }],
-            )
-            .await?;
-        Ok(())
+        for _ in 0..ATTEMPTS {
+            let compare = match self.etcd.get(HOLD).await? {
+                Some(kv) if kv.value == value => return Ok(()),
+                Some(kv) => Compare::ValueIs(HOLD.to_owned(), kv.value),
+                None => Compare::Absent(HOLD.to_owned()),
+            };
+            let put = Op::Put {
+                key: HOLD.to_owned(),
+                value: value.clone(),
+            };
+            if self.etcd.txn(&[compare], &[put]).await? {
+                return Ok(());
+            }
+        }
+        Err(Error::Conflict(
+            "the held change keeps being set and released through other replicas; retry".into(),
+        ))
     }
 }

@@ -662,7 +662,27 @@ impl Checks<'_> {
                     .into(),
             );
         }
-        let tls = etcd.tls.as_ref();
+        let (ca_file, identity) = self.check_etcd_tls(etcd.tls.as_ref());
+        Some(EtcdStore {
+            endpoints: etcd
+                .endpoints
+                .iter()
+                .map(|e| e.trim_end_matches('/').to_owned())
+                .collect(),
+            prefix,
+            ca_file,
+            identity,
+            isolated_after: std::time::Duration::from_secs_f64(isolated.clamp(0.5, 60.0)),
+            lease: std::time::Duration::from_secs(lease.clamp(2, 300)),
+            keep_audit_entries: etcd.keep_audit_entries.unwrap_or(10_000).max(1),
+        })
+    }
+
+    /// `store.etcd.tls`: files that exist, a certificate and its key together. (CA, client identity.)
+    fn check_etcd_tls(
+        &mut self,
+        tls: Option<&RawEtcdTls>,
+    ) -> (Option<PathBuf>, Option<(PathBuf, PathBuf)>) {
         let file = |checks: &mut Self, name: &str, value: Option<&String>| {
             let path = checks.resolve(value?);
             if !path.is_file() {
@@ -686,19 +706,7 @@ impl Checks<'_> {
                 None
             }
         };
-        Some(EtcdStore {
-            endpoints: etcd
-                .endpoints
-                .iter()
-                .map(|e| e.trim_end_matches('/').to_owned())
-                .collect(),
-            prefix,
-            ca_file,
-            identity,
-            isolated_after: std::time::Duration::from_secs_f64(isolated.clamp(0.5, 60.0)),
-            lease: std::time::Duration::from_secs(lease.clamp(2, 300)),
-            keep_audit_entries: etcd.keep_audit_entries.unwrap_or(10_000).max(1),
-        })
+        (ca_file, identity)
     }
 
     /// (timeout, CA file) of notifications.

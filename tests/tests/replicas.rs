@@ -17,6 +17,15 @@ use pryv_testkit::eventually;
 
 const WITHIN: Duration = Duration::from_secs(20);
 
+/// etcd installed (else the test says SKIPPED and ends), a 3-member cluster and a folder for the machines.
+fn prologue(test: &str) -> Option<(EtcdCluster, tempfile::TempDir)> {
+    if !installed(test) {
+        return None;
+    }
+    install_crypto();
+    Some((EtcdCluster::start(3), tempfile::tempdir().unwrap()))
+}
+
 fn start_replicas(
     base: &std::path::Path,
     cluster: &EtcdCluster,
@@ -52,12 +61,9 @@ async fn served_host(replica: &Replica, core: &Machine, host: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_saved_on_one_replica_is_served_by_all_and_concurrent_saves_lose_nothing() {
-    if !installed("replicas: saves through several replicas") {
+    let Some((cluster, base)) = prologue("replicas: saves through several replicas") else {
         return;
-    }
-    install_crypto();
-    let cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let cores = [Machine::new(base.path(), "core-1")];
     let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false, false]);
 
@@ -129,12 +135,9 @@ async fn a_change_saved_on_one_replica_is_served_by_all_and_concurrent_saves_los
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_off_from_etcd_refuses_changes_and_its_followers_move_on_and_converge() {
-    if !installed("replicas: a replica partitioned from etcd") {
+    let Some((cluster, base)) = prologue("replicas: a replica partitioned from etcd") else {
         return;
-    }
-    install_crypto();
-    let cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let mut cores = [Machine::new(base.path(), "core-1")];
     // Replica 2 reaches etcd only through proxies the test cuts.
     let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false, true]);
@@ -243,12 +246,9 @@ async fn a_replica_cut_off_from_etcd_refuses_changes_and_its_followers_move_on_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_etcd_quorum_the_platform_is_read_only_and_followers_keep_their_files() {
-    if !installed("replicas: etcd without a quorum") {
+    let Some((mut cluster, base)) = prologue("replicas: etcd without a quorum") else {
         return;
-    }
-    install_crypto();
-    let mut cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let mut cores = [Machine::new(base.path(), "core-1")];
     let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false]);
     cores[0].start_on(&[replicas[0].url(), replicas[1].url()]);
@@ -332,12 +332,9 @@ async fn without_an_etcd_quorum_the_platform_is_read_only_and_followers_keep_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_never_takes_a_tree_of_older_settings_than_it_applied() {
-    if !installed("replicas: a follower against a replica behind") {
+    let Some((cluster, base)) = prologue("replicas: a follower against a replica behind") else {
         return;
-    }
-    install_crypto();
-    let cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let mut cores = [Machine::new(base.path(), "core-1")];
     let mut replicas = start_replicas(base.path(), &cluster, &cores, &[false]);
     // A replica whose store is behind: it serves settings revision 1 (another prefix, never changed).
@@ -388,12 +385,9 @@ async fn a_follower_never_takes_a_tree_of_older_settings_than_it_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_on_one_replica_is_a_session_on_every_replica_and_ends_on_every_replica() {
-    if !installed("replicas: admin sessions") {
+    let Some((cluster, base)) = prologue("replicas: admin sessions") else {
         return;
-    }
-    install_crypto();
-    let cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let cores = [Machine::new(base.path(), "core-1")];
     let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false, false]);
     let url = |i: usize| replicas[i].url();
@@ -512,12 +506,9 @@ async fn a_login_on_one_replica_is_a_session_on_every_replica_and_ends_on_every_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_platform_run_on_sqlite_moves_to_etcd_with_its_history_users_and_secrets() {
-    if !installed("replicas: store migrate --to etcd") {
+    let Some((cluster, base)) = prologue("replicas: store migrate --to etcd") else {
         return;
-    }
-    install_crypto();
-    let cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let cores = [Machine::new(base.path(), "core-1")];
     // One leader on SQLite: its secrets generated into its file, two revisions, an admin user.
     let mut single = replicas::lay_out(base.path(), 0, &cluster, &cores, false);
@@ -609,12 +600,9 @@ async fn a_platform_run_on_sqlite_moves_to_etcd_with_its_history_users_and_secre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notified_follower_asks_another_replica_when_its_own_has_not_caught_up() {
-    if !installed("replicas: a notification through another replica") {
+    let Some((cluster, base)) = prologue("replicas: a notification through another replica") else {
         return;
-    }
-    install_crypto();
-    let cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let mut cores = [Machine::new(base.path(), "core-1")];
     let replicas = start_replicas(base.path(), &cluster, &cores, &[false]);
     // The follower's own replica never catches up (it follows another prefix, still at revision 1).
@@ -767,12 +755,9 @@ async fn done_with_no_wave_early(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_elected_replica_mid_rollout_lets_another_resume_it() {
-    if !installed("replicas: the elected replica killed mid-rollout") {
+    let Some((cluster, base)) = prologue("replicas: the elected replica killed mid-rollout") else {
         return;
-    }
-    install_crypto();
-    let cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let (cores, mut replicas, elected) = rollout_platform(base.path(), &cluster, 3).await;
     let other = 1 - elected;
     // Created through the replica that does not drive: the elected one picks it up.
@@ -835,12 +820,10 @@ async fn killing_the_elected_replica_mid_rollout_lets_another_resume_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_elected_replica_resumed_after_its_lease_writes_nothing_and_notifies_nobody() {
-    if !installed("replicas: the elected replica stopped past its lease") {
+    let Some((cluster, base)) = prologue("replicas: the elected replica stopped past its lease")
+    else {
         return;
-    }
-    install_crypto();
-    let cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let (cores, replicas, elected) = rollout_platform(base.path(), &cluster, 2).await;
     let other = 1 - elected;
     let survivor = replicas[other].url();
@@ -917,12 +900,9 @@ async fn a_stopped_elected_replica_resumed_after_its_lease_writes_nothing_and_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_platform_file_is_imported_validated_as_a_save_and_served_by_every_replica() {
-    if !installed("replicas: settings import") {
+    let Some((cluster, base)) = prologue("replicas: settings import") else {
         return;
-    }
-    install_crypto();
-    let cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let cores = [Machine::new(base.path(), "core-1")];
     let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false]);
     let edited = base.path().join("edited.yml");
@@ -963,12 +943,9 @@ async fn an_edited_platform_file_is_imported_validated_as_a_save_and_served_by_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_templates_are_validated_then_served_by_every_replica() {
-    if !installed("replicas: templates push") {
+    let Some((cluster, base)) = prologue("replicas: templates push") else {
         return;
-    }
-    install_crypto();
-    let cluster = EtcdCluster::start(3);
-    let base = tempfile::tempdir().unwrap();
+    };
     let cores = [Machine::new(base.path(), "core-1")];
     let replicas = start_replicas(base.path(), &cluster, &cores, &[false, false]);
     let (before, _) = served_mail(&replicas[0].url(), &cores[0]).await.unwrap();

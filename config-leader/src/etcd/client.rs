@@ -153,27 +153,29 @@ impl Etcd {
         format!("{}{name}", self.prefix)
     }
 
-    /// Posts `body` to `path`, on the endpoint that answered last, then on each other in turn.
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
+    /// Posts `body` to `path`, on the endpoint that answered last, then on each other in turn after a
+    /// connection error, a timeout or a 5xx: the first 2xx answer (a stream, with no `timeout`) and its
+    /// endpoint. A 4xx is etcd refusing the request itself: no other member would take it.
+    async fn send(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: Option<Duration>,
+    ) -> Result<(String, reqwest::Response), Error> {
         let count = self.endpoints.len();
         let first = self.current.load(Ordering::Relaxed);
         let mut failures = Vec::new();
         for step in 0..count {
             let index = (first + step) % count;
             let endpoint = &self.endpoints[index];
-            let sent = self
-                .http
-                .post(format!("{endpoint}{path}"))
-                .timeout(REQUEST_TIMEOUT)
-                .json(body)
-                .send()
-                .await;
-            match sent {
+            let mut request = self.http.post(format!("{endpoint}{path}")).json(body);
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            match request.send().await {
                 Ok(answer) if answer.status().is_success() => {
                     self.current.store(index, Ordering::Relaxed);
-                    return answer.json().await.map_err(|err| {
-                        Error::Etcd(format!("{endpoint}: unreadable answer: {err}"))
-                    });
+                    return Ok((endpoint.clone(), answer));
                 }
                 Ok(answer) if answer.status().is_client_error() => {
                     let status = answer.status();
@@ -194,6 +196,15 @@ impl Etcd {
             "no etcd member answered ({})",
             failures.join("; ")
         )))
+    }
+
+    /// [`Etcd::send`] within [`REQUEST_TIMEOUT`], its JSON answer.
+    async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        let (endpoint, answer) = self.send(path, body, Some(REQUEST_TIMEOUT)).await?;
+        answer
+            .json()
+            .await
+            .map_err(|err| Error::Etcd(format!("{endpoint}: unreadable answer: {err}")))
     }
 
     /// One key (a linearizable read: it needs a quorum).
@@ -248,20 +259,7 @@ impl Etcd {
 
     /// The last key under `name` in key order (the newest of zero-padded numbered keys).
     pub async fn last(&self, name: &str) -> Result<Option<Kv>, Error> {
-        let prefix = self.key(name);
-        let answer = self
-            .post(
-                "/v3/kv/range",
-                &json!({
-                    "key": B64.encode(&prefix),
-                    "range_end": B64.encode(prefix_end(&prefix)),
-                    "limit": 1,
-                    "sort_order": "DESCEND",
-                    "sort_target": "KEY",
-                }),
-            )
-            .await?;
-        Ok(decode_kvs(&answer)?.into_iter().next())
+        Ok(self.ends(name, 1, false).await?.into_iter().next())
     }
 
     /// The current store revision: proof that a quorum of members answers.
@@ -352,46 +350,16 @@ impl Etcd {
 
     /// Posts to a streaming endpoint and reads its first message only.
     async fn post_first_line(&self, path: &str, body: &Value) -> Result<Value, Error> {
-        let count = self.endpoints.len();
-        let first = self.current.load(Ordering::Relaxed);
-        let mut failures = Vec::new();
-        for step in 0..count {
-            let index = (first + step) % count;
-            let endpoint = &self.endpoints[index];
-            let sent = self
-                .http
-                .post(format!("{endpoint}{path}"))
-                .timeout(REQUEST_TIMEOUT)
-                .json(body)
-                .send()
-                .await;
-            match sent {
-                Ok(answer) if answer.status().is_success() => {
-                    let mut stream = WatchStream {
-                        answer,
-                        buffer: Vec::new(),
-                    };
-                    match tokio::time::timeout(REQUEST_TIMEOUT, stream.line()).await {
-                        Ok(Ok(line)) => {
-                            self.current.store(index, Ordering::Relaxed);
-                            return serde_json::from_slice(&line).map_err(|err| {
-                                Error::Etcd(format!("{endpoint}: unreadable answer: {err}"))
-                            });
-                        }
-                        Ok(Err(err)) => failures.push(format!("{endpoint}: {err}")),
-                        Err(_) => failures.push(format!("{endpoint}: no answer in time")),
-                    }
-                }
-                Ok(answer) => failures.push(format!("{endpoint}: {}", answer.status())),
-                Err(err) => {
-                    failures.push(format!("{endpoint}: {}", pryv_daemon::error_chain(&err)))
-                }
-            }
-        }
-        Err(Error::Etcd(format!(
-            "no etcd member answered ({})",
-            failures.join("; ")
-        )))
+        let (endpoint, answer) = self.send(path, body, Some(REQUEST_TIMEOUT)).await?;
+        let mut stream = WatchStream {
+            answer,
+            buffer: Vec::new(),
+        };
+        let line = tokio::time::timeout(REQUEST_TIMEOUT, stream.line())
+            .await
+            .map_err(|_| Error::Etcd(format!("{endpoint}{path}: no answer in time")))??;
+        serde_json::from_slice(&line)
+            .map_err(|err| Error::Etcd(format!("{endpoint}: unreadable answer: {err}")))
     }
 
     /// Puts `value` at `name` unless the key exists; the value in force either way (create-if-absent).
@@ -422,36 +390,12 @@ impl Etcd {
             "range_end": B64.encode(prefix_end(&prefix)),
             "start_revision": from.to_string(),
         }});
-        let count = self.endpoints.len();
-        let first = self.current.load(Ordering::Relaxed);
-        let mut failures = Vec::new();
-        for step in 0..count {
-            let index = (first + step) % count;
-            let endpoint = &self.endpoints[index];
-            // No overall timeout: the answer is a stream that lasts as long as the watch.
-            match self
-                .http
-                .post(format!("{endpoint}/v3/watch"))
-                .json(&body)
-                .send()
-                .await
-            {
-                Ok(answer) if answer.status().is_success() => {
-                    return Ok(WatchStream {
-                        answer,
-                        buffer: Vec::new(),
-                    });
-                }
-                Ok(answer) => failures.push(format!("{endpoint}: {}", answer.status())),
-                Err(err) => {
-                    failures.push(format!("{endpoint}: {}", pryv_daemon::error_chain(&err)))
-                }
-            }
-        }
-        Err(Error::Etcd(format!(
-            "cannot watch: no etcd member answered ({})",
-            failures.join("; ")
-        )))
+        // No overall timeout: the answer is a stream that lasts as long as the watch.
+        let (_, answer) = self.send("/v3/watch", &body, None).await?;
+        Ok(WatchStream {
+            answer,
+            buffer: Vec::new(),
+        })
     }
 }
 

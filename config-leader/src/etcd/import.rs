@@ -31,12 +31,7 @@ pub fn import(config: &Config, file: &Path, message: Option<String>) -> Result<S
     platform
         .ensure_settings()
         .map_err(|err| Error::InvalidSettings(vec![err.to_string()]))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| Error::Internal(format!("cannot start the runtime: {err}")))?;
-    runtime.block_on(async {
-        let etcd = std::sync::Arc::new(super::connect(&store)?);
+    super::on_store(&store, |etcd| async move {
         let mut config = config.clone();
         super::secrets::resolve(&etcd, &mut config).await?;
         let links = crate::tree::LinkPolicy::new(&config.templates_path, &config.allow_links_to);
@@ -55,7 +50,13 @@ pub fn import(config: &Config, file: &Path, message: Option<String>) -> Result<S
         for _ in 0..ATTEMPTS {
             let latest = history.latest().await?.map_or(0, |row| row.revision);
             let saved = history
-                .append(latest, "import", pryv_daemon::now_unix_i64(), &message, &text)
+                .append(
+                    latest,
+                    "import",
+                    pryv_daemon::now_unix_i64(),
+                    &message,
+                    &text,
+                )
                 .await?;
             if let Some(revision) = saved {
                 return Ok(format!(
@@ -81,18 +82,15 @@ pub fn push_templates(config: &Config, folder: Option<&Path>) -> Result<String, 
     };
     let folder = folder.map_or_else(|| config.templates_path.clone(), Path::to_owned);
     let files = super::templates::read_folder(&folder)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| Error::Internal(format!("cannot start the runtime: {err}")))?;
-    runtime.block_on(async {
-        let etcd = std::sync::Arc::new(super::connect(&store)?);
+    super::on_store(&store, |etcd| async move {
         let mut config = config.clone();
         super::secrets::resolve(&etcd, &mut config).await?;
         let latest = SharedHistory::new(etcd.clone())
             .latest()
             .await?
-            .ok_or_else(|| Error::Etcd("the store holds no settings yet; start a replica first".into()))?;
+            .ok_or_else(|| {
+                Error::Etcd("the store holds no settings yet; start a replica first".into())
+            })?;
         let platform = crate::render_roles::parse(&config.platform_config, &latest.content)?;
         let links = crate::tree::LinkPolicy::new(&folder, &config.allow_links_to);
         let problems = crate::render_roles::render_variants(
@@ -109,7 +107,9 @@ pub fn push_templates(config: &Config, folder: Option<&Path>) -> Result<String, 
         let replacing = shared.current().await?;
         let hash = super::templates::hash_of(&files);
         if replacing.as_deref() == Some(hash.as_str()) {
-            return Ok(format!("the templates in force are already these ({hash}); nothing pushed\n"));
+            return Ok(format!(
+                "the templates in force are already these ({hash}); nothing pushed\n"
+            ));
         }
         if !shared.push(&files, replacing.as_deref()).await? {
             return Err(Error::Conflict(

@@ -95,12 +95,8 @@ pub fn migrate(config: &Config) -> Result<String, Error> {
         });
     };
     let snapshot = snapshot(config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| Error::Internal(format!("cannot start the runtime: {err}")))?;
-    runtime.block_on(async {
-        let etcd = std::sync::Arc::new(super::connect(&store)?);
+    let store_for_client = store.clone();
+    super::on_store(&store_for_client, |etcd| async move {
         let history = SharedHistory::new(etcd.clone());
         if let Some(latest) = history.latest().await? {
             return Err(Error::Conflict(format!(

@@ -210,6 +210,23 @@ async fn rollouts_now(
     })
 }
 
+/// Runs `work` on a client of the store, on a runtime of its own: the CLI commands (`store migrate`,
+/// `settings import`, `templates push`) run outside the daemon.
+pub fn on_store<T, F>(
+    store: &crate::config::EtcdStore,
+    work: impl FnOnce(Arc<Etcd>) -> F,
+) -> Result<T, Error>
+where
+    F: std::future::Future<Output = Result<T, Error>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Error::Internal(format!("cannot start the runtime: {err}")))?;
+    let etcd = Arc::new(connect(store)?);
+    runtime.block_on(work(etcd))
+}
+
 async fn wait_for_quorum(etcd: &Etcd) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + START_WAIT;
     loop {

@@ -24,6 +24,28 @@ fn record(id: i64) -> String {
     format!("{RECORDS}{id:012}")
 }
 
+/// The writes of rollout `id` (its JSON) and of its target trees.
+fn record_ops(id: i64, body: &str, trees: &[RolloutTree]) -> Result<Vec<Op>, Error> {
+    let mut ops = vec![Op::Put {
+        key: record(id),
+        value: body.as_bytes().to_vec(),
+    }];
+    for tree in trees {
+        let stored = StoredTree {
+            variant: tree.variant.clone(),
+            role: tree.role.clone(),
+            revision: tree.revision.clone(),
+            files: tree.files,
+            body: B64.encode(&tree.body),
+        };
+        ops.push(Op::Put {
+            key: format!("{TREES}{id:012}/{}", tree.variant),
+            value: serde_json::to_vec(&stored)?,
+        });
+    }
+    Ok(ops)
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredTree {
     variant: String,
@@ -105,23 +127,7 @@ impl SharedRollouts {
                 .and_then(|kv| kv.key.strip_prefix(&prefix)?.parse::<i64>().ok())
                 .unwrap_or(0);
             let id = last + 1;
-            let mut ops = vec![Op::Put {
-                key: record(id),
-                value: body(id)?.into_bytes(),
-            }];
-            for tree in trees {
-                let stored = StoredTree {
-                    variant: tree.variant.clone(),
-                    role: tree.role.clone(),
-                    revision: tree.revision.clone(),
-                    files: tree.files,
-                    body: B64.encode(&tree.body),
-                };
-                ops.push(Op::Put {
-                    key: format!("{TREES}{id:012}/{}", tree.variant),
-                    value: serde_json::to_vec(&stored)?,
-                });
-            }
+            let ops = record_ops(id, &body(id)?, trees)?;
             if self.etcd.txn(&[Compare::Absent(record(id))], &ops).await? {
                 return Ok(id);
             }
@@ -133,23 +139,7 @@ impl SharedRollouts {
 
     /// Writes rollout `id` (its JSON) and its trees as they are, if absent: a migration.
     pub async fn import(&self, id: i64, body: &str, trees: &[RolloutTree]) -> Result<bool, Error> {
-        let mut ops = vec![Op::Put {
-            key: record(id),
-            value: body.as_bytes().to_vec(),
-        }];
-        for tree in trees {
-            let stored = StoredTree {
-                variant: tree.variant.clone(),
-                role: tree.role.clone(),
-                revision: tree.revision.clone(),
-                files: tree.files,
-                body: B64.encode(&tree.body),
-            };
-            ops.push(Op::Put {
-                key: format!("{TREES}{id:012}/{}", tree.variant),
-                value: serde_json::to_vec(&stored)?,
-            });
-        }
+        let ops = record_ops(id, body, trees)?;
         self.etcd.txn(&[Compare::Absent(record(id))], &ops).await
     }
 

@@ -45,8 +45,22 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
-    /// `size` members, started and answering.
+    /// `size` members, started and answering. A cluster that does not come up (a port taken between its
+    /// choice and etcd's bind, by a parallel test) is started again on other ports.
     pub fn start(size: usize) -> Self {
+        for _ in 0..3 {
+            let mut cluster = Self::launch(size);
+            if cluster.came_up(Duration::from_secs(20)) {
+                return cluster;
+            }
+            for index in 0..size {
+                cluster.stop_member(index);
+            }
+        }
+        panic!("a {size}-member etcd cluster did not come up three times");
+    }
+
+    fn launch(size: usize) -> Self {
         let root = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
@@ -66,8 +80,29 @@ impl EtcdCluster {
         for index in 0..size {
             cluster.start_member(index);
         }
-        cluster.wait_healthy();
         cluster
+    }
+
+    /// Whether every member answers healthy within `within`; false at once when one exited.
+    fn came_up(&mut self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let exited = self.members.iter_mut().any(|m| {
+                m.child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+            });
+            if exited {
+                return false;
+            }
+            if (0..self.members.len()).all(|i| healthy(&self.endpoint(i))) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// One member serving clients over TLS only, requiring a client certificate (not waited for: a

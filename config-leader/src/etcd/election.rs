@@ -112,6 +112,10 @@ impl Election {
 
     /// One try: a lease, then the key if absent. `None`: another replica holds it.
     async fn campaign(&self) -> Result<Option<Term>, Error> {
+        // Held by another replica: no lease asked for (it would only expire unused).
+        if self.etcd.get(KEY).await?.is_some() {
+            return Ok(None);
+        }
         let asked = Instant::now();
         let seconds = i64::try_from(self.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let (lease, granted) = self.etcd.grant_for(seconds).await?;

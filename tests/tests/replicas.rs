@@ -381,6 +381,24 @@ async fn a_follower_never_takes_a_tree_of_older_settings_than_it_applied() {
         core.read("mail/conf/mail.yml")
             .contains("smtp.third.example")
     );
+
+    // Restarted (kill -9, then started again), it still knows what it applied: the older tree stays refused.
+    cores[0].daemon.take();
+    cores[0].start_on(&[replicas[0].url(), behind.url()]);
+    let restarted = cores[0].daemon.as_ref().unwrap();
+    let status =
+        pryv_e2e::platform::wait_status(restarted, "the older tree refused after a restart", |s| {
+            s["lastFetchError"]
+                .as_str()
+                .is_some_and(|e| e.contains("older than revision 3"))
+        })
+        .await;
+    assert_eq!(status["storeRevision"], 3, "{status}");
+    assert!(
+        cores[0]
+            .read("mail/conf/mail.yml")
+            .contains("smtp.third.example")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -363,4 +363,24 @@ mod tests {
         );
         shutdown.cancel();
     }
+
+    #[tokio::test]
+    async fn the_settings_revision_applied_is_taken_at_start_and_an_unreadable_one_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::of(&dir.path().join("pryv"));
+        let shutdown = CancellationToken::new();
+        state
+            .save_text(STORE_REVISION_FILE, "not a number")
+            .unwrap();
+        let err = Follower::new(config(dir.path()), &shutdown)
+            .err()
+            .expect("a record that is not a revision must not be taken for none");
+        assert!(err.to_string().contains(STORE_REVISION_FILE), "{err}");
+
+        state.save_text(STORE_REVISION_FILE, "12").unwrap();
+        let follower = Follower::new(config(dir.path()), &shutdown).unwrap();
+        assert_eq!(follower.client().floor(), 12);
+        assert_eq!(follower.status.snapshot().store_revision, Some(12));
+        shutdown.cancel();
+    }
 }

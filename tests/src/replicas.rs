@@ -89,6 +89,13 @@ impl Replica {
         }
     }
 
+    /// Makes its open connections to etcd silent (a watch among them), new ones still work.
+    pub fn freeze(&self) {
+        for proxy in &self.proxies {
+            proxy.freeze();
+        }
+    }
+
     pub fn heal(&self) {
         for proxy in &self.proxies {
             proxy.heal();

@@ -1095,3 +1095,38 @@ async fn the_store_is_reached_over_tls_with_a_client_certificate() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_watch_goes_silent_notices_and_catches_up() {
+    let Some((cluster, base)) = prologue("replicas: a silent watch") else {
+        return;
+    };
+    let cores = [Machine::new(base.path(), "core-1")];
+    let replicas = start_replicas(base.path(), &cluster, &cores, &[false, true]);
+    // A change it takes through its watch: the watch is open.
+    let (status, body) = set_mail_host(&replicas[0].url(), "smtp.seen.example").await;
+    assert_eq!(status, 200, "{body}");
+    served_host(&replicas[1], &cores[0], "smtp.seen.example").await;
+    // Its watch's connection stays open but carries nothing more; no error says so.
+    replicas[1].freeze();
+    let (status, body) = set_mail_host(&replicas[0].url(), "smtp.unseen.example").await;
+    assert_eq!(status, 200, "{body}");
+    let url = replicas[1].url();
+    eventually(
+        "the replica to notice its watch is stuck and catch up",
+        Duration::from_secs(40),
+        || async {
+            served_mail(&url, &cores[0])
+                .await
+                .filter(|(_, mail)| mail.contains("smtp.unseen.example"))
+        },
+    )
+    .await;
+    assert!(
+        replicas[1]
+            .logs()
+            .contains("did not deliver a change in time"),
+        "{}",
+        replicas[1].logs()
+    );
+}

@@ -245,6 +245,25 @@ impl Etcd {
         decode_kvs(&answer)
     }
 
+    /// The store revision of the newest change of a key under `name` (0 when there is none).
+    pub async fn newest_change(&self, name: &str) -> Result<i64, Error> {
+        let prefix = self.key(name);
+        let answer = self
+            .post(
+                "/v3/kv/range",
+                &json!({
+                    "key": B64.encode(&prefix),
+                    "range_end": B64.encode(prefix_end(&prefix)),
+                    "limit": 1,
+                    "sort_order": "DESCEND",
+                    "sort_target": "MOD",
+                    "keys_only": true,
+                }),
+            )
+            .await?;
+        Ok(decode_kvs(&answer)?.first().map_or(0, |kv| kv.mod_revision))
+    }
+
     /// How many keys are under `name`.
     pub async fn count(&self, name: &str) -> Result<i64, Error> {
         let prefix = self.key(name);

@@ -36,6 +36,8 @@ use crate::error::Error;
 
 /// How long a starting replica waits for a quorum before it gives up (systemd or compose starts it again).
 const START_WAIT: Duration = Duration::from_secs(15);
+/// How often a watch is checked against the store's newest change.
+const WATCH_CHECK: Duration = Duration::from_secs(5);
 /// Pause before watching again after a watch broke.
 const WATCH_RETRY: Duration = Duration::from_millis(500);
 
@@ -359,40 +361,77 @@ async fn follow(replica: Arc<Replica>, taken: Taken, shutdown: CancellationToken
                 continue;
             }
         };
-        resume_from = Some(from);
-        loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                event = stream.next() => event,
-            };
-            match event {
-                Ok(WatchEvent::Changed { revision, keys }) => {
-                    replica.liveness.confirm();
-                    if let Err(err) = take(&replica, &taken, &keys).await {
-                        // Read again from scratch: the next turn retries.
-                        tracing::warn!(error = %err, "cannot take the new settings from the etcd store");
-                        resume_from = None;
-                        break;
-                    }
-                    resume_from = Some(revision + 1);
-                }
-                Ok(WatchEvent::Progress(_)) => replica.liveness.confirm(),
-                Ok(WatchEvent::Compacted(revision)) => {
-                    tracing::info!(
-                        revision,
-                        "the etcd watch's revision was compacted; reading the settings again"
-                    );
-                    resume_from = None;
-                    break;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "the etcd watch ended; watching again");
-                    break;
-                }
-            }
+        match watch_until_broken(&replica, &taken, &mut stream, from, &shutdown).await {
+            Next::Resume(from) => resume_from = Some(from),
+            Next::Reload => resume_from = None,
+            Next::Stop => return,
         }
         if pause(&shutdown).await {
             return;
+        }
+    }
+}
+
+/// What follows a watch that ended.
+enum Next {
+    /// Watch again from this store revision.
+    Resume(i64),
+    /// Read everything again first.
+    Reload,
+    Stop,
+}
+
+/// Takes every message of `stream` (opened at store revision `from`) until it breaks. Every
+/// [`WATCH_CHECK`] the newest change under the prefix is compared with what the watch delivered: a change
+/// still not delivered at the next check means a stuck watch (a connection gone silent that no error
+/// reports), so everything is read again and a new watch opened.
+async fn watch_until_broken(
+    replica: &Replica,
+    taken: &Taken,
+    stream: &mut client::WatchStream,
+    from: i64,
+    shutdown: &CancellationToken,
+) -> Next {
+    let mut next = from;
+    let mut check = tokio::time::interval(WATCH_CHECK);
+    check.tick().await;
+    // A change the watch had not delivered at the last check.
+    let mut overdue: Option<i64> = None;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return Next::Stop,
+            _ = check.tick() => {
+                if let Some(change) = overdue && next <= change {
+                    tracing::warn!(change, delivered = next - 1, "the etcd watch did not deliver a change in time; reading everything again");
+                    return Next::Reload;
+                }
+                overdue = replica.etcd.newest_change("").await.ok().filter(|newest| *newest >= next);
+                continue;
+            }
+            event = stream.next() => event,
+        };
+        match event {
+            Ok(WatchEvent::Changed { revision, keys }) => {
+                replica.liveness.confirm();
+                if let Err(err) = take(replica, taken, &keys).await {
+                    // Read again from scratch: the next turn retries.
+                    tracing::warn!(error = %err, "cannot take the new settings from the etcd store");
+                    return Next::Reload;
+                }
+                next = revision + 1;
+            }
+            Ok(WatchEvent::Progress(_)) => replica.liveness.confirm(),
+            Ok(WatchEvent::Compacted(revision)) => {
+                tracing::info!(
+                    revision,
+                    "the etcd watch's revision was compacted; reading the settings again"
+                );
+                return Next::Reload;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "the etcd watch ended; watching again");
+                return Next::Resume(next);
+            }
         }
     }
 }

@@ -241,6 +241,20 @@ pub async fn admin(
     }
 }
 
+/// Waits until the replica at `replica_url` has its watch of the store open (it started following it).
+pub async fn watching(replica_url: &str) {
+    pryv_testkit::eventually(
+        &format!("{replica_url} to watch the store"),
+        std::time::Duration::from_secs(30),
+        || async {
+            let (status, fleet) =
+                admin(reqwest::Method::GET, replica_url, "/admin/status", None).await;
+            (status == 200 && fleet["replica"]["watching"] == true).then_some(())
+        },
+    )
+    .await;
+}
+
 /// Whether the replica at `replica_url` holds the election (drives the rollouts).
 pub async fn elected(replica_url: &str) -> bool {
     let (status, fleet) = admin(reqwest::Method::GET, replica_url, "/admin/status", None).await;

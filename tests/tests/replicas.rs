@@ -150,6 +150,7 @@ async fn a_replica_cut_off_from_etcd_refuses_changes_and_its_followers_move_on_a
             .then_some(())
     });
 
+    replicas::watching(&replicas[2].url()).await;
     replicas[2].cut_off();
     let isolated = replicas[2].url();
     // At once the store does not answer it (503 store-unavailable), soon it knows itself cut off.
@@ -1103,10 +1104,7 @@ async fn a_replica_whose_watch_goes_silent_notices_and_catches_up() {
     };
     let cores = [Machine::new(base.path(), "core-1")];
     let replicas = start_replicas(base.path(), &cluster, &cores, &[false, true]);
-    // A change it takes through its watch: the watch is open.
-    let (status, body) = set_mail_host(&replicas[0].url(), "smtp.seen.example").await;
-    assert_eq!(status, 200, "{body}");
-    served_host(&replicas[1], &cores[0], "smtp.seen.example").await;
+    replicas::watching(&replicas[1].url()).await;
     // Its watch's connection stays open but carries nothing more; no error says so.
     replicas[1].freeze();
     let (status, body) = set_mail_host(&replicas[0].url(), "smtp.unseen.example").await;

@@ -59,6 +59,8 @@ pub struct Replica {
     pub templates_copy: std::path::PathBuf,
     /// The settings revision this replica's copy held at start.
     pub start_revision: i64,
+    /// Whether its watch of the store is open now (what `/admin/status` says).
+    pub watching: std::sync::atomic::AtomicBool,
 }
 
 impl Replica {
@@ -118,6 +120,7 @@ impl Replica {
             templates: shared_templates,
             templates_copy,
             start_revision: latest.revision,
+            watching: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -361,7 +364,14 @@ async fn follow(replica: Arc<Replica>, taken: Taken, shutdown: CancellationToken
                 continue;
             }
         };
-        match watch_until_broken(&replica, &taken, &mut stream, from, &shutdown).await {
+        replica
+            .watching
+            .store(true, std::sync::atomic::Ordering::Release);
+        let next = watch_until_broken(&replica, &taken, &mut stream, from, &shutdown).await;
+        replica
+            .watching
+            .store(false, std::sync::atomic::Ordering::Release);
+        match next {
             Next::Resume(from) => resume_from = Some(from),
             Next::Reload => resume_from = None,
             Next::Stop => return,
@@ -414,9 +424,9 @@ async fn watch_until_broken(
             Ok(WatchEvent::Changed { revision, keys }) => {
                 replica.liveness.confirm();
                 if let Err(err) = take(replica, taken, &keys).await {
-                    // Read again from scratch: the next turn retries.
-                    tracing::warn!(error = %err, "cannot take the new settings from the etcd store");
-                    return Next::Reload;
+                    // Not processed: the next watch starts again at this change.
+                    tracing::warn!(error = %err, "cannot take the new settings from the etcd store; watching again from this change");
+                    return Next::Resume(next);
                 }
                 next = revision + 1;
             }

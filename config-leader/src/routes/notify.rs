@@ -82,6 +82,8 @@ pub struct ReplicaView {
     pub isolated: bool,
     /// The settings revision its copy holds.
     pub settings_revision: i64,
+    /// Its watch of the store is open (changes saved through other replicas reach it).
+    pub watching: bool,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +177,7 @@ pub(super) async fn fleet_view(state: &AppState) -> FleetView {
             elected: replica.election.term().is_some(),
             isolated: replica.liveness.isolated_for().is_some(),
             settings_revision: state.store.settings_revision(),
+            watching: replica.watching.load(std::sync::atomic::Ordering::Acquire),
         }),
     }
 }

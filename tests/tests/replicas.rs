@@ -473,6 +473,47 @@ async fn a_login_on_one_replica_is_a_session_on_every_replica_and_ends_on_every_
     assert_eq!(status, 200);
     assert!(listed.to_string().contains("alice"), "{listed}");
 
+    // The rule for acting on another admin holds across replicas: a help desk that may reset passwords
+    // cannot reset one of an admin holding more than it, and nobody acts without a credential.
+    for (name, permissions) in [
+        (
+            "helpdesk",
+            serde_json::json!({"users": ["read", "resetPassword"]}),
+        ),
+        (
+            "chief",
+            serde_json::json!({"users": ["read", "resetPassword"], "settings": ["read", "update"]}),
+        ),
+    ] {
+        let (status, body) = call(
+            reqwest::Method::POST,
+            format!("{}/users", url(0)),
+            admin(),
+            Some(serde_json::json!({"username": name, "password": format!("{name}-password-1"), "permissions": permissions})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let helpdesk = login_as(1, "helpdesk", "helpdesk-password-1").await;
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{}/users/chief/reset-password", url(2)),
+        helpdesk,
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = call(
+        reqwest::Method::POST,
+        format!("{}/users/chief/reset-password", url(2)),
+        String::new(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    // Her password is the one she had.
+    login_as(0, "chief", "chief-password-1").await;
+
     // Her password reset through one replica ends the session on all of them.
     let (status, reset) = call(
         reqwest::Method::POST,

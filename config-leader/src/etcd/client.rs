@@ -215,31 +215,31 @@ impl Etcd {
         Ok(decode_kvs(&answer)?.into_iter().next())
     }
 
+    /// A range read of every key under `name` (a prefix), with the further fields of `options` (limit,
+    /// sort, keys only, count only).
+    async fn range_under(&self, name: &str, options: Value) -> Result<Value, Error> {
+        let prefix = self.key(name);
+        let mut body =
+            json!({"key": B64.encode(&prefix), "range_end": B64.encode(prefix_end(&prefix))});
+        if let (Some(body), Value::Object(options)) = (body.as_object_mut(), options) {
+            body.extend(options);
+        }
+        self.post("/v3/kv/range", &body).await
+    }
+
     /// Every key under `name` (a prefix), in key order, and the store revision they were read at.
     pub async fn list(&self, name: &str) -> Result<(Vec<Kv>, i64), Error> {
-        let prefix = self.key(name);
-        let answer = self
-            .post(
-                "/v3/kv/range",
-                &json!({"key": B64.encode(&prefix), "range_end": B64.encode(prefix_end(&prefix))}),
-            )
-            .await?;
+        let answer = self.range_under(name, json!({})).await?;
         Ok((decode_kvs(&answer)?, header_revision(&answer)))
     }
 
     /// The `limit` last keys under `name`, last first (with `oldest`: the first ones, first first).
     pub async fn ends(&self, name: &str, limit: usize, oldest: bool) -> Result<Vec<Kv>, Error> {
-        let prefix = self.key(name);
+        let order = if oldest { "ASCEND" } else { "DESCEND" };
         let answer = self
-            .post(
-                "/v3/kv/range",
-                &json!({
-                    "key": B64.encode(&prefix),
-                    "range_end": B64.encode(prefix_end(&prefix)),
-                    "limit": limit,
-                    "sort_order": if oldest { "ASCEND" } else { "DESCEND" },
-                    "sort_target": "KEY",
-                }),
+            .range_under(
+                name,
+                json!({"limit": limit, "sort_order": order, "sort_target": "KEY"}),
             )
             .await?;
         decode_kvs(&answer)
@@ -247,32 +247,15 @@ impl Etcd {
 
     /// The store revision of the newest change of a key under `name` (0 when there is none).
     pub async fn newest_change(&self, name: &str) -> Result<i64, Error> {
-        let prefix = self.key(name);
-        let answer = self
-            .post(
-                "/v3/kv/range",
-                &json!({
-                    "key": B64.encode(&prefix),
-                    "range_end": B64.encode(prefix_end(&prefix)),
-                    "limit": 1,
-                    "sort_order": "DESCEND",
-                    "sort_target": "MOD",
-                    "keys_only": true,
-                }),
-            )
-            .await?;
+        let options =
+            json!({"limit": 1, "sort_order": "DESCEND", "sort_target": "MOD", "keys_only": true});
+        let answer = self.range_under(name, options).await?;
         Ok(decode_kvs(&answer)?.first().map_or(0, |kv| kv.mod_revision))
     }
 
     /// How many keys are under `name`.
     pub async fn count(&self, name: &str) -> Result<i64, Error> {
-        let prefix = self.key(name);
-        let answer = self
-            .post(
-                "/v3/kv/range",
-                &json!({"key": B64.encode(&prefix), "range_end": B64.encode(prefix_end(&prefix)), "count_only": true}),
-            )
-            .await?;
+        let answer = self.range_under(name, json!({"count_only": true})).await?;
         Ok(number(answer["count"].as_str()))
     }
 
